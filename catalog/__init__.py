@@ -1,0 +1,1 @@
+"""catalog: the shop's products, their categories and photos."""

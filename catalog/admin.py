@@ -1,0 +1,90 @@
+"""Django admin for categories, products and photos, with thumbnails and similar items."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from similarity.admin import EmbeddableAdminMixin
+
+from .models import Category, Product, ProductImage
+
+THUMB = '<img src="{}" alt="" loading="lazy" style="width:{}px;height:{}px;object-fit:contain;background:#fff">'
+
+
+def thumbnail(image: Any, size: int = 48) -> str:
+    """Return an <img> tag for an ImageField file, or "-"."""
+    if not image or not getattr(image, "name", ""):
+        return "-"
+    return format_html(THUMB, image.url, size, size)
+
+
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin):
+    list_display = ("path", "slug", "product_count")
+    search_fields = ("name", "path")
+    list_filter = (("parent", admin.RelatedOnlyFieldListFilter),)
+    autocomplete_fields = ("parent",)
+    readonly_fields = ("path",)
+
+    def get_queryset(self, request: Any) -> Any:
+        return super().get_queryset(request).annotate(_products=Count("products"))
+
+    @admin.display(description=_("products"), ordering="_products")
+    def product_count(self, obj: Category) -> int:
+        return obj._products
+
+
+class ProductImageInline(admin.TabularInline):
+    model = ProductImage
+    extra = 1
+    fields = ("preview", "image", "position")
+    readonly_fields = ("preview",)
+
+    @admin.display(description=_("preview"))
+    def preview(self, obj: ProductImage) -> str:
+        return thumbnail(obj.image, 96)
+
+
+@admin.register(Product)
+class ProductAdmin(EmbeddableAdminMixin, admin.ModelAdmin):
+    list_display = ("thumb", "sku", "title", "brand", "price", "currency", "category", "is_active", "embedding_status_badge")
+    list_display_links = ("thumb", "sku", "title")
+    list_filter = ("is_active", "embedding_status", "embedding_modalities", ("category", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("sku", "title", "brand")
+    autocomplete_fields = ("category",)
+    list_select_related = ("category",)
+    inlines = [ProductImageInline]
+    readonly_fields = ("created_at", "updated_at", *EmbeddableAdminMixin.similarity_readonly_fields)
+
+    def get_fieldsets(self, request: Any, obj: Any = None) -> list:
+        main = (None, {"fields": ("sku", "title", "brand", "category", ("price", "currency"), "is_active", "description")})
+        if obj is None:
+            return [main]
+        return [main, self.similarity_fieldset(), (_("History"), {"fields": ("created_at", "updated_at"), "classes": ["collapse"]})]
+
+    def get_queryset(self, request: Any) -> Any:
+        return super().get_queryset(request).prefetch_related("images")
+
+    @admin.display(description=_("photo"))
+    def thumb(self, obj: Product) -> str:
+        image = obj.primary_image
+        return thumbnail(image.image if image else None)
+
+
+@admin.register(ProductImage)
+class ProductImageAdmin(admin.ModelAdmin):
+    list_display = ("preview", "product", "position", "image")
+    search_fields = ("product__sku", "product__title")
+    list_select_related = ("product",)
+    autocomplete_fields = ("product",)
+    readonly_fields = ("checksum",)
+
+    @admin.display(description=_("preview"))
+    def preview(self, obj: ProductImage) -> str:
+        return thumbnail(obj.image)
+
+

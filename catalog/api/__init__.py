@@ -1,0 +1,1 @@
+"""REST API of the catalog: products, their similar items."""

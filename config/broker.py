@@ -1,0 +1,23 @@
+"""Celery broker transport options for the broker URL in use."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def broker_transport_options(url: str, var_dir: Path) -> dict:
+    """Return transport options: fail fast on Redis, on-disk folders for filesystem://."""
+    if url.startswith("filesystem://"):
+        # The filesystem transport needs no server: producers and workers on one machine
+        # exchange messages through files under var/broker (used by `make demo`).
+        folder = var_dir / "broker"
+        (folder / "queue").mkdir(parents=True, exist_ok=True)
+        (folder / "processed").mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    if url.startswith(("redis://", "rediss://")):
+        return {"socket_connect_timeout": 2, "socket_timeout": 10}
+    return {}

@@ -1,0 +1,1 @@
+"""Reusable DRF pieces: viewset mixins and serializers for similarity endpoints."""

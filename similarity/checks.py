@@ -1,0 +1,66 @@
+"""System checks for the SIMILARITY settings (ids similarity.E001...)."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import Error, register
+
+from .conf import similarity_settings
+
+HNSW_MAX_DIM = 2000  # pgvector's HNSW limit for the `vector` type
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Validate dimensions, fusion weights and query limits."""
+    s, errors = similarity_settings, []
+    dims = {"IMAGE_DIM": s.IMAGE_DIM, "TEXT_DIM": s.TEXT_DIM}
+    if not all(isinstance(v, int) and v > 0 for v in dims.values()):
+        errors.append(Error(f"SIMILARITY dimensions must be positive integers, got {dims}.", id="similarity.E001"))
+    elif s.fused_dim > HNSW_MAX_DIM:
+        errors.append(
+            Error(
+                f"IMAGE_DIM + TEXT_DIM = {s.fused_dim} exceeds the HNSW limit of {HNSW_MAX_DIM}.",
+                hint="Use smaller encoders or a learned fusion with a smaller output.",
+                id="similarity.E001",
+            )
+        )
+    weights = (s.IMAGE_WEIGHT, s.TEXT_WEIGHT)
+    if not all(isinstance(w, (int, float)) and w >= 0 for w in weights) or sum(weights) <= 0:
+        errors.append(
+            Error(
+                f"SIMILARITY IMAGE_WEIGHT/TEXT_WEIGHT must be >= 0 with a positive sum, got {weights}.",
+                id="similarity.E002",
+            )
+        )
+    errors += _check_fields()
+    if not (isinstance(s.DEFAULT_K, int) and isinstance(s.MAX_K, int) and 1 <= s.DEFAULT_K <= s.MAX_K):
+        errors.append(
+            Error(
+                f"SIMILARITY needs 1 <= DEFAULT_K <= MAX_K, got {s.DEFAULT_K} and {s.MAX_K}.",
+                id="similarity.E004",
+            )
+        )
+    if not (isinstance(s.QUEUE, str) and s.QUEUE):
+        errors.append(Error("SIMILARITY['QUEUE'] must be a non-empty queue name.", id="similarity.E005"))
+    return errors
+
+
+def _check_fields() -> list[Error]:
+    from .models import embeddable_models
+
+    s, errors = similarity_settings, []
+    expected = {"image_embedding": s.IMAGE_DIM, "text_embedding": s.TEXT_DIM, "fused_embedding": s.fused_dim}
+    for model in embeddable_models():
+        for name, dim in expected.items():
+            actual = model._meta.get_field(name).dimensions
+            if actual != dim:
+                errors.append(
+                    Error(
+                        f"{model._meta.label}.{name} has {actual} dimensions but SIMILARITY says {dim}.",
+                        hint="Run makemigrations and migrate after changing SIMILARITY dimensions.",
+                        obj=model,
+                        id="similarity.E003",
+                    )
+                )
+    return errors

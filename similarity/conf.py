@@ -1,0 +1,77 @@
+"""The ``SIMILARITY`` settings dict: defaults, lazy access, reload on ``setting_changed``.
+
+Read attributes of ``similarity_settings`` at call time, never at import time, so that
+``override_settings(SIMILARITY=...)`` works in tests.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, Any] = {
+    # Encoders, by dotted path (loaded lazily in the worker, never in the web process).
+    "IMAGE_ENCODER": "similarity.encoders.image.EfficientNetLiteImageEncoder",
+    "TEXT_ENCODER": "similarity.encoders.text.UniversalSentenceEncoder",
+    # Local weights; None means the file shipped in the weights package.
+    "IMAGE_WEIGHTS": None,
+    "TEXT_WEIGHTS": None,
+    # Vector sizes of the columns; must match the encoders' output.
+    "IMAGE_DIM": 1280,
+    "TEXT_DIM": 512,
+    # Fixed fusion: cosine(fused) = IMAGE_WEIGHT * cos(image) + TEXT_WEIGHT * cos(text).
+    "IMAGE_WEIGHT": 0.3,
+    "TEXT_WEIGHT": 0.7,
+    # "auto" picks CUDA when present.
+    "DEVICE": "auto",
+    "QUEUE": "similarity",
+    "BATCH_SIZE": 32,
+    # Queries.
+    "DEFAULT_K": 10,
+    "MAX_K": 100,
+    "HNSW_EF_SEARCH": 100,
+    # Input limits: larger inputs fail with a readable reason instead of exhausting memory.
+    "MAX_IMAGE_BYTES": 20 * 1024 * 1024,
+    "MAX_IMAGE_PIXELS": 50_000_000,
+    "MAX_TEXT_CHARS": 2000,
+}
+
+
+class SimilaritySettings:
+    """Attribute access to ``settings.SIMILARITY`` merged over ``DEFAULTS``."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        return getattr(settings, "SIMILARITY", {}) or {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in DEFAULTS:
+            raise AttributeError(f"Invalid SIMILARITY setting: {name!r}")
+        if name not in self._cache:
+            self._cache[name] = self.user_settings.get(name, DEFAULTS[name])
+        return self._cache[name]
+
+    @property
+    def fused_dim(self) -> int:
+        return self.IMAGE_DIM + self.TEXT_DIM
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+
+similarity_settings = SimilaritySettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "SIMILARITY":
+        similarity_settings.reload()
+        from .backends import reset_encoders
+
+        reset_encoders()
+
+
+setting_changed.connect(_reload)

@@ -1,0 +1,1 @@
+"""Fusion of image and text vectors into one vector (no Django)."""

@@ -1,0 +1,53 @@
+"""Decode product photos safely: size limits, truncated files, bombs, EXIF rotation.
+
+Pure Pillow, no Django; runs in the worker before images reach an encoder. Every refusal is
+an ``ImageRejected`` whose message a merchandiser can act on.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+
+class ImageRejected(ValueError):
+    """The image cannot be used; the message says why."""
+
+
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Return a fully loaded, upright, single-frame image decoded from ``data``.
+
+    Raises:
+        ImageRejected: empty, too large, not an image, truncated or corrupt data, or more
+            pixels than ``max_pixels`` (a decompression bomb).
+    """
+    if not data:
+        raise ImageRejected("image file is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise ImageRejected(
+            f"image file is {len(data):,} bytes, over the limit of {max_bytes:,} "
+            "(SIMILARITY['MAX_IMAGE_BYTES'])"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageRejected(
+                    f"image is {width}x{height} = {width * height:,} pixels, over the limit "
+                    f"of {max_pixels:,} (SIMILARITY['MAX_IMAGE_PIXELS'])"
+                )
+            image.seek(0)  # animated GIF/WebP/APNG: the first frame
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except ImageRejected:
+        raise
+    except UnidentifiedImageError:
+        raise ImageRejected("not an image, or an image format Pillow cannot read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected(f"image rejected as a decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejected(f"image is truncated or corrupt: {exc}") from None
+    return image

@@ -1,0 +1,83 @@
+"""The abstract ``Embeddable`` mixin: vector columns, HNSW indexes and encoding bookkeeping.
+
+A concrete model (the shop's product) inherits it and says what it feeds the encoders:
+``get_embedding_text()`` and ``get_embedding_image()``. Column sizes come from the
+``SIMILARITY`` settings when the model class is created.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+from pgvector.django import HnswIndex, VectorField
+
+from .conf import similarity_settings
+
+
+class EmbeddingStatus(models.TextChoices):
+    PENDING = "pending", _("pending")
+    READY = "ready", _("ready")
+    FAILED = "failed", _("failed")
+
+
+class Modalities(models.TextChoices):
+    IMAGE_TEXT = "image+text", _("image + text")
+    TEXT = "text", _("text only (no image)")
+    IMAGE = "image", _("image only (no text)")
+
+
+def _hnsw(field: str) -> HnswIndex:
+    return HnswIndex(
+        name=f"%(app_label)s_%(class)s_{field.split('_')[0]}_hnsw",
+        fields=[field],
+        opclasses=["vector_cosine_ops"],
+        m=16,
+        ef_construction=64,
+    )
+
+
+class Embeddable(models.Model):
+    """Vector columns and encoding state; subclass it and implement the two getters."""
+
+    image_embedding = VectorField(dimensions=similarity_settings.IMAGE_DIM, null=True, editable=False)
+    text_embedding = VectorField(dimensions=similarity_settings.TEXT_DIM, null=True, editable=False)
+    fused_embedding = VectorField(dimensions=similarity_settings.fused_dim, null=True, editable=False)
+    embedding_status = models.CharField(
+        _("embedding status"),
+        max_length=16,
+        choices=EmbeddingStatus.choices,
+        default=EmbeddingStatus.PENDING,
+        db_index=True,
+        editable=False,
+    )
+    embedding_error = models.TextField(_("embedding error"), blank=True, editable=False)
+    embedding_modalities = models.CharField(
+        _("encoded from"), max_length=16, choices=Modalities.choices, blank=True, editable=False
+    )
+    encoder_version = models.CharField(_("encoder version"), max_length=200, blank=True, editable=False)
+    content_hash = models.CharField(_("content hash"), max_length=64, blank=True, editable=False)
+    encoded_at = models.DateTimeField(_("encoded at"), null=True, blank=True, editable=False)
+
+    class Meta:
+        abstract = True
+        indexes = [_hnsw("image_embedding"), _hnsw("text_embedding"), _hnsw("fused_embedding")]
+
+    def get_embedding_text(self) -> str:
+        """Return the text to encode (title, brand, category, description...)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement get_embedding_text()")
+
+    def get_embedding_image(self) -> Any:
+        """Return the image to encode as a Django ``File`` (e.g. a FieldFile), or None."""
+        raise NotImplementedError(f"{type(self).__name__} must implement get_embedding_image()")
+
+    @classmethod
+    def get_embedding_queryset(cls) -> models.QuerySet:
+        """Return the queryset the worker loads rows from (override to add select_related)."""
+        return cls._default_manager.all()
+
+
+def embeddable_models() -> list[type[Embeddable]]:
+    """Return every installed concrete model that mixes in ``Embeddable``."""
+    return [m for m in apps.get_models() if issubclass(m, Embeddable)]

@@ -1,0 +1,29 @@
+"""System checks reject settings the vectors cannot work with."""
+from __future__ import annotations
+
+from similarity.checks import check_settings
+
+
+def ids(errors):
+    return sorted(e.id for e in errors)
+
+
+def test_default_settings_pass():
+    assert check_settings() == []
+
+
+def test_fused_dimension_over_hnsw_limit(settings):
+    settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_DIM": 1900}
+    assert "similarity.E001" in ids(check_settings())
+
+
+def test_field_dimension_mismatch(settings):
+    settings.SIMILARITY = {**settings.SIMILARITY, "TEXT_DIM": 384}
+    errors = check_settings()
+    assert "similarity.E003" in ids(errors)
+    assert any("text_embedding has 512 dimensions" in e.msg for e in errors)
+
+
+def test_bad_weights_and_k(settings):
+    settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_WEIGHT": -1, "DEFAULT_K": 500}
+    assert ids(check_settings()) == ["similarity.E002", "similarity.E004"]

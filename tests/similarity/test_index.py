@@ -1,0 +1,116 @@
+"""The write path: vectors, status, hash skip and bad inputs (fake encoders, real database)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.core.files.base import ContentFile
+
+from catalog.models import Product, ProductImage
+from similarity.index import encode_objects
+from similarity.models import EmbeddingStatus, Modalities
+from tests.factories import image_bytes, make_product
+
+pytestmark = pytest.mark.django_db
+
+
+def encode(*products, force=False):
+    return encode_objects("catalog.Product", [p.pk for p in products], force=force)
+
+
+def test_vectors_and_status_are_written():
+    p = make_product("A1", "红色 连衣裙 夏季", image=image_bytes((220, 20, 20)), category="服装 > 女装")
+    report = encode(p)
+    p.refresh_from_db()
+    assert report.encoded == [p.pk]
+    assert p.embedding_status == EmbeddingStatus.READY
+    assert p.embedding_modalities == Modalities.IMAGE_TEXT
+    assert len(p.image_embedding) == 1280 and len(p.text_embedding) == 512
+    fused = np.asarray(p.fused_embedding)
+    assert fused.shape == (1792,)
+    assert np.linalg.norm(fused) == pytest.approx(1.0, abs=1e-4)
+    # The weighted concatenation: image part carries sqrt(0.3) of the norm.
+    assert np.linalg.norm(fused[:1280]) == pytest.approx(0.3**0.5, abs=1e-4)
+    assert p.encoder_version.startswith("fake-color-image:1+fake-hashing-text:1+fixed:0.3/0.7")
+    assert len(p.content_hash) == 64 and p.encoded_at is not None and p.embedding_error == ""
+
+
+def test_unchanged_content_is_skipped_and_changed_content_re_encoded():
+    p = make_product("A2", "iPhone 15 Pro 256G 手机", image=image_bytes())
+    encode(p)
+    p.refresh_from_db()
+    first_hash, first_time = p.content_hash, p.encoded_at
+    assert encode(p).skipped == [p.pk]
+    p.refresh_from_db()
+    assert p.encoded_at == first_time
+
+    Product.objects.filter(pk=p.pk).update(title="iPhone 15 Pro 512G 手机")
+    assert encode(p).encoded == [p.pk]
+    p.refresh_from_db()
+    assert p.content_hash != first_hash
+
+
+def test_force_re_encodes_unchanged_rows():
+    p = make_product("A3", "牛奶 1L", image=image_bytes())
+    encode(p)
+    assert encode(p, force=True).encoded == [p.pk]
+
+
+def test_product_without_image_is_text_only_and_says_so():
+    p = make_product("T1", "纯文本商品 no photo")
+    encode(p)
+    p.refresh_from_db()
+    assert p.embedding_status == EmbeddingStatus.READY
+    assert p.embedding_modalities == Modalities.TEXT
+    assert p.image_embedding is None
+    fused = np.asarray(p.fused_embedding)
+    assert not fused[:1280].any() and np.linalg.norm(fused) == pytest.approx(1.0, abs=1e-4)
+
+
+BAD_IMAGES = {
+    "zero bytes": (b"", "empty"),
+    "not an image": (b"<html>definitely not a photo</html>", "not an image"),
+    "truncated": (image_bytes(size=(300, 300), fmt="JPEG")[:400], "truncated or corrupt"),
+    "corrupt": (b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 50, "image"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_IMAGES))
+def test_bad_image_fails_with_readable_error_and_product_stays_saved(name):
+    data, reason = BAD_IMAGES[name]
+    good = make_product("G1", "good one", image=image_bytes())
+    bad = Product.objects.create(sku="B1", title="bad image product")
+    photo = ProductImage(product=bad, position=0)
+    photo.image.save("bad.jpg", ContentFile(data), save=False)
+    photo.save()
+
+    report = encode(good, bad)
+    bad.refresh_from_db()
+    good.refresh_from_db()
+    assert report.encoded == [good.pk]
+    assert bad.embedding_status == EmbeddingStatus.FAILED
+    assert reason in bad.embedding_error and bad.embedding_error.startswith("image:")
+    assert good.embedding_status == EmbeddingStatus.READY
+    assert Product.objects.filter(sku="B1").exists()
+
+
+def test_missing_image_file_fails_with_its_name():
+    p = make_product("M1", "photo deleted from disk", image=image_bytes())
+    p.images.get().image.storage.delete(p.images.get().image.name)
+    encode(p)
+    p.refresh_from_db()
+    assert p.embedding_status == EmbeddingStatus.FAILED
+    assert "missing from storage" in p.embedding_error
+
+
+def test_nothing_to_encode_fails():
+    p = Product.objects.create(sku="E1", title="   ")
+    encode(p)
+    p.refresh_from_db()
+    assert p.embedding_status == EmbeddingStatus.FAILED
+    assert "no image and no text" in p.embedding_error
+
+
+def test_missing_rows_are_reported_not_fatal():
+    p = make_product("X1", "exists", image=image_bytes())
+    report = encode_objects("catalog.Product", [p.pk, 999_999])
+    assert report.encoded == [p.pk] and report.missing == [999_999]

@@ -1,0 +1,77 @@
+"""The read path: order, scores, filters, and the HNSW index in the plan."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.db import connection
+
+from catalog.models import Product
+from similarity.queries import nearest_queryset, similar_to
+
+pytestmark = pytest.mark.django_db
+
+DIM = 1792
+
+
+def vec(*head: float) -> list[float]:
+    v = np.zeros(DIM, dtype=np.float32)
+    v[: len(head)] = head
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def product_with(sku: str, vector: list[float], **fields) -> Product:
+    p = Product.objects.create(sku=sku, title=sku, **fields)
+    Product.objects.filter(pk=p.pk).update(fused_embedding=vector, embedding_status="ready")
+    p.refresh_from_db()
+    return p
+
+
+def test_neighbours_ordered_by_cosine_with_scores():
+    q = product_with("q", vec(1, 0))
+    near = product_with("near", vec(1, 0.1))
+    mid = product_with("mid", vec(1, 1))
+    far = product_with("far", vec(0, 1))
+    opposite = product_with("opposite", vec(-1, 0))
+    product_with("no-vector", None)  # never returned
+
+    result = similar_to(q, k=10)
+    assert [n.object.sku for n in result] == ["near", "mid", "far", "opposite"]
+    scores = [n.score for n in result]
+    assert scores == pytest.approx([1 / np.sqrt(1.01), 1 / np.sqrt(2), 0.0, -1.0], abs=1e-5)
+
+
+def test_k_limits_and_self_is_excluded():
+    q = product_with("q", vec(1, 0))
+    for i in range(5):
+        product_with(f"p{i}", vec(1, i))
+    result = similar_to(q, k=3)
+    assert [n.object.sku for n in result] == ["p0", "p1", "p2"]
+    assert q.pk not in [n.object.pk for n in result]
+
+
+def test_queryset_filter_is_applied():
+    q = product_with("q", vec(1, 0))
+    product_with("inactive", vec(1, 0.01), is_active=False)
+    product_with("active", vec(0.5, 1))
+    result = similar_to(q, k=5, queryset=Product.objects.filter(is_active=True))
+    assert [n.object.sku for n in result] == ["active"]
+
+
+def test_no_vector_means_no_neighbours():
+    q = Product.objects.create(sku="fresh", title="not encoded yet")
+    product_with("other", vec(1))
+    assert similar_to(q) == []
+
+
+@pytest.mark.django_db(transaction=True)  # TRUNCATE afterwards: no dead index entries left for later tests
+def test_plan_uses_the_hnsw_cosine_index():
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(2000, 8)).astype(np.float32)
+    Product.objects.bulk_create(
+        [Product(sku=f"r{i}", title="r", fused_embedding=vec(*v), embedding_status="ready") for i, v in enumerate(vectors)]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE catalog_product")
+    qs = nearest_queryset(vec(1, 2, 3), k=10, mode="fused", queryset=Product.objects.filter(is_active=True))
+    plan = qs.explain()
+    assert "Index Scan using catalog_product_fused_hnsw" in plan, plan

@@ -1,0 +1,17 @@
+"""Test environment, loaded as a pytest plugin (``-p tests.testenv``) before Django starts.
+
+Sets the variables settings.py reads, so the test process and the worker processes it
+starts share them: fast fake encoders, a private queue, a private media folder.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("SIMILARITY_IMAGE_ENCODER", "similarity.encoders.fake.ColorHistogramImageEncoder")
+os.environ.setdefault("SIMILARITY_TEXT_ENCODER", "similarity.encoders.fake.HashingTextEncoder")
+os.environ["SIMILARITY_QUEUE"] = f"similarity-test-{uuid.uuid4().hex[:8]}"
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+os.environ["MEDIA_ROOT"] = tempfile.mkdtemp(prefix="shop-test-media-")
