@@ -98,6 +98,16 @@ class Product(Embeddable, models.Model):
         parts = [self.title, self.brand, self.category.path if self.category_id else "", self.description[:DESCRIPTION_CHARS_FOR_EMBEDDING]]
         return "\n".join(p.strip() for p in parts if p and p.strip())
 
+    def get_learning_text(self) -> str:
+        parts = [self.title, self.brand, self.description[:DESCRIPTION_CHARS_FOR_EMBEDDING]]
+        return "\n".join(p.strip() for p in parts if p and p.strip())
+
+    def get_similarity_label(self) -> str:
+        return self.category.path if self.category_id else ""
+
+    def get_split_key(self) -> str:
+        return self.sku
+
     def get_embedding_image(self) -> Any:
         image = self.primary_image
         return image.image if image is not None else None

@@ -135,6 +135,8 @@ SIMILARITY = {
     "TEXT_WEIGHTS": os.environ.get("SIMILARITY_TEXT_WEIGHTS") or None,
     "DEVICE": os.environ.get("SIMILARITY_DEVICE", "auto"),
     "QUEUE": os.environ.get("SIMILARITY_QUEUE", "similarity"),
+    "TRAINING_QUEUE": os.environ.get("SIMILARITY_TRAINING_QUEUE", "similarity-training"),
+    "MODELS_DIR": os.environ.get("SIMILARITY_MODELS_DIR") or str(VAR_DIR / "models"),
 }
 
 LOGGING = {

@@ -48,16 +48,40 @@ def get_text_encoder() -> Any:
     )
 
 
-def encoder_version() -> str:
-    """Return the version tag written next to every vector (encoders + fusion weights)."""
+def get_fusion_model(model_label: str) -> tuple[str, Any] | None:
+    """Return (version name, loaded FusionModel) of the active learned model, or None.
+
+    Looks the active version up on every call (one indexed query) and loads a checkpoint
+    only when the active version changed.
+    """
+    from .models import ModelVersion
+
+    version = ModelVersion.active_for(model_label)
+    if version is None:
+        return None
+    return version.name, _load_fusion(version.path, similarity_settings.DEVICE)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_fusion(path: str, device: str) -> Any:
+    from .fusion.checkpoint import FusionModel
+
+    return FusionModel.load(path, device=device)
+
+
+def encoder_version(model_label: str | None = None) -> str:
+    """Return the version tag written next to every vector (encoders, fusion, learned model)."""
     s = similarity_settings
-    return (
+    tag = (
         f"{get_image_encoder().version}+{get_text_encoder().version}"
         f"+fixed:{s.IMAGE_WEIGHT:g}/{s.TEXT_WEIGHT:g}"
     )
+    learned = get_fusion_model(model_label) if model_label else None
+    return f"{tag}+{learned[0]}" if learned else tag
 
 
 def reset_encoders() -> None:
-    """Forget the cached encoders (after a settings change)."""
+    """Forget the cached encoders and fusion models (after a settings change)."""
     get_image_encoder.cache_clear()
     get_text_encoder.cache_clear()
+    _load_fusion.cache_clear()

@@ -26,6 +26,14 @@ DEFAULTS: dict[str, Any] = {
     # "auto" picks CUDA when present.
     "DEVICE": "auto",
     "QUEUE": "similarity",
+    # Training and clustering run on their own queue, away from encoding.
+    "TRAINING_QUEUE": "similarity-training",
+    # Learned fusion: output size, category level of the labels, where checkpoints go,
+    # and TrainConfig overrides (epochs, lr, seed...).
+    "LEARNED_DIM": 256,
+    "LABEL_LEVEL": 2,
+    "MODELS_DIR": None,
+    "TRAINING": {},
     "BATCH_SIZE": 32,
     # Queries.
     "DEFAULT_K": 10,

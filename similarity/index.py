@@ -33,7 +33,11 @@ UPDATE_FIELDS = [
     "encoder_version",
     "content_hash",
     "encoded_at",
+    "learned_embedding",
+    "learned_version",
+    "attention_weights",
 ]
+MODALITIES = ("image", "sentence", "recurrent")
 
 
 @dataclass
@@ -63,6 +67,8 @@ class _Item:
     image: Any = None
     image_vector: np.ndarray | None = None
     text_vector: np.ndarray | None = None
+    learned_vector: np.ndarray | None = None
+    attention: dict[str, float] | None = None
     error: str = ""
 
 
@@ -71,7 +77,8 @@ def encode_objects(model_label: str, pks: list[Any], *, force: bool = False) -> 
     model = apps.get_model(model_label)
     rows = list(model.get_embedding_queryset().filter(pk__in=pks))
     report = EncodeReport(missing=sorted(set(pks) - {r.pk for r in rows}, key=str))
-    version = backends.encoder_version()
+    version = backends.encoder_version(model_label)
+    learned = backends.get_fusion_model(model_label)
 
     items = [_read(obj, version) for obj in rows]
     todo = []
@@ -88,10 +95,12 @@ def encode_objects(model_label: str, pks: list[Any], *, force: bool = False) -> 
     _decode_images(todo)
     _encode_batch(todo, "image", backends.get_image_encoder().encode)
     _encode_batch(todo, "text", backends.get_text_encoder().encode)
+    if learned is not None:
+        _encode_learned(todo, learned[1])
 
     now = timezone.now()
     for item in todo:
-        _apply(item, version, now)
+        _apply(item, version, now, learned[0] if learned else "")
         if item.error:
             report.failed[item.obj.pk] = item.error
         else:
@@ -155,6 +164,29 @@ def _encode_batch(items: list[_Item], kind: str, encode: Callable[[list], np.nda
         _store(item, kind, vector)
 
 
+def _encode_learned(items: list[_Item], model: Any) -> None:
+    """Run the active learned fusion over the rows' image vectors and learning text."""
+    from .text_pipeline import default_pipeline
+
+    members = [i for i in items if not i.error and (i.image_vector is not None or i.text_vector is not None)]
+    if not members:
+        return
+    s = similarity_settings
+    texts = [(i.obj.get_learning_text() or "")[: s.MAX_TEXT_CHARS] for i in members]
+    try:
+        sentence = np.asarray(backends.get_text_encoder().encode(texts), dtype=np.float32)
+        image = np.stack([i.image_vector if i.image_vector is not None else np.zeros(s.IMAGE_DIM, np.float32) for i in members])
+        has_image = np.array([i.image_vector is not None for i in members])
+        tokens = [default_pipeline().tokenize(t) for t in texts]
+        vectors, attention = model.encode(image, has_image, sentence, np.any(sentence != 0, axis=1), tokens)
+    except Exception:  # the fixed fusion still serves these rows
+        logger.exception("learned fusion failed for a batch of %d rows", len(members))
+        return
+    for item, vector, weights in zip(members, vectors, attention):
+        item.learned_vector = np.asarray(vector, dtype=np.float32)
+        item.attention = {name: round(float(w), 4) for name, w in zip(MODALITIES, weights)}
+
+
 def _input(item: _Item, kind: str) -> Any:
     if kind == "image":
         return item.image
@@ -169,7 +201,7 @@ def _store(item: _Item, kind: str, vector: np.ndarray) -> None:
     setattr(item, f"{kind}_vector", vector if np.any(vector) else None)
 
 
-def _apply(item: _Item, version: str, now: Any) -> None:
+def _apply(item: _Item, version: str, now: Any, learned_version: str) -> None:
     """Write vectors and status onto the model instance (saved later in bulk)."""
     obj, s = item.obj, similarity_settings
     if not item.error and item.image_vector is None and item.text_vector is None:
@@ -196,6 +228,10 @@ def _apply(item: _Item, version: str, now: Any) -> None:
         if item.image_vector is not None and item.text_vector is not None
         else Modalities.IMAGE if item.text_vector is None else Modalities.TEXT
     )
+    has_learned = item.learned_vector is not None
+    obj.learned_embedding = item.learned_vector
+    obj.learned_version = learned_version if has_learned else ""
+    obj.attention_weights = item.attention if has_learned else None
     obj.embedding_status = EmbeddingStatus.READY
     obj.embedding_error = ""
     obj.encoder_version = version

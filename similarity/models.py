@@ -59,10 +59,19 @@ class Embeddable(models.Model):
     encoder_version = models.CharField(_("encoder version"), max_length=200, blank=True, editable=False)
     content_hash = models.CharField(_("content hash"), max_length=64, blank=True, editable=False)
     encoded_at = models.DateTimeField(_("encoded at"), null=True, blank=True, editable=False)
+    # Output of the active learned fusion model (see ModelVersion), tagged with its version.
+    learned_embedding = VectorField(dimensions=similarity_settings.LEARNED_DIM, null=True, editable=False)
+    learned_version = models.CharField(_("learned model"), max_length=100, blank=True, db_index=True, editable=False)
+    attention_weights = models.JSONField(_("attention weights"), null=True, blank=True, editable=False)
 
     class Meta:
         abstract = True
-        indexes = [_hnsw("image_embedding"), _hnsw("text_embedding"), _hnsw("fused_embedding")]
+        indexes = [
+            _hnsw("image_embedding"),
+            _hnsw("text_embedding"),
+            _hnsw("fused_embedding"),
+            _hnsw("learned_embedding"),
+        ]
 
     def get_embedding_text(self) -> str:
         """Return the text to encode (title, brand, category, description...)."""
@@ -71,6 +80,18 @@ class Embeddable(models.Model):
     def get_embedding_image(self) -> Any:
         """Return the image to encode as a Django ``File`` (e.g. a FieldFile), or None."""
         raise NotImplementedError(f"{type(self).__name__} must implement get_embedding_image()")
+
+    def get_learning_text(self) -> str:
+        """Return the text the learned model reads; it must not contain the category label."""
+        return self.get_embedding_text()
+
+    def get_similarity_label(self) -> str:
+        """Return the category path used as training label ("A > B > C"), "" if unlabelled."""
+        return ""
+
+    def get_split_key(self) -> str:
+        """Return the stable key of the held-out split (the sku for products)."""
+        return str(self.pk)
 
     @classmethod
     def get_embedding_queryset(cls) -> models.QuerySet:
@@ -81,3 +102,41 @@ class Embeddable(models.Model):
 def embeddable_models() -> list[type[Embeddable]]:
     """Return every installed concrete model that mixes in ``Embeddable``."""
     return [m for m in apps.get_models() if issubclass(m, Embeddable)]
+
+
+class ModelVersion(models.Model):
+    """A trained fusion model: where its checkpoint lives, how it scored, whether it is active."""
+
+    name = models.CharField(_("version"), max_length=100, unique=True)
+    model_label = models.CharField(_("trained on"), max_length=100)
+    path = models.CharField(_("checkpoint folder"), max_length=500)
+    dim = models.PositiveIntegerField(_("dimensions"))
+    label_level = models.PositiveSmallIntegerField(_("category level"))
+    metrics = models.JSONField(_("held-out metrics"), default=dict)
+    baseline_metrics = models.JSONField(_("metrics of the model it had to beat"), default=dict)
+    is_active = models.BooleanField(_("active"), default=False)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    activated_at = models.DateTimeField(_("activated"), null=True, blank=True)
+    notes = models.TextField(_("notes"), blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("model version")
+        verbose_name_plural = _("model versions")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_label"], condition=models.Q(is_active=True), name="similarity_one_active_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def headline(self) -> float | None:
+        """Held-out P@10 at the training level (the number activation compares)."""
+        return (self.metrics or {}).get("p@10")
+
+    @classmethod
+    def active_for(cls, model_label: str) -> ModelVersion | None:
+        return cls.objects.filter(model_label=model_label, is_active=True).first()

@@ -39,6 +39,22 @@ def encode_objects_task(model_label: str, pks: list[Any], force: bool = False) -
     return encode_objects(model_label, pks, force=force).as_dict()
 
 
+@shared_task(name="similarity.train_model")
+def train_model_task(model_label: str, level: int | None = None, activate: str = "auto") -> dict:
+    """Train, register and (if better) activate a learned fusion model."""
+    from .learning import train_new_version
+
+    version = train_new_version(model_label, level=level, activate=activate)
+    return {"version": version.name, "active": version.is_active, "metrics": version.metrics}
+
+
+def enqueue_training(model_label: str, *, level: int | None = None, activate: str = "auto") -> None:
+    """Schedule a training run on the training queue (never the encoding queue)."""
+    train_model_task.apply_async(
+        args=[model_label], kwargs={"level": level, "activate": activate}, queue=similarity_settings.TRAINING_QUEUE
+    )
+
+
 def enqueue_encode(model_label: str, pks: Iterable[Any], *, force: bool = False) -> None:
     """Mark rows pending and schedule their encoding after the current transaction commits."""
     pks = list(pks)

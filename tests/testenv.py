@@ -12,6 +12,9 @@ import uuid
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("SIMILARITY_IMAGE_ENCODER", "similarity.encoders.fake.ColorHistogramImageEncoder")
 os.environ.setdefault("SIMILARITY_TEXT_ENCODER", "similarity.encoders.fake.HashingTextEncoder")
-os.environ["SIMILARITY_QUEUE"] = f"similarity-test-{uuid.uuid4().hex[:8]}"
+_run = uuid.uuid4().hex[:8]
+os.environ["SIMILARITY_QUEUE"] = f"similarity-test-{_run}"
+os.environ["SIMILARITY_TRAINING_QUEUE"] = f"similarity-training-test-{_run}"
+os.environ["SIMILARITY_MODELS_DIR"] = tempfile.mkdtemp(prefix="shop-test-models-")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 os.environ["MEDIA_ROOT"] = tempfile.mkdtemp(prefix="shop-test-media-")

@@ -62,6 +62,13 @@ def test_migrations_are_complete_and_create_vector_columns_and_hnsw_indexes():
             "WHERE attrelid = 'catalog_product'::regclass AND attname LIKE '%_embedding'"
         )
         columns = dict(cursor.fetchall())
-    assert columns == {"image_embedding": "vector(1280)", "text_embedding": "vector(512)", "fused_embedding": "vector(1792)"}
-    assert set(indexes) == {"catalog_product_image_hnsw", "catalog_product_text_hnsw", "catalog_product_fused_hnsw"}
+    assert columns == {
+        "image_embedding": "vector(1280)",
+        "text_embedding": "vector(512)",
+        "fused_embedding": "vector(1792)",
+        "learned_embedding": "vector(256)",
+    }
+    assert set(indexes) == {
+        "catalog_product_image_hnsw", "catalog_product_text_hnsw", "catalog_product_fused_hnsw", "catalog_product_learned_hnsw"
+    }
     assert all("vector_cosine_ops" in d for d in indexes.values())

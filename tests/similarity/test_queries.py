@@ -75,3 +75,19 @@ def test_plan_uses_the_hnsw_cosine_index():
     qs = nearest_queryset(vec(1, 2, 3), k=10, mode="fused", queryset=Product.objects.filter(is_active=True))
     plan = qs.explain()
     assert "Index Scan using catalog_product_fused_hnsw" in plan, plan
+
+
+def test_short_index_scan_falls_back_to_an_exact_answer():
+    """Many dead index entries (rolled back or re-encoded rows) must not shorten results."""
+    q = product_with("q", vec(1, 0))
+    for i in range(12):
+        product_with(f"live{i}", vec(1, i / 10))
+    # Churn: rewrite every vector many times, leaving dead HNSW entries behind.
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        for p in Product.objects.exclude(sku="q"):
+            Product.objects.filter(pk=p.pk).update(fused_embedding=vec(*rng.normal(size=4)))
+    for i, p in enumerate(Product.objects.exclude(sku="q").order_by("sku")):
+        Product.objects.filter(pk=p.pk).update(fused_embedding=vec(1, int(p.sku[4:]) / 10))
+    result = similar_to(q, k=10)
+    assert [n.object.sku for n in result] == [f"live{i}" for i in range(10)]

@@ -1,0 +1,499 @@
+"""Train the attention fusion on frozen features with the held-out evaluation protocol.
+
+Imports torch, no Django; run by a management command or a benchmark script, never by web
+processes. Products whose sku is in the test split (``similarity.evaluation.is_held_out``)
+give no labels to training nor to model selection: a validation set is carved out of the
+train split by another sku-hash digit, training early-stops on its P@10 (validation queries,
+all non-test products as gallery) and keeps the best-validation weights. The held-out scores
+in ``TrainResult.metrics["held_out"]`` (test queries, all products as gallery) are computed
+once, at the end, for reporting.
+
+Loss: supervised contrastive loss over the batch on the fused vector, plus cross-entropy of a
+cosine classifier on the fused vector and (down-weighted) on each branch's own vector, so
+every branch is useful alone and lands in the same space. Modality dropout hides whole
+branches from random products while training, so the attention learns to cope with missing
+images or text.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from similarity.evaluation import is_held_out
+
+from .attention import BRANCHES, AttentionFusion
+from .checkpoint import FusionModel, autocast, resolve_device
+from .vocab import PAD_ID, UNK_ID, Vocabulary
+
+Progress = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class FusionData:
+    """Frozen features, tokens and labels of a catalog, one row per product.
+
+    ``labels`` are categories at the training level ("" = unlabelled); ``split_keys`` are the
+    skus that decide the test/validation split.
+    """
+
+    image: np.ndarray  # (n, image_dim) float32, unit rows where has_image
+    has_image: np.ndarray  # (n,) bool
+    sentence: np.ndarray  # (n, sentence_dim) float32, unit rows where has_text
+    has_text: np.ndarray  # (n,) bool
+    tokens: list[list[str]]
+    labels: list[str]
+    split_keys: list[str]
+
+    def __post_init__(self) -> None:
+        n = len(self.split_keys)
+        self.image = np.ascontiguousarray(self.image, dtype=np.float32)
+        self.sentence = np.ascontiguousarray(self.sentence, dtype=np.float32)
+        self.has_image = np.asarray(self.has_image, dtype=bool)
+        self.has_text = np.asarray(self.has_text, dtype=bool)
+        sizes = {
+            "image": self.image.shape[0],
+            "has_image": self.has_image.shape[0],
+            "sentence": self.sentence.shape[0],
+            "has_text": self.has_text.shape[0],
+            "tokens": len(self.tokens),
+            "labels": len(self.labels),
+        }
+        wrong = {name: size for name, size in sizes.items() if size != n}
+        if wrong:
+            raise ValueError(f"FusionData fields must all have {n} rows (one per split key); got {wrong}.")
+        if self.image.ndim != 2 or self.sentence.ndim != 2:
+            raise ValueError("image and sentence features must be 2-d arrays (n, dim).")
+
+    def __len__(self) -> int:
+        return len(self.split_keys)
+
+
+@dataclass
+class TrainConfig:
+    """Architecture and optimisation settings of ``train`` (the label level is the caller's)."""
+
+    dim: int = 256
+    hidden: int = 512
+    embedding_dim: int = 128
+    rnn_hidden: int = 128
+    cell: str = "gru"
+    attention_dim: int = 128
+    epochs: int = 120
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 5
+    dropout: float = 0.3
+    modality_dropout: float = 0.25
+    token_dropout: float = 0.1
+    min_count: int = 2
+    max_vocab: int = 50_000
+    max_len: int = 128
+    temperature: float = 0.1
+    class_scale: float = 16.0
+    supcon_weight: float = 1.0
+    ce_weight: float = 1.0
+    branch_weight: float = 0.5
+    label_smoothing: float = 0.1
+    ema_decay: float = 0.0
+    patience: int = 25
+    validation_digit: int = 3
+    seed: int = 0
+    device: str = "auto"
+    k: int = 10
+
+
+@dataclass
+class TrainResult:
+    """The trained model and what training measured."""
+
+    model: FusionModel
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_epoch(self) -> int:
+        return int(self.metrics["best_epoch"])
+
+    @property
+    def held_out(self) -> dict[str, float]:
+        return dict(self.metrics["held_out"])
+
+
+def split_digit(key: str) -> int:
+    """Return the sku-hash digit (0-9) of the evaluation protocol; 0-2 is the test split."""
+    return int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:8], 16) % 10
+
+
+def train(data: FusionData, config: TrainConfig | None = None, progress: Progress | None = None) -> TrainResult:
+    """Fit an ``AttentionFusion`` on ``data`` and return it with its metrics.
+
+    Args:
+        data: the catalog's frozen features, tokens, labels and skus.
+        config: hyper-parameters; ``TrainConfig()`` when None.
+        progress: optional ``callable(epoch, metrics)`` called after every epoch (epoch 0 is
+            the untrained model), e.g. to drive a progress bar.
+
+    Raises:
+        ValueError: the train split has fewer than two labelled classes, or the validation
+            digit collides with the test split.
+    """
+    config = config or TrainConfig()
+    if config.validation_digit not in range(3, 10):
+        raise ValueError("validation_digit must be 3-9: digits 0-2 are the held-out test split.")
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    _seed_everything(config.seed)
+
+    test = np.array([is_held_out(key) for key in data.split_keys], dtype=bool)
+    digits = np.array([split_digit(key) for key in data.split_keys])
+    labelled = np.array([bool(label) for label in data.labels], dtype=bool)
+    validation = ~test & (digits == config.validation_digit)
+    fit = ~test & ~validation & labelled
+    if not np.any(validation & labelled):
+        raise ValueError("no labelled product falls in the validation split: the catalog is too small to train.")
+
+    classes = sorted({data.labels[i] for i in np.flatnonzero(fit)})
+    if len(classes) < 2:
+        raise ValueError(
+            f"the train split has {len(classes)} labelled class(es): label more products, or "
+            "train at a finer category level."
+        )
+    class_index = {label: i for i, label in enumerate(classes)}
+    targets = np.array([class_index.get(label, -1) for label in data.labels], dtype=np.int64)
+    vocabulary = Vocabulary.build(
+        (data.tokens[i] for i in np.flatnonzero(fit)), min_count=config.min_count, max_size=config.max_vocab
+    )
+    architecture = {
+        "vocab_size": len(vocabulary),
+        "n_classes": len(classes),
+        "image_dim": int(data.image.shape[1]),
+        "sentence_dim": int(data.sentence.shape[1]),
+        "dim": config.dim,
+        "hidden": config.hidden,
+        "dropout": config.dropout,
+        "embedding_dim": config.embedding_dim,
+        "rnn_hidden": config.rnn_hidden,
+        "cell": config.cell,
+        "attention_dim": config.attention_dim,
+        "class_scale": config.class_scale,
+    }
+    module = AttentionFusion(**architecture).to(device)
+    tensors = _Tensors(data, vocabulary, config.max_len, targets, device)
+    gallery = ~test  # validation never looks at a test product, labels or neighbours
+    val_queries = validation & labelled
+
+    with _deterministic(device):
+        curve, best_epoch, best_state = _fit(
+            module, tensors, np.flatnonzero(fit), config, device, data.labels, val_queries, gallery, progress
+        )
+    module.load_state_dict(best_state)
+    model = FusionModel(
+        module,
+        vocabulary,
+        architecture=architecture,
+        classes=classes,
+        config=asdict(config),
+        device=device,
+    )
+    vectors, _ = model.encode(data.image, data.has_image, data.sentence, data.has_text, data.tokens)
+    held_out = retrieval_metrics(vectors, data.labels, test & labelled, np.ones(len(data), bool), k=config.k)
+    metrics: dict[str, Any] = {
+        "validation_curve": curve,
+        "best_epoch": best_epoch,
+        "best_validation_p_at_k": max(point["val_p_at_k"] for point in curve),
+        "held_out": held_out,
+        "counts": {
+            "products": len(data),
+            "fit": int(fit.sum()),
+            "validation": int(val_queries.sum()),
+            "test": int((test & labelled).sum()),
+            "classes": len(classes),
+            "vocabulary": len(vocabulary),
+        },
+        "seconds": round(time.perf_counter() - started, 1),
+        "device": str(device),
+    }
+    model.metrics = metrics
+    return TrainResult(model=model, metrics=metrics)
+
+
+def retrieval_metrics(
+    vectors: np.ndarray,
+    labels: Sequence[str],
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    *,
+    k: int = 10,
+    chunk: int = 1024,
+) -> dict[str, float]:
+    """Return mean P@1, P@k and mAP@k of cosine neighbours (each query excluded from its own list).
+
+    Args:
+        vectors: (n, d) unit vectors (numpy, or scipy sparse rows such as TF-IDF).
+        labels: one label per row; "" never matches.
+        queries: (n,) bool, the rows to query with (their label must be non-empty).
+        gallery: (n,) bool, the rows that may be returned as neighbours.
+        k: list length.
+        chunk: queries per matrix product; bounds memory.
+    """
+    if not hasattr(vectors, "tocsr"):  # scipy sparse rows (TF-IDF) are used as they are
+        vectors = np.asarray(vectors, dtype=np.float32)
+    label_ids = {label: i for i, label in enumerate(sorted(set(labels)))}
+    codes = np.array([label_ids[label] if label else -1 for label in labels])
+    query_rows = np.flatnonzero(np.asarray(queries, bool))
+    gallery_rows = np.flatnonzero(np.asarray(gallery, bool))
+    if len(query_rows) == 0:
+        return {"p_at_1": 0.0, f"p_at_{k}": 0.0, f"map_at_{k}": 0.0, "queries": 0}
+    if np.any(codes[query_rows] < 0):
+        raise ValueError("every query needs a label: pass queries & labelled.")
+    gallery_codes = codes[gallery_rows]
+    gallery_position = np.full(vectors.shape[0], -1)
+    gallery_position[gallery_rows] = np.arange(len(gallery_rows))
+    depth = min(k, len(gallery_rows) - 1) if len(gallery_rows) > 1 else 1
+    hits_all = []
+    for start in range(0, len(query_rows), chunk):
+        rows = query_rows[start : start + chunk]
+        sims = vectors[rows] @ vectors[gallery_rows].T
+        sims = np.asarray(sims.toarray() if hasattr(sims, "toarray") else sims, dtype=np.float32)
+        own = gallery_position[rows]
+        sims[np.flatnonzero(own >= 0), own[own >= 0]] = -np.inf
+        top = np.argpartition(-sims, depth - 1, axis=1)[:, :depth]
+        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        hits_all.append(gallery_codes[top] == codes[rows][:, None])
+    hits = np.concatenate(hits_all).astype(np.float64)
+    if hits.shape[1] < k:
+        hits = np.pad(hits, ((0, 0), (0, k - hits.shape[1])))
+    hits = hits[:, :k]
+    ranks = np.arange(1, k + 1)
+    precision_at_i = np.cumsum(hits, axis=1) / ranks
+    n_hits = hits.sum(axis=1)
+    ap = np.where(n_hits > 0, (precision_at_i * hits).sum(axis=1) / np.maximum(n_hits, 1), 0.0)
+    return {
+        "p_at_1": float(hits[:, 0].mean()),
+        f"p_at_{k}": float(hits.mean()),
+        f"map_at_{k}": float(ap.mean()),
+        "queries": len(query_rows),
+    }
+
+
+def supcon_loss(vectors: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, "L_out") over the rows of a batch.
+
+    Anchors without a positive in the batch are skipped; returns 0 when no anchor has one.
+    """
+    vectors = vectors.float()
+    n = vectors.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=vectors.device)
+    logits = (vectors @ vectors.T / temperature).masked_fill(eye, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (targets[:, None] == targets[None, :]) & ~eye
+    counts = positives.sum(dim=1)
+    anchors = counts > 0
+    if not torch.any(anchors):
+        return vectors.sum() * 0.0
+    mean_log_prob = log_prob.masked_fill(~positives, 0.0).sum(dim=1)[anchors] / counts[anchors]
+    return -mean_log_prob.mean()
+
+
+class _Tensors:
+    """The whole catalog on the training device (it is small: frozen features + ids)."""
+
+    def __init__(
+        self, data: FusionData, vocabulary: Vocabulary, max_len: int, targets: np.ndarray, device: torch.device
+    ) -> None:
+        self.image = torch.from_numpy(data.image).to(device)
+        self.has_image = torch.from_numpy(data.has_image).to(device)
+        self.sentence = torch.from_numpy(data.sentence).to(device)
+        self.has_text = torch.from_numpy(data.has_text).to(device)
+        self.ids = torch.from_numpy(vocabulary.encode_batch(data.tokens, max_len)).to(device)
+        self.targets = torch.from_numpy(targets).to(device)
+
+    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.image[rows], self.has_image[rows], self.sentence[rows], self.has_text[rows], self.ids[rows])
+
+
+def _fit(
+    module: AttentionFusion,
+    tensors: _Tensors,
+    fit_rows: np.ndarray,
+    config: TrainConfig,
+    device: torch.device,
+    labels: Sequence[str],
+    val_queries: np.ndarray,
+    gallery: np.ndarray,
+    progress: Progress | None,
+) -> tuple[list[dict[str, float]], int, dict[str, torch.Tensor]]:
+    optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(fit_rows) / config.batch_size))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _warmup_cosine(config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch)
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    shuffler = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    # An exponential moving average of the weights is what gets validated and kept: one
+    # model, but smoother across epochs than the raw weights on a small catalog.
+    averaged = _Averaged(module, config.ema_decay) if config.ema_decay > 0 else None
+    evaluated = averaged.module if averaged else module
+
+    def validate(epoch: int, loss: float | None) -> dict[str, Any]:
+        evaluated.eval()
+        with torch.inference_mode(), autocast(device):
+            vectors = _encode_rows(evaluated, tensors, np.flatnonzero(gallery), device)
+        full = np.zeros((len(labels), vectors.shape[1]), np.float32)
+        full[gallery] = vectors
+        scores = retrieval_metrics(full, labels, val_queries, gallery, k=config.k)
+        point = {"epoch": epoch, "loss": loss, "val_p_at_1": scores["p_at_1"], "val_p_at_k": scores[f"p_at_{config.k}"]}
+        return point
+
+    curve = [validate(0, None)]
+    best_epoch, best_score = 0, curve[0]["val_p_at_k"]
+    best_state = copy.deepcopy(evaluated.state_dict())
+    if progress:
+        progress(0, curve[0])
+    for epoch in range(1, config.epochs + 1):
+        module.train()
+        order = fit_rows[shuffler.permutation(len(fit_rows))]
+        total, batches = 0.0, 0
+        for start in range(0, len(order), config.batch_size):
+            rows = order[start : start + config.batch_size]
+            if len(rows) < 2:
+                continue
+            rows_t = torch.from_numpy(rows).to(device)
+            inputs = _drop_modalities(tensors.batch(rows_t), config, generator)
+            with autocast(device):
+                out = module(*inputs)
+                loss = _loss(module, out, tensors.targets[rows_t], config)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            if averaged:
+                averaged.update(module)
+            total += float(loss.detach())
+            batches += 1
+        point = validate(epoch, total / max(batches, 1))
+        curve.append(point)
+        # Strictly better only: on ties the earlier (less trained) epoch wins.
+        if point["val_p_at_k"] > best_score + 1e-9:
+            best_epoch, best_score = epoch, point["val_p_at_k"]
+            best_state = copy.deepcopy(evaluated.state_dict())
+        point["best_epoch"] = best_epoch
+        if progress:
+            progress(epoch, point)
+        if epoch - best_epoch >= config.patience:
+            break
+    return curve, best_epoch, best_state
+
+
+class _Averaged:
+    """Exponential moving average of a module's parameters (decay warms up from 0)."""
+
+    def __init__(self, module: AttentionFusion, decay: float) -> None:
+        self.module = copy.deepcopy(module)
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(False)
+        self.decay = decay
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self, module: AttentionFusion) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for average, current in zip(self.module.parameters(), module.parameters()):
+            average.lerp_(current.detach(), 1.0 - decay)
+
+
+def _loss(module: AttentionFusion, out, targets: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    loss = config.supcon_weight * supcon_loss(out.fused, targets, config.temperature)
+    loss = loss + config.ce_weight * F.cross_entropy(
+        module.classify(out.fused), targets, label_smoothing=config.label_smoothing
+    )
+    if config.branch_weight > 0:
+        for column in range(len(BRANCHES)):
+            present = out.present[:, column]
+            if torch.any(present):
+                logits = module.classify(out.branches[present, column])
+                branch = F.cross_entropy(logits, targets[present], label_smoothing=config.label_smoothing)
+                loss = loss + config.branch_weight / len(BRANCHES) * branch
+    return loss
+
+
+def _drop_modalities(
+    batch: tuple[torch.Tensor, ...], config: TrainConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, ...]:
+    """Hide random branches (never all of a product's) and replace random tokens by <unk>."""
+    image, has_image, sentence, has_text, ids = batch
+    device = image.device
+    n = image.shape[0]
+    present = torch.stack([has_image, has_text, (ids != PAD_ID).any(dim=1)], dim=1).cpu()
+    keep = torch.rand((n, 3), generator=generator) >= config.modality_dropout
+    kept = present & keep
+    # A product that lost everything gets one of its own branches back, chosen at random.
+    lost = ~kept.any(dim=1) & present.any(dim=1)
+    if torch.any(lost):
+        noise = torch.rand((n, 3), generator=generator).masked_fill(~present, -1.0)
+        restore = torch.nn.functional.one_hot(noise.argmax(dim=1), 3).bool()
+        kept = kept | (restore & lost[:, None])
+    kept = kept.to(device)
+    if config.token_dropout > 0:
+        swap = (torch.rand(ids.shape, generator=generator) < config.token_dropout).to(device)
+        ids = torch.where(swap & (ids != PAD_ID), torch.full_like(ids, UNK_ID), ids)
+    ids = ids * kept[:, 2:3].to(ids.dtype)
+    return image, has_image & kept[:, 0], sentence, has_text & kept[:, 1], ids
+
+
+def _encode_rows(module: AttentionFusion, tensors: _Tensors, rows: np.ndarray, device: torch.device) -> np.ndarray:
+    chunks = []
+    for start in range(0, len(rows), 512):
+        rows_t = torch.from_numpy(rows[start : start + 512]).to(device)
+        chunks.append(module(*tensors.batch(rows_t)).fused.float().cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, module.dim), np.float32)
+
+
+def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+class _deterministic:
+    """Turn on deterministic kernels on CPU for the duration of training, then restore."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.enabled = device.type == "cpu"
+
+    def __enter__(self) -> None:
+        self.previous = torch.are_deterministic_algorithms_enabled()
+        if self.enabled:
+            torch.use_deterministic_algorithms(True)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.use_deterministic_algorithms(self.previous)

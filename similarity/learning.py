@@ -1,0 +1,184 @@
+"""Train, register and activate learned fusion models (Django glue; worker or CLI process).
+
+``train_new_version`` reads the catalog's stored image vectors, encodes the learning text
+with the sentence encoder, tokenises it with the text pipeline, trains the attention fusion
+on the train split's category labels, saves a versioned checkpoint, registers it as a
+``ModelVersion`` and activates it only if its held-out P@10 beats the model in use (the
+active learned version, or else the fixed-weight fusion). Activation re-encodes every row
+through the worker.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from django.apps import apps
+from django.db import transaction
+from django.utils import timezone
+
+from . import backends
+from .conf import similarity_settings
+from .evaluation import category_at_level, evaluate_neighbours, is_held_out
+from .fusion.fixed import fuse
+from .models import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Catalog:
+    """Features and labels of every row of an Embeddable model, in one order."""
+
+    pks: list[Any]
+    image: np.ndarray
+    has_image: np.ndarray
+    sentence: np.ndarray
+    has_text: np.ndarray
+    tokens: list[list[str]]
+    paths: list[str]
+    split_keys: list[str]
+
+    def labels(self, level: int) -> list[str]:
+        return [category_at_level(p, level) for p in self.paths]
+
+    @property
+    def held_out(self) -> np.ndarray:
+        return np.array([is_held_out(k) for k in self.split_keys], dtype=bool)
+
+    def fusion_data(self, level: int) -> Any:
+        from .fusion.training import FusionData
+
+        return FusionData(
+            image=self.image, has_image=self.has_image, sentence=self.sentence, has_text=self.has_text,
+            tokens=self.tokens, labels=self.labels(level), split_keys=self.split_keys,
+        )
+
+    def fixed_fusion(self) -> np.ndarray:
+        """The fixed-weight fusion of the learning inputs (the baseline a model must beat)."""
+        s = similarity_settings
+        out = np.zeros((len(self.pks), s.IMAGE_DIM + s.TEXT_DIM), dtype=np.float32)
+        for i in range(len(self.pks)):
+            if self.has_image[i] or self.has_text[i]:
+                out[i] = fuse(
+                    self.image[i] if self.has_image[i] else None,
+                    self.sentence[i] if self.has_text[i] else None,
+                    image_dim=s.IMAGE_DIM, text_dim=s.TEXT_DIM,
+                    image_weight=s.IMAGE_WEIGHT, text_weight=s.TEXT_WEIGHT,
+                )
+        return out
+
+
+def collect_catalog(model_label: str) -> Catalog:
+    """Read every row's stored image vector and learning text; encode and tokenise the text."""
+    from .text_pipeline import default_pipeline
+
+    model = apps.get_model(model_label)
+    rows = list(model.get_embedding_queryset().order_by("pk"))
+    s = similarity_settings
+    image = np.zeros((len(rows), s.IMAGE_DIM), dtype=np.float32)
+    has_image = np.zeros(len(rows), dtype=bool)
+    for i, row in enumerate(rows):
+        if row.image_embedding is not None:
+            image[i] = np.asarray(row.image_embedding, dtype=np.float32)
+            has_image[i] = True
+    texts = [(row.get_learning_text() or "")[: s.MAX_TEXT_CHARS] for row in rows]
+    sentence = backends.get_text_encoder().encode(texts) if rows else np.zeros((0, s.TEXT_DIM), np.float32)
+    pipeline = default_pipeline()
+    return Catalog(
+        pks=[row.pk for row in rows],
+        image=image,
+        has_image=has_image,
+        sentence=np.asarray(sentence, dtype=np.float32),
+        has_text=np.any(sentence != 0, axis=1) if rows else np.zeros(0, bool),
+        tokens=[pipeline.tokenize(t) for t in texts],
+        paths=[row.get_similarity_label() or "" for row in rows],
+        split_keys=[row.get_split_key() for row in rows],
+    )
+
+
+def train_new_version(
+    model_label: str,
+    *,
+    level: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    activate: str = "auto",
+    progress: Callable[[int, dict], None] | None = None,
+) -> ModelVersion:
+    """Train on ``model_label``'s catalog, save and register the model, maybe activate it.
+
+    Args:
+        level: category level of the labels (default ``SIMILARITY['LABEL_LEVEL']``).
+        overrides: TrainConfig fields on top of ``SIMILARITY['TRAINING']``.
+        activate: "auto" (only if better than the model in use), "force" or "never".
+    """
+    from .fusion.training import TrainConfig, train
+
+    s = similarity_settings
+    level = level or s.LABEL_LEVEL
+    catalog = collect_catalog(model_label)
+    labels = catalog.labels(level)
+    if sum(1 for label, held in zip(labels, catalog.held_out) if label and not held) < 10:
+        raise ValueError(
+            f"Too few labelled training products at category level {level}: give products a "
+            "category (at least 10 in the train split), or train at a lower --level."
+        )
+    config = TrainConfig(**{"dim": s.LEARNED_DIM, **s.TRAINING, **(overrides or {})})
+    result = train(catalog.fusion_data(level), config, progress=progress)
+    metrics = _headline(result.metrics, level)
+
+    active = ModelVersion.active_for(model_label)
+    if active is not None:
+        baseline = {"model": active.name, **(active.metrics or {})}
+    else:
+        fixed = evaluate_neighbours(
+            catalog.fixed_fusion(), catalog.has_image | catalog.has_text, labels, catalog.held_out
+        )
+        baseline = {"model": "fixed-weight fusion", **fixed}
+
+    name = f"fusion-{timezone.now():%Y%m%d-%H%M%S}-{result.model.version.split(':')[-1][:8]}"
+    path = Path(s.MODELS_DIR) / name
+    result.model.save(path)
+    version = ModelVersion.objects.create(
+        name=name, model_label=model_label, path=str(path), dim=config.dim, label_level=level,
+        metrics=metrics, baseline_metrics=baseline,
+    )
+    beats = (metrics.get("p@10") or 0) > (baseline.get("p@10") or 0)
+    logger.info("trained %s: held-out P@10 %.3f vs %s %.3f", name, metrics.get("p@10", 0), baseline["model"], baseline.get("p@10") or 0)
+    if activate == "force" or (activate == "auto" and beats):
+        activate_version(version)
+    else:
+        version.notes = (
+            f"Not activated: held-out P@10 {metrics.get('p@10', 0):.3f} does not beat "
+            f"{baseline['model']} ({baseline.get('p@10') or 0:.3f})." if activate == "auto" else "Not activated (--no-activate)."
+        )
+        version.save(update_fields=["notes"])
+    return version
+
+
+def _headline(raw: dict[str, Any], level: int) -> dict[str, Any]:
+    """Held-out test metrics as {"p@1", "p@10", "map@10", ...} plus training facts."""
+    held_out = {k.replace("_at_", "@"): v for k, v in (raw.get("held_out") or {}).items()}
+    return {
+        "level": level,
+        **held_out,
+        "best_epoch": raw.get("best_epoch"),
+        "seconds": raw.get("seconds"),
+        "counts": raw.get("counts", {}),
+    }
+
+
+def activate_version(version: ModelVersion) -> None:
+    """Make ``version`` the active model and re-encode every row through the worker."""
+    from .tasks import enqueue_encode
+
+    model = apps.get_model(version.model_label)
+    with transaction.atomic():
+        ModelVersion.objects.filter(model_label=version.model_label, is_active=True).exclude(pk=version.pk).update(is_active=False)
+        version.is_active = True
+        version.activated_at = timezone.now()
+        version.notes = "Active."
+        version.save(update_fields=["is_active", "activated_at", "notes"])
+        enqueue_encode(version.model_label, list(model._default_manager.values_list("pk", flat=True)))

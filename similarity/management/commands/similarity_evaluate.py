@@ -1,0 +1,125 @@
+"""``manage.py similarity_evaluate``: the evaluation protocol on the current catalog.
+
+Held-out products (the sku-hash test split) are the queries, every product the gallery. No
+vector is built from a category label: texts are the learning texts (title, brand,
+description), so the numbers measure what the vectors know, not what the labels say.
+Prints and writes JSON + markdown: P@1, P@10 and mAP@10 per category level for image only,
+pretrained text only, recurrent text only, fixed-weight fusion, learned attention fusion and
+a TF-IDF baseline over text-pipeline tokens.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from similarity.evaluation import category_at_level, evaluate_neighbours, tfidf_vectors
+from similarity.learning import collect_catalog
+from similarity.models import ModelVersion
+
+from .similarity_train import default_model_label
+
+ROWS = ["image only", "pretrained text only", "recurrent text only", "fixed-weight fusion", "learned attention fusion", "TF-IDF (text pipeline tokens)"]
+MODALITIES = ("image", "sentence", "recurrent")
+
+
+class Command(BaseCommand):
+    help = "Evaluate image, text, fused and learned vectors on the held-out products."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--model", help="app_label.Model (default: the first Embeddable model)")
+        parser.add_argument("--model-version", help="ModelVersion name for the learned rows (default: the active one)")
+        parser.add_argument("--levels", default="", help="comma-separated category levels (default: every level present)")
+        parser.add_argument("--output", type=Path, help="folder for evaluation.json and evaluation.md")
+        parser.add_argument("--title", default="", help="heading of the markdown report")
+
+    def handle(self, *args, **opts) -> None:
+        from similarity.fusion.checkpoint import FusionModel
+        from similarity.text_pipeline import default_pipeline
+
+        label = opts["model"] or default_model_label()
+        catalog = collect_catalog(label)
+        if not catalog.pks:
+            raise CommandError(f"{label} has no rows to evaluate.")
+        version = (
+            ModelVersion.objects.filter(name=opts["model_version"]).first() if opts["model_version"] else ModelVersion.active_for(label)
+        )
+        if opts["model_version"] and version is None:
+            raise CommandError(f"No model version named {opts['version']!r}.")
+        depth = max(p.count(">") + 1 if p else 0 for p in catalog.paths)
+        levels = [int(x) for x in opts["levels"].split(",") if x] or list(range(1, depth + 1))
+        has_any = catalog.has_image | catalog.has_text
+        rows = {
+            "image only": (catalog.image, catalog.has_image),
+            "pretrained text only": (catalog.sentence, catalog.has_text),
+            "fixed-weight fusion": (catalog.fixed_fusion(), has_any),
+            "TF-IDF (text pipeline tokens)": (
+                tfidf_vectors([" ".join(t) for t in catalog.tokens], str.split),
+                np.array([bool(t) for t in catalog.tokens]),
+            ),
+        }
+        attention = None
+        if version is not None:
+            model = FusionModel.load(version.path)
+            inputs = (catalog.image, catalog.has_image, catalog.sentence, catalog.has_text, catalog.tokens)
+            learned, attention = model.encode(*inputs)
+            rows["learned attention fusion"] = (learned, has_any)
+            rows["recurrent text only"] = (model.encode_branch("recurrent", *inputs), np.array([bool(t) for t in catalog.tokens]))
+        held_out = catalog.held_out
+        results = {
+            name: {str(level): evaluate_neighbours(vectors, valid, catalog.labels(level), held_out) for level in levels}
+            for name in ROWS if name in rows for vectors, valid in [rows[name]]
+        }
+        report = {
+            "model": label,
+            "learned_version": version.name if version else None,
+            "products": len(catalog.pks),
+            "held_out": int(held_out.sum()),
+            "created": timezone.now().isoformat(timespec="seconds"),
+            "results": results,
+            "attention_by_top_category": _attention_summary(catalog.paths, attention) if attention is not None else {},
+        }
+        markdown = _markdown(report, levels, opts["title"])
+        self.stdout.write(markdown)
+        output = opts["output"] or Path(settings.VAR_DIR) / "evaluation" / timezone.now().strftime("%Y%m%d-%H%M%S")
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "evaluation.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        (output / "evaluation.md").write_text(markdown, encoding="utf-8")
+        self.stderr.write(f"written to {output}/evaluation.json and evaluation.md")
+
+
+def _attention_summary(paths: list[str], attention: np.ndarray) -> dict[str, dict[str, float]]:
+    groups: dict[str, list[np.ndarray]] = defaultdict(list)
+    for path, weights in zip(paths, attention):
+        groups[category_at_level(path, 1) or "(uncategorised)"].append(weights)
+    return {
+        top: {"products": len(ws), **{m: round(float(v), 3) for m, v in zip(MODALITIES, np.mean(ws, axis=0))}}
+        for top, ws in sorted(groups.items())
+    }
+
+
+def _markdown(report: dict, levels: list[int], title: str) -> str:
+    lines = [f"### {title or report['model']}", ""]
+    lines.append(
+        f"{report['products']} products, {report['held_out']} held out as queries; learned model: "
+        f"{report['learned_version'] or 'none active'}."
+    )
+    lines += ["", "| vectors | " + " | ".join(f"L{l} P@1 | L{l} P@10 | L{l} mAP@10" for l in levels) + " |"]
+    lines.append("|---|" + "---|" * (3 * len(levels)))
+    for name, per_level in report["results"].items():
+        cells = []
+        for level in levels:
+            m = per_level[str(level)]
+            cells += [f"{m['p@1']:.3f}", f"{m['p@10']:.3f}", f"{m['map@10']:.3f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if report["attention_by_top_category"]:
+        lines += ["", "Mean attention weights of the learned fusion per top-level category:", ""]
+        lines += ["| top-level category | products | image | pretrained text | recurrent text |", "|---|---|---|---|---|"]
+        for top, w in report["attention_by_top_category"].items():
+            lines.append(f"| {top} | {w['products']} | {w['image']:.2f} | {w['sentence']:.2f} | {w['recurrent']:.2f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,68 @@
+"""``manage.py similarity_train``: train the attention fusion on the shop's own categories."""
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from similarity.learning import train_new_version
+from similarity.models import embeddable_models
+
+
+def default_model_label() -> str:
+    models = embeddable_models()
+    if not models:
+        raise CommandError("No model mixes in similarity.models.Embeddable.")
+    return models[0]._meta.label
+
+
+class Command(BaseCommand):
+    help = (
+        "Train a learned fusion model on the products' categories, evaluate it on held-out "
+        "products and activate it if it beats the model in use (then re-encode everything)."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--model", help="app_label.Model to train on (default: the first Embeddable model)")
+        parser.add_argument("--level", type=int, help="category level of the labels (default SIMILARITY['LABEL_LEVEL'])")
+        parser.add_argument("--epochs", type=int)
+        parser.add_argument("--seed", type=int)
+        parser.add_argument("--set", action="append", default=[], metavar="NAME=JSON", help="any TrainConfig field, e.g. --set lr=0.002")
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument("--force-activate", action="store_true", help="activate even if it does not beat the active model")
+        group.add_argument("--no-activate", action="store_true", help="register the model without activating it")
+
+    def handle(self, *args, **opts) -> None:
+        overrides = {k: opts[k] for k in ("epochs", "seed") if opts[k] is not None}
+        for item in opts["set"]:
+            name, _, raw = item.partition("=")
+            try:
+                overrides[name] = json.loads(raw)
+            except json.JSONDecodeError:
+                overrides[name] = raw
+        activate = "force" if opts["force_activate"] else "never" if opts["no_activate"] else "auto"
+        bar = tqdm(desc="training", unit="epoch")
+
+        def progress(epoch: int, metrics: dict) -> None:
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if isinstance(v, float)})
+
+        try:
+            version = train_new_version(
+                opts["model"] or default_model_label(), level=opts["level"], overrides=overrides,
+                activate=activate, progress=progress,
+            )
+        except (ValueError, TypeError) as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            bar.close()
+        m, b = version.metrics, version.baseline_metrics
+        self.stdout.write(
+            f"{version.name}: held-out level-{version.label_level} P@1 {m.get('p@1', 0):.3f}, "
+            f"P@10 {m.get('p@10', 0):.3f}, mAP@10 {m.get('map@10', 0):.3f}\n"
+            f"compared with {b.get('model')}: P@10 {b.get('p@10') or 0:.3f}\n"
+            f"checkpoint: {version.path}"
+        )
+        style = self.style.SUCCESS if version.is_active else self.style.WARNING
+        self.stdout.write(style("activated; every product is being re-encoded" if version.is_active else version.notes))
