@@ -4,13 +4,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from similarity.admin import EmbeddableAdminMixin
 
-from .models import Category, Product, ProductImage
+from .models import PATH_SEPARATOR, Category, Product, ProductImage
 
 THUMB = '<img src="{}" alt="" loading="lazy" style="width:{}px;height:{}px;object-fit:contain;background:#fff">'
 
@@ -20,6 +20,30 @@ def thumbnail(image: Any, size: int = 48) -> str:
     if not image or not getattr(image, "name", ""):
         return "-"
     return format_html(THUMB, image.url, size, size)
+
+
+class CategoryTreeFilter(admin.SimpleListFilter):
+    """Filter by a category and its whole subtree; lists top-level categories, then children."""
+
+    title = _("category")
+    parameter_name = "in_category"
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        selected = Category.objects.filter(pk=self.value()).first() if (self.value() or "").isdigit() else None
+        roots = list(Category.objects.filter(parent=None).values_list("pk", "name"))
+        if selected is None:
+            return [(str(pk), name) for pk, name in roots]
+        children = selected.children.values_list("pk", "name")
+        trail = [(str(pk), name) for pk, name in roots]
+        return trail + [(str(pk), f"{selected.path} > {name}") for pk, name in children]
+
+    def queryset(self, request: Any, queryset: Any) -> Any:
+        if not (self.value() or "").isdigit():
+            return queryset
+        category = Category.objects.filter(pk=self.value()).first()
+        if category is None:
+            return queryset.none()
+        return queryset.filter(Q(category=category) | Q(category__path__startswith=category.path + PATH_SEPARATOR))
 
 
 @admin.register(Category)
@@ -53,7 +77,7 @@ class ProductImageInline(admin.TabularInline):
 class ProductAdmin(EmbeddableAdminMixin, admin.ModelAdmin):
     list_display = ("thumb", "sku", "title", "brand", "price", "currency", "category", "is_active", "embedding_status_badge")
     list_display_links = ("thumb", "sku", "title")
-    list_filter = ("is_active", "embedding_status", "embedding_modalities", ("category", admin.RelatedOnlyFieldListFilter))
+    list_filter = ("is_active", "embedding_status", "embedding_modalities", CategoryTreeFilter)
     search_fields = ("sku", "title", "brand")
     autocomplete_fields = ("category",)
     list_select_related = ("category",)

@@ -39,49 +39,62 @@ def average_precision_at_k(query_label: str, neighbour_labels: Sequence[str], k:
     return total / hits if hits else 0.0
 
 
-def evaluate_neighbours(
-    vectors,
-    valid: np.ndarray,
-    labels: Sequence[str],
-    queries: np.ndarray,
-    *,
-    k: int = 10,
-    chunk: int = 512,
-) -> dict[str, float]:
-    """Exact cosine kNN evaluation: P@1, P@k and mAP@k of the ``queries`` rows.
+def nearest_neighbours(vectors, valid: np.ndarray, queries: np.ndarray, *, k: int = 10, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine kNN of the valid ``queries`` rows among all valid rows (itself excluded).
 
     Args:
         vectors: (n, d) L2-normalised rows, a numpy array or a scipy sparse matrix.
         valid: (n,) bool, rows that have a vector (others are neither queries nor neighbours).
-        labels: n labels; "" means unlabelled (never a query, never a match).
-        queries: (n,) bool, rows used as queries (the held-out split); the gallery is every
-            valid row except the query itself.
+        queries: (n,) bool, rows to query with (the held-out split).
         k: neighbours per query.
 
     Returns:
-        {"p@1", f"p@{k}", f"map@{k}", "queries"}; NaN metrics when there is no query.
+        (query row indices (q,), neighbour row indices (q, k) best first).
     """
-    labels_arr = np.asarray(labels, dtype=object)
-    query_idx = np.flatnonzero(queries & valid & (labels_arr != ""))
+    query_idx = np.flatnonzero(queries & valid)
     gallery = np.flatnonzero(valid)
-    nan = float("nan")
     if len(query_idx) == 0 or len(gallery) < 2:
-        return {"p@1": nan, f"p@{k}": nan, f"map@{k}": nan, "queries": 0}
+        return query_idx[:0], np.zeros((0, k), dtype=int)
     sparse = hasattr(vectors, "tocsc")
     gallery_t = vectors[gallery].T.tocsc() if sparse else np.ascontiguousarray(vectors[gallery].T, dtype=np.float32)
-    p1, pk, apk = [], [], []
+    found = []
     for start in range(0, len(query_idx), chunk):
         rows = query_idx[start : start + chunk]
         sims = vectors[rows] @ gallery_t
         sims = sims.toarray() if sparse else np.asarray(sims, dtype=np.float32)
         sims[rows[:, None] == gallery[None, :]] = -np.inf  # the query itself
-        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        for row, neighbours in zip(rows, top):
-            found = list(labels_arr[gallery[neighbours]])
-            p1.append(precision_at_k(labels_arr[row], found, 1))
-            pk.append(precision_at_k(labels_arr[row], found, k))
-            apk.append(average_precision_at_k(labels_arr[row], found, k))
-    return {"p@1": float(np.mean(p1)), f"p@{k}": float(np.mean(pk)), f"map@{k}": float(np.mean(apk)), "queries": len(query_idx)}
+        depth = min(k, sims.shape[1] - 1)
+        top = np.argpartition(-sims, depth - 1, axis=1)[:, :depth]
+        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
+        found.append(gallery[np.take_along_axis(top, order, axis=1)])
+    return query_idx, np.concatenate(found)
+
+
+def score_neighbours(query_idx: np.ndarray, neighbours: np.ndarray, labels: Sequence[str], *, k: int = 10) -> dict[str, float]:
+    """P@1, P@k and mAP@k of precomputed neighbour lists; unlabelled queries are skipped."""
+    labels_arr = np.asarray(labels, dtype=object)
+    p1, pk, apk = [], [], []
+    for row, found_rows in zip(query_idx, neighbours):
+        if not labels_arr[row]:
+            continue
+        found = list(labels_arr[found_rows])
+        p1.append(precision_at_k(labels_arr[row], found, 1))
+        pk.append(precision_at_k(labels_arr[row], found, k))
+        apk.append(average_precision_at_k(labels_arr[row], found, k))
+    if not p1:
+        nan = float("nan")
+        return {"p@1": nan, f"p@{k}": nan, f"map@{k}": nan, "queries": 0}
+    return {"p@1": float(np.mean(p1)), f"p@{k}": float(np.mean(pk)), f"map@{k}": float(np.mean(apk)), "queries": len(p1)}
+
+
+def evaluate_neighbours(vectors, valid: np.ndarray, labels: Sequence[str], queries: np.ndarray, *, k: int = 10) -> dict[str, float]:
+    """Exact cosine kNN evaluation of ``queries`` against every valid row: P@1, P@k, mAP@k.
+
+    Labels: "" means unlabelled (never a query, never a match).
+    """
+    labelled = np.asarray([bool(label) for label in labels], dtype=bool)
+    query_idx, neighbours = nearest_neighbours(vectors, valid, queries & labelled, k=k)
+    return score_neighbours(query_idx, neighbours, labels, k=k)
 
 
 def tfidf_vectors(texts: Sequence[str], tokenize):

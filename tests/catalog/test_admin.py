@@ -73,3 +73,13 @@ def test_category_and_image_admin_pages_load(admin_client, products):
     assert admin_client.get("/admin/catalog/category/").status_code == 200
     assert admin_client.get("/admin/catalog/productimage/").status_code == 200
     assert admin_client.get("/admin/catalog/product/add/").status_code == 200
+
+
+def test_category_tree_filter_includes_subcategories(admin_client, products):
+    from catalog.models import Category
+
+    fresh = Category.objects.get(path="生鲜")
+    html = admin_client.get("/admin/catalog/product/", {"in_category": fresh.pk}).content.decode()
+    assert "红富士 苹果 5斤" in html and "红富士 苹果 10斤" in html and "green tea 绿茶" not in html
+    # The sidebar lists top-level categories, then the children of the selected one.
+    assert "生鲜 &gt; 水果" in html and "饮料" in html

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from similarity.evaluation import category_at_level, evaluate_neighbours, tfidf_vectors
+from similarity.evaluation import category_at_level, nearest_neighbours, score_neighbours, tfidf_vectors
 from similarity.learning import collect_catalog
 from similarity.models import ModelVersion
 
@@ -71,10 +71,11 @@ class Command(BaseCommand):
             rows["learned attention fusion"] = (learned, has_any)
             rows["recurrent text only"] = (model.encode_branch("recurrent", *inputs), np.array([bool(t) for t in catalog.tokens]))
         held_out = catalog.held_out
-        results = {
-            name: {str(level): evaluate_neighbours(vectors, valid, catalog.labels(level), held_out) for level in levels}
-            for name in ROWS if name in rows for vectors, valid in [rows[name]]
-        }
+        results = {}
+        for name in (n for n in ROWS if n in rows):
+            vectors, valid = rows[name]
+            query_idx, neighbours = nearest_neighbours(vectors, valid, held_out)  # once, scored per level
+            results[name] = {str(l): score_neighbours(query_idx, neighbours, catalog.labels(l)) for l in levels}
         report = {
             "model": label,
             "learned_version": version.name if version else None,
