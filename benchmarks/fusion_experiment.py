@@ -28,7 +28,13 @@ sys.path.insert(0, str(ROOT))
 
 from similarity.evaluation import category_at_level, is_held_out  # noqa: E402
 from similarity.fusion.fixed import fuse  # noqa: E402
-from similarity.fusion.training import FusionData, TrainConfig, retrieval_metrics, train  # noqa: E402
+from similarity.fusion.training import (  # noqa: E402
+    FusionData,
+    TrainConfig,
+    retrieval_metrics,
+    split_digit,
+    train,
+)
 
 DATA = ROOT.parent / "shared" / "data"
 IMAGE_LIMITS = {"max_bytes": 20_000_000, "max_pixels": 50_000_000}
@@ -41,12 +47,21 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a TrainConfig field")
     parser.add_argument("--zh-set", action="append", default=[], metavar="FIELD=VALUE", help="override for zh-titles only")
     parser.add_argument("--description-chars", type=int, default=2000, help="description characters the recurrent branch reads")
+    parser.add_argument(
+        "--dedupe", action="store_true", help="keep each token's first occurrence only (descriptions repeat the title)"
+    )
     parser.add_argument("--tokenizer", choices=["auto", "jieba", "pipeline"], default="auto")
     parser.add_argument("--save", type=Path, help="write the flipkart1050 checkpoint here")
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp"))
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     parser.add_argument(
         "--cv", metavar="DIGITS", help="tune: train once per validation digit (e.g. 3,5,7), print validation only"
+    )
+    parser.add_argument(
+        "--nested",
+        metavar="DIGITS",
+        help="tune what validation cannot (e.g. refit): per digit, hide that fold's labels, train, "
+        "score the fold as queries against the train split; test scores are never printed",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (small batches: 1 is fastest on a busy box)")
     args = parser.parse_args()
@@ -74,13 +89,15 @@ def run_flipkart(config: TrainConfig, tokenize, args: argparse.Namespace) -> Non
         has_image=features["has_image"],
         sentence=features["sentence"],
         has_text=features["has_text"],
-        tokens=[tokenize(t) for t in texts],
+        tokens=[_unique(tokenize(t)) if args.dedupe else tokenize(t) for t in texts],
         labels=labels,
         split_keys=[r["sku"] for r in rows],
     )
     gallery = data.has_image.copy()  # the protocol's 1,047 products with a photo
     if args.cv:
         return _cross_validate(data, config, args)
+    if args.nested:
+        return _nested(data, config, args)
     result = _train(data, config, args)
     model = result.model
     vectors, attention = model.encode(data.image, data.has_image, data.sentence, data.has_text, data.tokens)
@@ -131,6 +148,8 @@ def run_zh(config: TrainConfig, tokenize, args: argparse.Namespace) -> None:
     )
     if args.cv:
         return _cross_validate(data, config, args)
+    if args.nested:
+        return _nested(data, config, args)
     result = _train(data, config, args)
     model = result.model
     vectors, _ = model.encode(None, None, data.sentence, data.has_text, data.tokens)
@@ -174,6 +193,23 @@ def _cross_validate(data: FusionData, config: TrainConfig, args: argparse.Namesp
         f"CV mean validation P@{config.k} {np.mean(scores):.4f} (digits {args.cv}: "
         f"{', '.join(f'{s:.3f}' for s in scores)}; epochs {epochs}; {np.mean(seconds):.0f}s per run)"
     )
+
+
+def _nested(data: FusionData, config: TrainConfig, args: argparse.Namespace) -> None:
+    """Per outer digit: train without that fold's labels, then score the fold (never the test split)."""
+    test = np.array([is_held_out(key) for key in data.split_keys])
+    digits = np.array([split_digit(key) for key in data.split_keys])
+    labelled = np.array([bool(label) for label in data.labels])
+    scores = []
+    for digit in (int(d) for d in args.nested.split(",")):
+        fold = ~test & (digits == digit) & labelled
+        hidden = dataclasses.replace(data, labels=["" if f else label for f, label in zip(fold, data.labels)])
+        result = _train(hidden, config, args)
+        vectors, _ = result.model.encode(data.image, data.has_image, data.sentence, data.has_text, data.tokens)
+        score = retrieval_metrics(vectors, data.labels, fold, ~test, k=config.k)[f"p_at_{config.k}"]
+        scores.append(score)
+        print(f"  outer digit {digit}: P@{config.k} {score:.3f} (best epoch {result.best_epoch})", flush=True)
+    print(f"NESTED mean P@{config.k} {np.mean(scores):.4f} (digits {args.nested}: {', '.join(f'{s:.3f}' for s in scores)})")
 
 
 def _print_table(title: str, table: dict, labels: list[str], data: FusionData, gallery: np.ndarray, k: int) -> None:
@@ -269,6 +305,10 @@ def _tokenizer(choice: str):
         return [t for t in (w.strip().lower() for w in jieba.lcut(text)) if t and any(c.isalnum() for c in t)]
 
     return tokenize
+
+
+def _unique(tokens: list[str]) -> list[str]:
+    return list(dict.fromkeys(tokens))
 
 
 def _config(config: TrainConfig, overrides: list[str]) -> TrainConfig:

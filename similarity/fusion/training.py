@@ -106,6 +106,9 @@ class TrainConfig:
     branch_weight: float = 0.5
     label_smoothing: float = 0.1
     ema_decay: float = 0.0
+    refit: bool = False
+    unlabelled_weight: float = 0.0
+    confidence: float = 0.8
     patience: int = 25
     validation_digit: int = 3
     seed: int = 0
@@ -168,35 +171,29 @@ def train(data: FusionData, config: TrainConfig | None = None, progress: Progres
             f"the train split has {len(classes)} labelled class(es): label more products, or "
             "train at a finer category level."
         )
-    class_index = {label: i for i, label in enumerate(classes)}
-    targets = np.array([class_index.get(label, -1) for label in data.labels], dtype=np.int64)
-    vocabulary = Vocabulary.build(
-        (data.tokens[i] for i in np.flatnonzero(fit)), min_count=config.min_count, max_size=config.max_vocab
-    )
-    architecture = {
-        "vocab_size": len(vocabulary),
-        "n_classes": len(classes),
-        "image_dim": int(data.image.shape[1]),
-        "sentence_dim": int(data.sentence.shape[1]),
-        "dim": config.dim,
-        "hidden": config.hidden,
-        "dropout": config.dropout,
-        "embedding_dim": config.embedding_dim,
-        "rnn_hidden": config.rnn_hidden,
-        "cell": config.cell,
-        "attention_dim": config.attention_dim,
-        "class_scale": config.class_scale,
-    }
-    module = AttentionFusion(**architecture).to(device)
-    tensors = _Tensors(data, vocabulary, config.max_len, targets, device)
     gallery = ~test  # validation never looks at a test product, labels or neighbours
     val_queries = validation & labelled
-
     with _deterministic(device):
+        module, vocabulary, architecture = _build(data, config, classes, fit, device)
+        tensors = _Tensors(data, vocabulary, config.max_len, _targets(data, classes), device)
         curve, best_epoch, best_state = _fit(
-            module, tensors, np.flatnonzero(fit), config, device, data.labels, val_queries, gallery, progress
+            module, tensors, np.flatnonzero(fit), config, device, data.labels, val_queries, gallery, progress,
+            unlabelled=np.flatnonzero(~fit),
         )
-    module.load_state_dict(best_state)
+        module.load_state_dict(best_state)
+        if config.refit and best_epoch > 0:
+            # Same seed, same schedule, train + validation labels, stopped at the chosen epoch.
+            _seed_everything(config.seed)
+            everything = fit | (validation & labelled)
+            classes = sorted({data.labels[i] for i in np.flatnonzero(everything)})
+            module, vocabulary, architecture = _build(data, config, classes, everything, device)
+            tensors = _Tensors(data, vocabulary, config.max_len, _targets(data, classes), device)
+            rows = np.flatnonzero(everything)
+            _, _, state = _fit(
+                module, tensors, rows, config, device, data.labels, None, gallery, None, best_epoch,
+                unlabelled=np.flatnonzero(~everything),
+            )
+            module.load_state_dict(state)
     model = FusionModel(
         module,
         vocabulary,
@@ -210,6 +207,7 @@ def train(data: FusionData, config: TrainConfig | None = None, progress: Progres
     metrics: dict[str, Any] = {
         "validation_curve": curve,
         "best_epoch": best_epoch,
+        "refit": bool(config.refit and best_epoch > 0),
         "best_validation_p_at_k": max(point["val_p_at_k"] for point in curve),
         "held_out": held_out,
         "counts": {
@@ -225,6 +223,35 @@ def train(data: FusionData, config: TrainConfig | None = None, progress: Progres
     }
     model.metrics = metrics
     return TrainResult(model=model, metrics=metrics)
+
+
+def _targets(data: FusionData, classes: list[str]) -> np.ndarray:
+    class_index = {label: i for i, label in enumerate(classes)}
+    return np.array([class_index.get(label, -1) for label in data.labels], dtype=np.int64)
+
+
+def _build(
+    data: FusionData, config: TrainConfig, classes: list[str], rows: np.ndarray, device: torch.device
+) -> tuple[AttentionFusion, Vocabulary, dict[str, Any]]:
+    """Return a freshly initialised module, the vocabulary of ``rows`` and the architecture."""
+    vocabulary = Vocabulary.build(
+        (data.tokens[i] for i in np.flatnonzero(rows)), min_count=config.min_count, max_size=config.max_vocab
+    )
+    architecture = {
+        "vocab_size": len(vocabulary),
+        "n_classes": len(classes),
+        "image_dim": int(data.image.shape[1]),
+        "sentence_dim": int(data.sentence.shape[1]),
+        "dim": config.dim,
+        "hidden": config.hidden,
+        "dropout": config.dropout,
+        "embedding_dim": config.embedding_dim,
+        "rnn_hidden": config.rnn_hidden,
+        "cell": config.cell,
+        "attention_dim": config.attention_dim,
+        "class_scale": config.class_scale,
+    }
+    return AttentionFusion(**architecture).to(device), vocabulary, architecture
 
 
 def retrieval_metrics(
@@ -330,10 +357,13 @@ def _fit(
     config: TrainConfig,
     device: torch.device,
     labels: Sequence[str],
-    val_queries: np.ndarray,
+    val_queries: np.ndarray | None,
     gallery: np.ndarray,
     progress: Progress | None,
-) -> tuple[list[dict[str, float]], int, dict[str, torch.Tensor]]:
+    epochs: int | None = None,
+    unlabelled: np.ndarray | None = None,
+) -> tuple[list[dict[str, Any]], int, dict[str, torch.Tensor]]:
+    """Train ``module``; without ``val_queries`` run exactly ``epochs`` and keep the last weights."""
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(fit_rows) / config.batch_size))
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -349,6 +379,8 @@ def _fit(
     evaluated = averaged.module if averaged else module
 
     def validate(epoch: int, loss: float | None) -> dict[str, Any]:
+        if val_queries is None:
+            return {"epoch": epoch, "loss": loss, "val_p_at_1": 0.0, "val_p_at_k": 0.0}
         evaluated.eval()
         with torch.inference_mode(), autocast(device):
             vectors = _encode_rows(evaluated, tensors, np.flatnonzero(gallery), device)
@@ -363,7 +395,7 @@ def _fit(
     best_state = copy.deepcopy(evaluated.state_dict())
     if progress:
         progress(0, curve[0])
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, (epochs or config.epochs) + 1):
         module.train()
         order = fit_rows[shuffler.permutation(len(fit_rows))]
         total, batches = 0.0, 0
@@ -376,6 +408,9 @@ def _fit(
             with autocast(device):
                 out = module(*inputs)
                 loss = _loss(module, out, tensors.targets[rows_t], config)
+            if config.unlabelled_weight > 0 and unlabelled is not None and len(unlabelled):
+                extra = torch.from_numpy(shuffler.choice(unlabelled, size=len(rows))).to(device)
+                loss = loss + config.unlabelled_weight * _consistency(module, tensors.batch(extra), config, generator)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -390,7 +425,7 @@ def _fit(
         point = validate(epoch, total / max(batches, 1))
         curve.append(point)
         # Strictly better only: on ties the earlier (less trained) epoch wins.
-        if point["val_p_at_k"] > best_score + 1e-9:
+        if point["val_p_at_k"] > best_score + 1e-9 or val_queries is None:
             best_epoch, best_score = epoch, point["val_p_at_k"]
             best_state = copy.deepcopy(evaluated.state_dict())
         point["best_epoch"] = best_epoch
@@ -399,6 +434,25 @@ def _fit(
         if epoch - best_epoch >= config.patience:
             break
     return curve, best_epoch, best_state
+
+
+def _consistency(
+    module: AttentionFusion, batch: tuple[torch.Tensor, ...], config: TrainConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """FixMatch-style loss on unlabelled products: confident clean predictions teach the
+    prediction from a view with hidden modalities and tokens. Uses features, never labels."""
+    module.eval()
+    with torch.no_grad(), autocast(batch[0].device):
+        probabilities = torch.softmax(module.classify(module(*batch).fused), dim=1)
+    module.train()
+    confidence, pseudo = probabilities.max(dim=1)
+    keep = confidence >= config.confidence
+    if not torch.any(keep):
+        return probabilities.new_zeros(())
+    with autocast(batch[0].device):
+        out = module(*_drop_modalities(batch, config, generator))
+        logits = module.classify(out.fused)
+    return F.cross_entropy(logits[keep], pseudo[keep])
 
 
 class _Averaged:
