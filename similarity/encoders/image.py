@@ -13,7 +13,6 @@ resizing slightly lowers the right class's probability.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from PIL import Image
 
 from .base import ImageEncoder, WeightsMissing, file_sha256_prefix, l2_normalize, to_rgb
+from .devices import autocast, resolve_device
 from .efficientnet_lite import HEAD_CHANNELS, EfficientNetLite, build_efficientnet_lite0
 
 __all__ = ["EfficientNetLiteImageEncoder"]
@@ -63,7 +63,7 @@ class EfficientNetLiteImageEncoder(ImageEncoder):
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         self.weights_path = _resolve_weights_path(weights_path)
         self.version = f"efficientnet-lite0:{file_sha256_prefix(self.weights_path)}"
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.batch_size = batch_size
         # NHWC lets oneDNN / cuDNN run the depthwise convolutions ~1.4x faster on CPU.
         self.model: EfficientNetLite = _load_model(self.weights_path).to(
@@ -89,19 +89,13 @@ class EfficientNetLiteImageEncoder(ImageEncoder):
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         chunks = []
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.device):
             for start in range(0, len(images), self.batch_size):
                 batch = self.preprocess(images[start : start + self.batch_size])
                 batch = batch.to(self.device, memory_format=torch.channels_last)
                 features = self.model.forward_features(batch)
                 chunks.append(features.float().cpu().numpy())
         return l2_normalize(np.concatenate(chunks))
-
-    def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        # fp16 runs on GPU tensor cores; CPU autocast would be slower, not faster.
-        if self.device.type == "cuda":
-            return torch.autocast(device_type="cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
 
 
 def _crop_and_resize(image: Image.Image) -> np.ndarray:
@@ -160,15 +154,3 @@ def _load_model(path: Path) -> EfficientNetLite:
             f"naming ({str(exc).splitlines()[0]}): use the file from the {PACKAGE} package."
         ) from exc
     return model.eval()
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu' or 'cuda'.") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"Device {device!r} requested but CUDA is not available: use 'auto' or 'cpu'.")
-    return resolved

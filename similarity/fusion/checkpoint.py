@@ -8,7 +8,6 @@ string derived from the weights).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..encoders.devices import autocast, resolve_device
 from .attention import BRANCHES, AttentionFusion
 from .vocab import Vocabulary
 
@@ -212,29 +212,6 @@ class FusionModel:
                     torch.from_numpy(has_text_arr[start:stop]).to(self.device),
                     torch.from_numpy(ids[start:stop]).to(self.device),
                 )
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Turn ``"auto"`` / ``"cpu"`` / ``"cuda[:i]"`` into a usable ``torch.device``."""
-    if isinstance(device, torch.device):
-        resolved = device
-    elif device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            resolved = torch.device(device)
-        except RuntimeError as exc:
-            raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu' or 'cuda'.") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"Device {str(device)!r} requested but CUDA is not available: use 'auto' or 'cpu'.")
-    return resolved
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
-    """Return fp16 autocast on CUDA (tensor cores) and a no-op elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 def weights_version(state: dict[str, torch.Tensor]) -> str:

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from similarity.evaluation import is_held_out
-
+from ..encoders.devices import autocast, resolve_device
+from ..evaluation import is_held_out, nearest_neighbours, score_neighbours
 from .attention import BRANCHES, AttentionFusion
-from .checkpoint import FusionModel, autocast, resolve_device
+from .checkpoint import FusionModel
 from .vocab import PAD_ID, UNK_ID, Vocabulary
 
 Progress = Callable[[int, dict[str, float]], None]
@@ -255,63 +255,25 @@ def _build(
 
 
 def retrieval_metrics(
-    vectors: np.ndarray,
-    labels: Sequence[str],
-    queries: np.ndarray,
-    gallery: np.ndarray,
-    *,
-    k: int = 10,
-    chunk: int = 1024,
+    vectors: np.ndarray, labels: Sequence[str], queries: np.ndarray, gallery: np.ndarray, *, k: int = 10
 ) -> dict[str, float]:
-    """Return mean P@1, P@k and mAP@k of cosine neighbours (each query excluded from its own list).
+    """Return mean P@1, P@k and mAP@k (keys ``p_at_1``...) of cosine neighbours in ``gallery``.
+
+    The protocol's exact kNN from ``similarity.evaluation``; each query is excluded from its
+    own list, and queries are expected to be labelled members of the gallery.
 
     Args:
         vectors: (n, d) unit vectors (numpy, or scipy sparse rows such as TF-IDF).
         labels: one label per row; "" never matches.
-        queries: (n,) bool, the rows to query with (their label must be non-empty).
+        queries: (n,) bool, the rows to query with.
         gallery: (n,) bool, the rows that may be returned as neighbours.
         k: list length.
-        chunk: queries per matrix product; bounds memory.
     """
-    if not hasattr(vectors, "tocsr"):  # scipy sparse rows (TF-IDF) are used as they are
-        vectors = np.asarray(vectors, dtype=np.float32)
-    label_ids = {label: i for i, label in enumerate(sorted(set(labels)))}
-    codes = np.array([label_ids[label] if label else -1 for label in labels])
-    query_rows = np.flatnonzero(np.asarray(queries, bool))
-    gallery_rows = np.flatnonzero(np.asarray(gallery, bool))
-    if len(query_rows) == 0:
+    query_idx, neighbours = nearest_neighbours(vectors, np.asarray(gallery, bool), np.asarray(queries, bool), k=k)
+    scores = score_neighbours(query_idx, neighbours, labels, k=k)
+    if not scores["queries"]:
         return {"p_at_1": 0.0, f"p_at_{k}": 0.0, f"map_at_{k}": 0.0, "queries": 0}
-    if np.any(codes[query_rows] < 0):
-        raise ValueError("every query needs a label: pass queries & labelled.")
-    gallery_codes = codes[gallery_rows]
-    gallery_position = np.full(vectors.shape[0], -1)
-    gallery_position[gallery_rows] = np.arange(len(gallery_rows))
-    depth = min(k, len(gallery_rows) - 1) if len(gallery_rows) > 1 else 1
-    hits_all = []
-    for start in range(0, len(query_rows), chunk):
-        rows = query_rows[start : start + chunk]
-        sims = vectors[rows] @ vectors[gallery_rows].T
-        sims = np.asarray(sims.toarray() if hasattr(sims, "toarray") else sims, dtype=np.float32)
-        own = gallery_position[rows]
-        sims[np.flatnonzero(own >= 0), own[own >= 0]] = -np.inf
-        top = np.argpartition(-sims, depth - 1, axis=1)[:, :depth]
-        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        hits_all.append(gallery_codes[top] == codes[rows][:, None])
-    hits = np.concatenate(hits_all).astype(np.float64)
-    if hits.shape[1] < k:
-        hits = np.pad(hits, ((0, 0), (0, k - hits.shape[1])))
-    hits = hits[:, :k]
-    ranks = np.arange(1, k + 1)
-    precision_at_i = np.cumsum(hits, axis=1) / ranks
-    n_hits = hits.sum(axis=1)
-    ap = np.where(n_hits > 0, (precision_at_i * hits).sum(axis=1) / np.maximum(n_hits, 1), 0.0)
-    return {
-        "p_at_1": float(hits[:, 0].mean()),
-        f"p_at_{k}": float(hits.mean()),
-        f"map_at_{k}": float(ap.mean()),
-        "queries": len(query_rows),
-    }
+    return {key.replace("@", "_at_"): value for key, value in scores.items()}
 
 
 def supcon_loss(vectors: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
