@@ -12,11 +12,14 @@ def broker_transport_options(url: str, var_dir: Path) -> dict:
         folder = var_dir / "broker"
         (folder / "queue").mkdir(parents=True, exist_ok=True)
         (folder / "processed").mkdir(parents=True, exist_ok=True)
+        (folder / "control").mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
+            # Broadcast exchanges (pidbox, fanout): kombu's default is ./control.
+            "control_folder": str(folder / "control"),
         }
     if url.startswith(("redis://", "rediss://")):
         return {"socket_connect_timeout": 2, "socket_timeout": 10}

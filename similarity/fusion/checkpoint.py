@@ -59,6 +59,7 @@ class FusionModel:
         self.config = dict(config or {})
         self.metrics = dict(metrics or {})
         self.max_len = int(self.config.get("max_len", 128))
+        self.unique_tokens = bool(self.config.get("unique_tokens", False))
         self.dim = int(self.architecture.get("dim", module.dim))
         self.version = weights_version(self.module.state_dict())
 
@@ -201,7 +202,7 @@ class FusionModel:
         sentence_arr, has_text_arr = _features(
             sentence, has_text, n, int(arch.get("sentence_dim", 512)), "sentence", "has_text"
         )
-        ids = self.vocabulary.encode_batch(tokens, self.max_len)
+        ids = self.vocabulary.encode_batch(tokens, self.max_len, unique=self.unique_tokens)
         with torch.inference_mode(), autocast(self.device):
             for start in range(0, n, batch_size):
                 stop = start + batch_size

@@ -33,7 +33,7 @@ from ..encoders.devices import autocast, resolve_device
 from ..evaluation import is_held_out, nearest_neighbours, score_neighbours
 from .attention import BRANCHES, AttentionFusion
 from .checkpoint import FusionModel
-from .vocab import PAD_ID, UNK_ID, Vocabulary
+from .vocab import PAD_ID, UNK_ID, Vocabulary, unique_tokens
 
 Progress = Callable[[int, dict[str, float]], None]
 
@@ -82,13 +82,13 @@ class FusionData:
 class TrainConfig:
     """Architecture and optimisation settings of ``train`` (the label level is the caller's)."""
 
-    dim: int = 256
+    dim: int = 128
     hidden: int = 512
-    embedding_dim: int = 128
-    rnn_hidden: int = 128
+    embedding_dim: int = 64
+    rnn_hidden: int = 64
     cell: str = "gru"
     attention_dim: int = 128
-    epochs: int = 120
+    epochs: int = 80
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -98,15 +98,16 @@ class TrainConfig:
     token_dropout: float = 0.1
     min_count: int = 2
     max_vocab: int = 50_000
-    max_len: int = 128
+    max_len: int = 96
+    unique_tokens: bool = True
     temperature: float = 0.1
     class_scale: float = 16.0
     supcon_weight: float = 1.0
     ce_weight: float = 1.0
-    branch_weight: float = 0.5
+    branch_weight: float = 1.0
     label_smoothing: float = 0.1
     ema_decay: float = 0.0
-    refit: bool = False
+    refit: bool = True
     unlabelled_weight: float = 0.0
     confidence: float = 0.8
     patience: int = 25
@@ -175,7 +176,9 @@ def train(data: FusionData, config: TrainConfig | None = None, progress: Progres
     val_queries = validation & labelled
     with _deterministic(device):
         module, vocabulary, architecture = _build(data, config, classes, fit, device)
-        tensors = _Tensors(data, vocabulary, config.max_len, _targets(data, classes), device)
+        tensors = _Tensors(
+            data, vocabulary, config.max_len, _targets(data, classes), device, config.unique_tokens
+        )
         curve, best_epoch, best_state = _fit(
             module, tensors, np.flatnonzero(fit), config, device, data.labels, val_queries, gallery, progress,
             unlabelled=np.flatnonzero(~fit),
@@ -187,7 +190,9 @@ def train(data: FusionData, config: TrainConfig | None = None, progress: Progres
             everything = fit | (validation & labelled)
             classes = sorted({data.labels[i] for i in np.flatnonzero(everything)})
             module, vocabulary, architecture = _build(data, config, classes, everything, device)
-            tensors = _Tensors(data, vocabulary, config.max_len, _targets(data, classes), device)
+            tensors = _Tensors(
+                data, vocabulary, config.max_len, _targets(data, classes), device, config.unique_tokens
+            )
             rows = np.flatnonzero(everything)
             _, _, state = _fit(
                 module, tensors, rows, config, device, data.labels, None, gallery, None, best_epoch,
@@ -234,9 +239,10 @@ def _build(
     data: FusionData, config: TrainConfig, classes: list[str], rows: np.ndarray, device: torch.device
 ) -> tuple[AttentionFusion, Vocabulary, dict[str, Any]]:
     """Return a freshly initialised module, the vocabulary of ``rows`` and the architecture."""
-    vocabulary = Vocabulary.build(
-        (data.tokens[i] for i in np.flatnonzero(rows)), min_count=config.min_count, max_size=config.max_vocab
-    )
+    texts = (data.tokens[i] for i in np.flatnonzero(rows))
+    if config.unique_tokens:  # counts become document frequencies, as the model sees them
+        texts = (unique_tokens(tokens) for tokens in texts)
+    vocabulary = Vocabulary.build(texts, min_count=config.min_count, max_size=config.max_vocab)
     architecture = {
         "vocab_size": len(vocabulary),
         "n_classes": len(classes),
@@ -299,13 +305,20 @@ class _Tensors:
     """The whole catalog on the training device (it is small: frozen features + ids)."""
 
     def __init__(
-        self, data: FusionData, vocabulary: Vocabulary, max_len: int, targets: np.ndarray, device: torch.device
+        self,
+        data: FusionData,
+        vocabulary: Vocabulary,
+        max_len: int,
+        targets: np.ndarray,
+        device: torch.device,
+        unique: bool = False,
     ) -> None:
         self.image = torch.from_numpy(data.image).to(device)
         self.has_image = torch.from_numpy(data.has_image).to(device)
         self.sentence = torch.from_numpy(data.sentence).to(device)
         self.has_text = torch.from_numpy(data.has_text).to(device)
-        self.ids = torch.from_numpy(vocabulary.encode_batch(data.tokens, max_len)).to(device)
+        ids = vocabulary.encode_batch(data.tokens, max_len, unique=unique)
+        self.ids = torch.from_numpy(ids).to(device)
         self.targets = torch.from_numpy(targets).to(device)
 
     def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:

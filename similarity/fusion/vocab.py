@@ -78,18 +78,26 @@ class Vocabulary:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocabulary) and other.tokens == self.tokens
 
-    def encode(self, tokens: Sequence[str], max_len: int) -> list[int]:
-        """Return exactly ``max_len`` ids: the first tokens, then ``<pad>`` ids."""
+    def encode(self, tokens: Sequence[str], max_len: int, *, unique: bool = False) -> list[int]:
+        """Return exactly ``max_len`` ids: the first tokens, then ``<pad>`` ids.
+
+        Args:
+            tokens: one text's tokens.
+            max_len: length of the returned list.
+            unique: keep only each token's first occurrence (see ``unique_tokens``).
+        """
         if max_len < 1:
             raise ValueError(f"max_len must be at least 1, got {max_len}.")
+        if unique:
+            tokens = unique_tokens(tokens)
         ids = [self.ids.get(token, UNK_ID) for token in tokens[:max_len]]
         return ids + [PAD_ID] * (max_len - len(ids))
 
-    def encode_batch(self, token_lists: Sequence[Sequence[str]], max_len: int) -> np.ndarray:
+    def encode_batch(self, token_lists: Sequence[Sequence[str]], max_len: int, *, unique: bool = False) -> np.ndarray:
         """Return an (n, max_len) int64 id matrix, one padded row per token list."""
         out = np.zeros((len(token_lists), max_len), dtype=np.int64)
         for i, tokens in enumerate(token_lists):
-            out[i] = self.encode(tokens, max_len)
+            out[i] = self.encode(tokens, max_len, unique=unique)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,3 +114,12 @@ class Vocabulary:
                 "not a serialised Vocabulary (expected {'tokens': [...]}): re-save the "
                 "fusion checkpoint with FusionModel.save()."
             ) from exc
+
+
+def unique_tokens(tokens: Sequence[str]) -> list[str]:
+    """Keep each token's first occurrence, in order.
+
+    Product descriptions repeat the title and boilerplate; deduplicating lets a fixed
+    ``max_len`` window reach further into the text.
+    """
+    return list(dict.fromkeys(tokens))

@@ -43,6 +43,8 @@ SMALL = TrainConfig(
     max_len=12,
     min_count=1,
     patience=40,
+    unique_tokens=False,
+    refit=False,
     device="cpu",
     seed=7,
 )
@@ -116,6 +118,12 @@ def test_vocabulary_min_count_unk_pad_and_order():
     assert vocab.encode(["a", "d", "b"], max_len=5) == [3, UNK_ID, 2, PAD_ID, PAD_ID]
     assert vocab.encode(["a", "b", "a"], max_len=2) == [3, 2]
     assert vocab.encode_batch([[], ["zzz"]], max_len=3).tolist() == [[0, 0, 0], [1, 0, 0]]
+
+
+def test_vocabulary_unique_tokens():
+    vocab = Vocabulary.build([["a", "b"]], min_count=1)
+    assert vocab.encode(["a", "a", "b", "a"], max_len=3, unique=True) == [2, 3, 0]
+    assert vocab.encode(["a", "a", "b", "a"], max_len=3) == [2, 2, 3]
 
 
 def test_vocabulary_max_size_and_json_round_trip():
@@ -257,11 +265,25 @@ def test_training_beats_the_untrained_model_on_held_out_products(catalog, traine
     assert trained.metrics["best_validation_p_at_k"] == curve[trained.best_epoch]["val_p_at_k"]
 
 
-def test_test_split_labels_do_not_influence_training(catalog, trained):
-    labels = [("" if is_held_out(k) else label) for k, label in zip(catalog.split_keys, catalog.labels)]
-    scrambled = dataclasses.replace(catalog, labels=labels)
-    result = train(scrambled, SMALL)
-    assert result.metrics["validation_curve"] == trained.metrics["validation_curve"]
+SEMI_REFIT = dataclasses.replace(SMALL, epochs=25, refit=True, unlabelled_weight=1.0, unique_tokens=True)
+
+
+@pytest.mark.parametrize("config", [SMALL, SEMI_REFIT], ids=["supervised", "semi-supervised-refit"])
+def test_test_split_labels_do_not_influence_training(catalog, config):
+    hidden = [("" if is_held_out(k) else label) for k, label in zip(catalog.split_keys, catalog.labels)]
+    # Wrong labels on every test product: training must not notice.
+    wrong = [("cat0" if is_held_out(k) else label) for k, label in zip(catalog.split_keys, catalog.labels)]
+    a = train(dataclasses.replace(catalog, labels=hidden), config)
+    b = train(dataclasses.replace(catalog, labels=wrong), config)
+    assert a.metrics["validation_curve"] == b.metrics["validation_curve"]
+    assert a.model.version == b.model.version
+
+
+def test_refit_adds_the_validation_labels(catalog):
+    result = train(catalog, SEMI_REFIT)
+    assert result.metrics["refit"] is True
+    assert result.held_out["p_at_10"] >= 0.8
+    assert len(result.model.vocabulary) >= 150  # rebuilt from train + validation tokens
 
 
 def test_training_is_reproducible(catalog, trained):
