@@ -12,7 +12,8 @@ from .broker import broker_transport_options
 from .database import database_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))  # database, broker, beat state
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def env_bool(name: str, default: bool = False) -> bool:
@@ -137,6 +138,21 @@ SIMILARITY = {
     "QUEUE": os.environ.get("SIMILARITY_QUEUE", "similarity"),
     "TRAINING_QUEUE": os.environ.get("SIMILARITY_TRAINING_QUEUE", "similarity-training"),
     "MODELS_DIR": os.environ.get("SIMILARITY_MODELS_DIR") or str(VAR_DIR / "models"),
+    **{
+        name: float(os.environ[f"SIMILARITY_{name}"])
+        for name in ("BATCH_SIZE", "COALESCE_SECONDS", "CLAIM_TIMEOUT", "SWEEP_INTERVAL", "PENDING_MAX_AGE")
+        if os.environ.get(f"SIMILARITY_{name}")
+    },
+}
+# The sweeper re-sends rows left pending by a broker outage or a dead worker (run beat:
+# `celery -A config beat`, or `worker -B` on one machine).
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "similarity-sweep": {
+        "task": "similarity.sweep",
+        "schedule": float(os.environ.get("SIMILARITY_SWEEP_INTERVAL") or 60),
+        "options": {"queue": SIMILARITY["QUEUE"], "expires": 60},
+    },
 }
 
 LOGGING = {

@@ -34,7 +34,16 @@ DEFAULTS: dict[str, Any] = {
     "LABEL_LEVEL": 2,
     "MODELS_DIR": None,
     "TRAINING": {},
+    # Encoding queue: rows per batch; a burst of single saves waits COALESCE_SECONDS so one
+    # batch takes them all; threads that read and decode photos while the model runs.
     "BATCH_SIZE": 32,
+    "COALESCE_SECONDS": 1.0,
+    "DECODE_THREADS": 4,
+    # Fault recovery: a claim older than CLAIM_TIMEOUT belongs to a dead worker; the sweeper
+    # (celery beat, every SWEEP_INTERVAL seconds) re-sends rows pending for PENDING_MAX_AGE.
+    "CLAIM_TIMEOUT": 600,
+    "SWEEP_INTERVAL": 60,
+    "PENDING_MAX_AGE": 120,
     # Queries.
     "DEFAULT_K": 10,
     "MAX_K": 100,

@@ -63,6 +63,11 @@ class Embeddable(models.Model):
     learned_embedding = VectorField(dimensions=similarity_settings.LEARNED_DIM, null=True, editable=False)
     learned_version = models.CharField(_("learned model"), max_length=100, blank=True, db_index=True, editable=False)
     attention_weights = models.JSONField(_("attention weights"), null=True, blank=True, editable=False)
+    # The encoding queue lives in these rows (see similarity.index.claim_batch): a change
+    # marks a row pending with a request time; a worker claims a batch with its task id.
+    embedding_requested_at = models.DateTimeField(_("encoding requested"), null=True, blank=True, editable=False)
+    embedding_claim = models.CharField(max_length=64, blank=True, editable=False)
+    embedding_claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         abstract = True
@@ -72,6 +77,17 @@ class Embeddable(models.Model):
             _hnsw("fused_embedding"),
             _hnsw("learned_embedding"),
         ]
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save the row; an update never writes the worker's columns (vectors, status, queue).
+
+        A form loaded before the worker finished must not put stale vectors back.
+        """
+        if not self._state.adding and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in WORKER_FIELDS
+            ]
+        super().save(*args, **kwargs)
 
     def get_embedding_text(self) -> str:
         """Return the text to encode (title, brand, category, description...)."""
@@ -97,6 +113,12 @@ class Embeddable(models.Model):
     def get_embedding_queryset(cls) -> models.QuerySet:
         """Return the queryset the worker loads rows from (override to add select_related)."""
         return cls._default_manager.all()
+
+
+# Columns only the encoding pipeline writes.
+WORKER_FIELDS = frozenset(
+    f.name for f in Embeddable._meta.local_fields if not f.primary_key
+)
 
 
 def embeddable_models() -> list[type[Embeddable]]:

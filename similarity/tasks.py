@@ -1,20 +1,26 @@
-"""Celery tasks and the one function that schedules them (the only module importing Celery).
+"""Celery tasks and the functions that schedule them (the only module importing Celery).
 
 ``enqueue_encode`` is what the signal handler, the admin, the importer and bulk paths call:
-it marks rows ``pending`` and, once the surrounding transaction commits, sends batches of
-primary keys to the ``similarity`` queue. Inside ``collect_encodes()`` the keys are gathered
-and sent in full batches when the block ends (bulk imports).
+it marks rows ``pending`` and, once the surrounding transaction commits, sends one
+``similarity.encode`` task per batch of rows to the ``similarity`` queue. A task carries no
+keys: it claims a batch of pending rows when it runs (``similarity.index.claim_batch``), so
+tasks for single saves sent a moment apart coalesce into one batch, two workers never encode
+the same row, and a task that finds nothing left returns at once. Inside ``collect_encodes()``
+the rows are counted and the tasks sent when the block ends (bulk imports).
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime
 import logging
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from celery import shared_task
-from django.db import OperationalError, transaction
+from django.db import InterfaceError, OperationalError, transaction
+from django.utils import timezone
 
 from .conf import similarity_settings
 
@@ -24,19 +30,34 @@ _collector: contextvars.ContextVar[dict[str, set] | None] = contextvars.ContextV
     "similarity_encode_collector", default=None
 )
 
-
-@shared_task(
-    name="similarity.encode_objects",
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
+# The database restarting or failing over: retry with exponential backoff and jitter.
+DATABASE_RETRY = dict(
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=1,
+    retry_backoff_max=60,
     retry_jitter=True,
-    max_retries=8,
+    max_retries=12,
 )
-def encode_objects_task(model_label: str, pks: list[Any], force: bool = False) -> dict:
-    """Encode rows of ``model_label`` by primary key (idempotent)."""
-    from .index import encode_objects
 
-    return encode_objects(model_label, pks, force=force).as_dict()
+
+@shared_task(name="similarity.encode", bind=True, acks_late=True, reject_on_worker_lost=True, **DATABASE_RETRY)
+def encode_task(self: Any, model_label: str) -> dict:
+    """Claim a batch of pending rows of ``model_label`` and encode it.
+
+    The claim is the task id, which survives redelivery (worker killed) and retries
+    (database restarted): the same task takes back the rows it had claimed.
+    """
+    from .index import encode_claimed
+
+    return encode_claimed(model_label, token=self.request.id or "eager").as_dict()
+
+
+@shared_task(name="similarity.sweep", **DATABASE_RETRY)
+def sweep_task() -> dict:
+    """Periodic (celery beat): re-send rows left pending and re-encode stale rows."""
+    from .models import embeddable_models
+
+    return {model._meta.label: sweep(model._meta.label) for model in embeddable_models()}
 
 
 @shared_task(name="similarity.train_model")
@@ -55,23 +76,42 @@ def enqueue_training(model_label: str, *, level: int | None = None, activate: st
     )
 
 
-def enqueue_encode(model_label: str, pks: Iterable[Any], *, force: bool = False) -> None:
-    """Mark rows pending and schedule their encoding after the current transaction commits."""
-    pks = list(pks)
-    if not pks:
-        return
+def enqueue_encode(model_label: str, pks: Iterable[Any], *, force: bool = False) -> int:
+    """Mark rows pending and schedule their encoding after the current transaction commits.
+
+    A row a worker is encoding right now is released (its claim cleared): that worker's
+    result is for the old content and is not written. Returns the number of rows marked.
+
+    Args:
+        force: encode even if the content is unchanged (the content hash is cleared).
+    """
     from django.apps import apps
 
     from .models import EmbeddingStatus
 
-    apps.get_model(model_label)._default_manager.filter(pk__in=pks).update(
-        embedding_status=EmbeddingStatus.PENDING
+    pks = list(pks)
+    if not pks:
+        return 0
+    changes = dict(
+        embedding_status=EmbeddingStatus.PENDING,
+        embedding_requested_at=timezone.now(),
+        embedding_claim="",
+        embedding_claimed_at=None,
     )
+    if force:
+        changes["content_hash"] = ""
+    manager = apps.get_model(model_label)._default_manager
+    marked = 0
+    for start in range(0, len(pks), 10_000):
+        marked += manager.filter(pk__in=pks[start : start + 10_000]).update(**changes)
     collected = _collector.get()
-    if collected is not None and not force:
+    if collected is not None:
         collected.setdefault(model_label, set()).update(pks)
-        return
-    transaction.on_commit(lambda: send_encode_tasks(model_label, pks, force=force), robust=True)
+        return marked
+    # Fewer rows than a batch: wait a moment so that the saves that follow join the batch.
+    delay = float(similarity_settings.COALESCE_SECONDS) if len(pks) < _batch_size() else 0.0
+    transaction.on_commit(lambda: send_encode_tasks(model_label, len(pks), countdown=delay), robust=True)
+    return marked
 
 
 def enqueue_encode_instance(instance: Any) -> None:
@@ -81,7 +121,7 @@ def enqueue_encode_instance(instance: Any) -> None:
 
 @contextlib.contextmanager
 def collect_encodes() -> Iterator[None]:
-    """Gather ``enqueue_encode`` calls in the block and send them in full batches at the end."""
+    """Gather ``enqueue_encode`` calls in the block and send full batches at the end."""
     token = _collector.set({})
     try:
         yield
@@ -89,31 +129,59 @@ def collect_encodes() -> Iterator[None]:
     finally:
         _collector.reset(token)
     for label, pks in collected.items():
-        ordered = sorted(pks)
-        transaction.on_commit(lambda l=label, p=ordered: send_encode_tasks(l, p), robust=True)
+        transaction.on_commit(lambda l=label, n=len(pks): send_encode_tasks(l, n), robust=True)
 
 
-def send_encode_tasks(model_label: str, pks: list[Any], *, force: bool = False) -> int:
-    """Publish encode tasks in batches of ``BATCH_SIZE``; return how many were sent.
+def send_encode_tasks(model_label: str, rows: int, *, countdown: float = 0.0) -> int:
+    """Publish enough encode tasks for ``rows`` pending rows; return how many were sent.
 
     When the broker is unreachable the rows stay ``pending`` (they were marked before
-    commit); ``similarity_reindex --pending`` sends them again once it is back.
+    commit) and the sweeper sends them again once it is back.
     """
-    size = max(1, int(similarity_settings.BATCH_SIZE))
-    sent = 0
-    for start in range(0, len(pks), size):
+    wanted = math.ceil(rows / _batch_size())
+    options = {"queue": similarity_settings.QUEUE}
+    if countdown > 0:
+        options["countdown"] = countdown
+    for sent in range(wanted):
         try:
-            encode_objects_task.apply_async(
-                args=[model_label, pks[start : start + size]],
-                kwargs={"force": force},
-                queue=similarity_settings.QUEUE,
-            )
+            encode_task.apply_async(args=[model_label], **options)
         except Exception:  # broker down: the rows stay pending, nothing is lost
             logger.exception(
-                "could not publish encode task for %s (%d rows stay pending)",
+                "could not publish encode tasks for %s: %d batches stay pending until the sweeper runs",
                 model_label,
-                len(pks) - start,
+                wanted - sent,
             )
             return sent
-        sent += 1
-    return sent
+    return wanted
+
+
+def sweep(model_label: str) -> dict[str, int]:
+    """Send tasks for rows pending longer than ``PENDING_MAX_AGE`` or held by a dead claim,
+    and mark ``ready`` rows encoded by another encoder version pending again."""
+    from django.apps import apps
+
+    from . import backends
+    from .index import claimable
+    from .models import EmbeddingStatus
+
+    manager = apps.get_model(model_label)._default_manager
+    s = similarity_settings
+    version = backends.encoder_version(model_label)
+    stale = list(
+        manager.filter(embedding_status=EmbeddingStatus.READY)
+        .exclude(encoder_version=version)
+        .values_list("pk", flat=True)[:100_000]
+    )
+    if stale:
+        enqueue_encode(model_label, stale)
+    age = timezone.now() - datetime.timedelta(seconds=float(s.PENDING_MAX_AGE))
+    forgotten = claimable(manager.all()).exclude(embedding_requested_at__gt=age).count()
+    sent = send_encode_tasks(model_label, forgotten) if forgotten else 0
+    if forgotten or stale:
+        logger.info("sweep %s: %d forgotten pending rows (%d tasks), %d stale rows", model_label, forgotten, sent, len(stale))
+    return {"forgotten": forgotten, "tasks": sent, "stale": len(stale)}
+
+
+def _batch_size() -> int:
+    return max(1, int(similarity_settings.BATCH_SIZE))
+

@@ -46,13 +46,50 @@ def _database_url(settings_dict: dict) -> str:
     return f"postgres://{auth}@{host}:{port}/{settings_dict['NAME']}"
 
 
-@pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
-    """Start a real `celery worker` process on the test database and the test queue."""
+class WorkerStarter:
+    """Start real `celery worker` processes on the test database and the test queue."""
+
+    def __init__(self, connection_settings: dict, log_dir: Path) -> None:
+        self.env = {**os.environ, "DATABASE_URL": _database_url(connection_settings)}
+        self.log_dir = log_dir
+        self.started: list[subprocess.Popen] = []
+
+    def __call__(self, name: str = "w", *, pool: str = "solo", beat: bool = False, env: dict | None = None):
+        """Start one worker; return its process with a ``log`` attribute (a Path)."""
+        from similarity.conf import similarity_settings
+
+        log = self.log_dir / f"{name}-{len(self.started)}.log"
+        queue = similarity_settings.QUEUE
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queue, "-P", pool, "-c", "1",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
+            "-n", f"{name}-{len(self.started)}@%h",
+        ]
+        if beat:
+            cmd += ["-B", "-s", str(self.log_dir / f"beat-{len(self.started)}")]
+        with log.open("w") as out:
+            env = {**self.env, "SIMILARITY_QUEUE": queue, **(env or {})}
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc.log = log
+        self.started.append(proc)
+        wait_for(lambda: "ready." in log.read_text() or proc.poll() is not None, 60, message="worker start")
+        if proc.poll() is not None:
+            pytest.fail(f"celery worker exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            proc.terminate()
+        for proc in self.started:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _worker_starter(django_db_blocker, log_dir: Path) -> WorkerStarter:
     import redis
     from django.db import connection
-
-    from similarity.conf import similarity_settings
 
     try:
         redis.Redis.from_url(os.environ["CELERY_BROKER_URL"], socket_connect_timeout=2).ping()
@@ -60,24 +97,25 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
         pytest.fail(f"Redis is not reachable at {os.environ['CELERY_BROKER_URL']}: start redis-server")
     with django_db_blocker.unblock():
         connection.ensure_connection()
-    env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict)}
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    queue = similarity_settings.QUEUE
-    cmd = [
-        sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queue, "-P", "solo",
-        "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
-        "-n", f"{queue}@%h",
-    ]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return WorkerStarter(connection.settings_dict, log_dir)
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
+    """One real `celery worker` process for the whole session (solo pool)."""
+    starter = _worker_starter(django_db_blocker, tmp_path_factory.mktemp("worker"))
     try:
-        wait_for(lambda: "ready." in log.read_text() or proc.poll() is not None, 60, message="worker start")
-        if proc.poll() is not None:
-            pytest.fail(f"celery worker exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        yield proc
+        yield starter("session")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        starter.stop_all()
+
+
+@pytest.fixture
+def start_worker(django_db_setup, django_db_blocker, tmp_path):
+    """Start workers for one test (``start_worker(name, pool=..., beat=..., env=...)``);
+    they are stopped when the test ends."""
+    starter = _worker_starter(django_db_blocker, tmp_path)
+    try:
+        yield starter
+    finally:
+        starter.stop_all()

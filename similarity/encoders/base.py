@@ -98,11 +98,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.getexif().get(ORIENTATION_TAG, 1) != 1:
         image = ImageOps.exif_transpose(image)
     mode = image.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in image.info:
         return image
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         return Image.fromarray(_high_depth_to_uint8(np.asarray(image), mode), "L").convert("RGB")
-    if mode == "P" and "transparency" in image.info:
+    if mode in ("P", "L", "RGB") and "transparency" in image.info:
+        # A palette entry, or a PNG tRNS key colour for greyscale and RGB, is transparent.
         image = image.convert("RGBA")
     elif mode in ("PA", "La", "RGBa"):
         image = image.convert("RGBA")

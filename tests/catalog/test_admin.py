@@ -7,7 +7,7 @@ import pytest
 
 from catalog.models import Product
 from similarity.index import encode_objects
-from similarity.tasks import encode_objects_task
+from similarity.tasks import encode_task
 from tests.factories import image_bytes, make_product
 
 pytestmark = pytest.mark.django_db
@@ -57,7 +57,7 @@ def test_failed_product_shows_its_error(admin_client):
 
 
 def test_reencode_action_schedules_forced_encoding(admin_client, products):
-    with mock.patch.object(encode_objects_task, "apply_async") as sent, \
+    with mock.patch.object(encode_task, "apply_async") as sent, \
          mock.patch("django.db.transaction.on_commit", side_effect=lambda f, **kw: f()):
         response = admin_client.post(
             "/admin/catalog/product/",
@@ -65,8 +65,10 @@ def test_reencode_action_schedules_forced_encoding(admin_client, products):
             follow=True,
         )
     assert "2 items scheduled for encoding" in response.content.decode()
-    assert sent.call_args.kwargs["kwargs"] == {"force": True}
-    assert sorted(sent.call_args.kwargs["args"][1]) == sorted([products[0].pk, products[1].pk])
+    assert sent.call_args.kwargs["args"] == ["catalog.Product"]
+    forced = Product.objects.filter(pk__in=[products[0].pk, products[1].pk])
+    # Forced: pending, and the content hash cleared so that unchanged content is encoded too.
+    assert set(forced.values_list("embedding_status", "content_hash")) == {("pending", "")}
 
 
 def test_category_and_image_admin_pages_load(admin_client, products):

@@ -11,7 +11,7 @@ from django.core.management import call_command
 
 from catalog.importer import import_csv
 from catalog.models import Category, Product
-from similarity.tasks import encode_objects_task
+from similarity.tasks import encode_task
 from tests.factories import image_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,7 +48,7 @@ ROWS = [
 
 @pytest.fixture
 def sent():
-    with mock.patch.object(encode_objects_task, "apply_async") as apply_async:
+    with mock.patch.object(encode_task, "apply_async") as apply_async:
         yield apply_async
 
 
@@ -73,7 +73,8 @@ def test_import_creates_tree_products_images_and_reports_skips(tmp_path, sent):
     assert Category.objects.filter(path__startswith="数码").count() == 3
     # Encoding is scheduled in one batch for the whole import, not per row.
     assert sent.call_count == 1
-    assert len(sent.call_args.kwargs["args"][1]) == 4
+    assert sent.call_args.kwargs["args"] == ["catalog.Product"]
+    assert Product.objects.filter(embedding_status="pending").count() == 4
 
 
 def test_second_run_changes_nothing(tmp_path, sent):

@@ -17,7 +17,7 @@ from catalog.models import Product
 from similarity.evaluation import category_at_level, is_held_out, precision_at_k
 from similarity.index import encode_objects
 from similarity.queries import similar_to
-from similarity.tasks import encode_objects_task
+from similarity.tasks import encode_task
 from tests.conftest import shared_dataset
 
 # Transactional: the rows are truncated afterwards, leaving no dead HNSW entries behind.
@@ -44,7 +44,7 @@ def mean_precision(paths: dict[int, str], level: int, mode: str, k: int = 10) ->
 def test_flipkart_fused_level1_precision_at_10(settings, capsys):
     csv_path = shared_dataset("flipkart1050")
     settings.SIMILARITY = {**settings.SIMILARITY, **REAL_ENCODERS, "BATCH_SIZE": 64}
-    with mock.patch.object(encode_objects_task, "apply_async"):  # encoded in-process below
+    with mock.patch.object(encode_task, "apply_async"):  # encoded in-process below
         report = import_csv(csv_path, currency="INR")
     assert report.created >= 1000
     paths = {p.pk: p.category.path for p in Product.objects.select_related("category")}

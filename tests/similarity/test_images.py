@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from similarity.encoders.base import to_rgb
 from similarity.images import ImageRejected, decode_image
 
 LIMITS = dict(max_bytes=5_000_000, max_pixels=10_000_000)
@@ -59,3 +61,68 @@ def test_animated_gif_gives_first_frame():
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
     out = decode_image(buf.getvalue(), **LIMITS)
     assert out.convert("RGB").getpixel((0, 0))[0] > 200
+
+
+# -- decode_image + to_rgb: unusual but valid files come out as a viewer would show them --
+
+RED, BLUE, WHITE = (224, 32, 32), (32, 32, 224), (255, 255, 255)
+
+
+def decoded_rgb(data: bytes) -> Image.Image:
+    rgb = to_rgb(decode_image(data, **LIMITS))
+    assert rgb.mode == "RGB"
+    return rgb
+
+
+def close(pixel, expected, tolerance=3) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, expected))
+
+
+def test_cmyk_jpeg_keeps_its_colour():
+    image = Image.new("RGB", (32, 32), RED).convert("CMYK")
+    data = encoded(image, "JPEG", quality=100, subsampling=0)
+    assert Image.open(io.BytesIO(data)).mode == "CMYK"
+    assert close(decoded_rgb(data).getpixel((16, 16)), RED)
+
+
+def test_16_bit_greyscale_png_keeps_its_gradient():
+    ramp = np.tile(np.linspace(0, 65535, 256).round().astype(np.uint16), (8, 1))
+    data = encoded(Image.fromarray(ramp), "PNG")
+    assert decode_image(data, **LIMITS).mode == "I;16"
+    row = np.asarray(decoded_rgb(data))[0, :, 0].astype(int)
+    # Scaled to 8 bits, not clipped: Pillow's own convert() turns most of it white.
+    np.testing.assert_allclose(row, np.arange(256), atol=1)
+    assert (np.diff(row) >= 0).all()
+
+
+def test_paletted_png_with_transparency_is_composited_on_white():
+    image = Image.new("P", (8, 8), 0)
+    image.putpalette([0, 0, 0, *RED])  # index 0 (black) is the transparent one
+    image.paste(1, (2, 2, 6, 6))
+    rgb = decoded_rgb(encoded(image, "PNG", transparency=0))
+    assert rgb.getpixel((0, 0)) == WHITE
+    assert rgb.getpixel((4, 4)) == RED
+
+
+@pytest.mark.parametrize(
+    "mode, key, opaque",
+    [("L", 0, (90, 90, 90)), ("RGB", (0, 0, 0), RED)],
+    ids=["greyscale", "rgb"],
+)
+def test_png_transparent_key_colour_is_composited_on_white(mode, key, opaque):
+    image = Image.new(mode, (8, 8), key)
+    image.paste(opaque[0] if mode == "L" else opaque, (2, 2, 6, 6))
+    rgb = decoded_rgb(encoded(image, "PNG", transparency=key))
+    assert rgb.getpixel((0, 0)) == WHITE
+    assert rgb.getpixel((4, 4)) == opaque
+
+
+def test_exif_rotation_moves_the_pixels():
+    image = Image.new("RGB", (40, 20), RED)
+    image.paste(BLUE, (20, 0, 40, 20))  # red left, blue right
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise: red on top, blue below
+    rgb = decoded_rgb(encoded(image, "JPEG", exif=exif, quality=100, subsampling=0))
+    assert rgb.size == (20, 40)
+    assert close(rgb.getpixel((10, 5)), RED)
+    assert close(rgb.getpixel((10, 35)), BLUE)

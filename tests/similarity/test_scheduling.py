@@ -9,7 +9,7 @@ from django.db import transaction
 from catalog.models import Product
 from similarity.conf import similarity_settings
 from similarity.models import EmbeddingStatus
-from similarity.tasks import collect_encodes, encode_objects_task
+from similarity.tasks import collect_encodes, encode_task
 from tests.factories import make_product
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def sent():
-    with mock.patch.object(encode_objects_task, "apply_async") as apply_async:
+    with mock.patch.object(encode_task, "apply_async") as apply_async:
         yield apply_async
 
 
@@ -25,9 +25,13 @@ def test_save_enqueues_after_commit_on_the_similarity_queue(sent):
     with transaction.atomic():
         p = Product.objects.create(sku="S1", title="蓝牙耳机")
         assert not sent.called  # nothing before commit
-    sent.assert_called_once_with(args=["catalog.Product", [p.pk]], kwargs={"force": False}, queue=similarity_settings.QUEUE)
+    # A single save waits a moment so that the saves right after it join its batch.
+    sent.assert_called_once_with(
+        args=["catalog.Product"], queue=similarity_settings.QUEUE, countdown=similarity_settings.COALESCE_SECONDS
+    )
     p.refresh_from_db()
     assert p.embedding_status == EmbeddingStatus.PENDING
+    assert p.embedding_requested_at is not None and p.embedding_claim == ""
 
 
 def test_rollback_enqueues_nothing(sent):
@@ -44,21 +48,25 @@ def test_adding_a_photo_re_encodes_the_product(sent):
 
     p = make_product("S3", "with photo", image=image_bytes())
     labels = [c.kwargs["args"] for c in sent.call_args_list]
-    assert labels == [["catalog.Product", [p.pk]], ["catalog.Product", [p.pk]]]
+    assert labels == [["catalog.Product"], ["catalog.Product"]]
+    p.refresh_from_db()
+    assert p.embedding_status == EmbeddingStatus.PENDING
 
 
 def test_collect_encodes_batches_many_saves(sent, settings):
     settings.SIMILARITY = {**settings.SIMILARITY, "BATCH_SIZE": 4}
     with collect_encodes():
         products = [Product.objects.create(sku=f"C{i}", title=f"商品 {i}") for i in range(10)]
-    batches = [c.kwargs["args"][1] for c in sent.call_args_list]
-    assert [len(b) for b in batches] == [4, 4, 2]
-    assert sorted(pk for b in batches for pk in b) == sorted(p.pk for p in products)
+    # One task per batch of 4, sent at once (no coalescing delay for full batches).
+    assert [c.kwargs for c in sent.call_args_list] == [{"args": ["catalog.Product"], "queue": similarity_settings.QUEUE}] * 3
+    assert set(Product.objects.filter(pk__in=[p.pk for p in products]).values_list("embedding_status", flat=True)) == {
+        "pending"
+    }
 
 
 def test_broker_down_keeps_the_save_and_the_row_pending(settings):
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
-    with mock.patch.object(encode_objects_task, "apply_async", side_effect=OSError("connection refused")):
+    with mock.patch.object(encode_task, "apply_async", side_effect=OSError("connection refused")):
         p = Product.objects.create(sku="S4", title="broker down")
     p.refresh_from_db()
     assert p.embedding_status == EmbeddingStatus.PENDING

@@ -1,0 +1,139 @@
+"""The rows are the encoding queue: claims, releases, skips and the sweeper (no worker)."""
+from __future__ import annotations
+
+import datetime
+from unittest import mock
+
+import pytest
+from django.utils import timezone
+
+from catalog.models import Product
+from similarity.index import claim_batch, encode_claimed, encode_objects
+from similarity.models import EmbeddingStatus
+from similarity.tasks import encode_task, enqueue_encode, sweep
+from tests.factories import image_bytes, make_product
+
+pytestmark = pytest.mark.django_db
+
+LABEL = "catalog.Product"
+
+
+@pytest.fixture
+def sent():
+    with mock.patch.object(encode_task, "apply_async") as apply_async:
+        yield apply_async
+
+
+@pytest.fixture
+def pending(sent):
+    products = [make_product(f"Q{i}", f"队列 商品 {i}") for i in range(5)]
+    # Requested one second apart, oldest first.
+    start = timezone.now() - datetime.timedelta(minutes=10)
+    for i, p in enumerate(products):
+        Product.objects.filter(pk=p.pk).update(embedding_requested_at=start + datetime.timedelta(seconds=i))
+    return products
+
+
+def test_claims_are_disjoint_and_oldest_first(pending):
+    first = claim_batch(LABEL, "task-a", size=3)
+    second = claim_batch(LABEL, "task-b", size=3)
+    assert first == [p.pk for p in pending[:3]]
+    assert second == [p.pk for p in pending[3:]]
+    assert claim_batch(LABEL, "task-c", size=3) == []
+    claims = dict(Product.objects.values_list("pk", "embedding_claim"))
+    assert {claims[pk] for pk in first} == {"task-a"} and {claims[pk] for pk in second} == {"task-b"}
+
+
+def test_a_redelivered_task_takes_its_rows_back(pending):
+    first = claim_batch(LABEL, "task-a", size=2)
+    # The worker died; the broker redelivers the same message (same task id).
+    assert claim_batch(LABEL, "task-a", size=2) == first
+    assert claim_batch(LABEL, "task-b", size=2) == [p.pk for p in pending[2:4]]
+
+
+def test_claims_of_dead_workers_expire(pending, settings):
+    settings.SIMILARITY = {**settings.SIMILARITY, "CLAIM_TIMEOUT": 60}
+    claim_batch(LABEL, "dead", size=5)
+    assert claim_batch(LABEL, "alive", size=5) == []
+    Product.objects.update(embedding_claimed_at=timezone.now() - datetime.timedelta(seconds=61))
+    assert len(claim_batch(LABEL, "alive", size=5)) == 5
+
+
+def test_encode_claimed_writes_vectors_and_frees_the_rows(pending):
+    report = encode_claimed(LABEL, "task-a")
+    assert sorted(report.encoded) == sorted(p.pk for p in pending)
+    rows = Product.objects.all()
+    assert {(r.embedding_status, r.embedding_claim, r.embedding_claimed_at) for r in rows} == {("ready", "", None)}
+    assert all(r.text_embedding is not None for r in rows)
+    assert encode_claimed(LABEL, "task-b").as_dict()["encoded"] == 0  # nothing left
+
+
+def test_an_edit_during_encoding_releases_the_row_and_is_encoded_later(pending, sent):
+    pks = claim_batch(LABEL, "task-a", size=5)
+    edited = pending[0]
+    real_encode = encode_objects
+
+    def edit_then_encode(*args, **kwargs):
+        # The merchandiser saves a new title while the worker is busy with the batch.
+        Product.objects.filter(pk=edited.pk).update(title="新 标题 改过")
+        enqueue_encode(LABEL, [edited.pk])
+        return real_encode(*args, **kwargs)
+
+    with mock.patch("similarity.index.encode_objects", side_effect=edit_then_encode):
+        report = encode_claimed(LABEL, "task-a")
+    assert report.released == [edited.pk]
+    assert sorted(report.encoded) == sorted(pks[1:])
+    edited.refresh_from_db()
+    assert edited.embedding_status == EmbeddingStatus.PENDING and edited.text_embedding is None
+    # The next task encodes the new title.
+    assert encode_claimed(LABEL, "task-b").encoded == [edited.pk]
+    edited.refresh_from_db()
+    assert edited.embedding_status == EmbeddingStatus.READY
+
+
+def test_unchanged_content_is_marked_ready_without_encoding(sent):
+    p = make_product("U1", "不变 的 商品", image=image_bytes())
+    encode_objects(LABEL, [p.pk])
+    p.refresh_from_db()
+    first = (p.encoded_at, list(p.fused_embedding))
+    p.price = 10  # not part of the encoded content
+    p.save()
+    p.refresh_from_db()
+    assert p.embedding_status == EmbeddingStatus.PENDING
+    report = encode_claimed(LABEL, "task-a")
+    assert report.skipped == [p.pk] and report.encoded == []
+    p.refresh_from_db()
+    assert p.embedding_status == EmbeddingStatus.READY
+    assert (p.encoded_at, list(p.fused_embedding)) == first
+
+
+def test_a_stale_form_save_does_not_overwrite_the_workers_columns(sent):
+    p = make_product("U2", "旧 表单")
+    stale = Product.objects.get(pk=p.pk)  # loaded before the worker wrote the vectors
+    encode_objects(LABEL, [p.pk])
+    stale.brand = "新品牌"
+    stale.save()
+    p.refresh_from_db()
+    assert p.brand == "新品牌"
+    assert p.text_embedding is not None and p.content_hash  # vectors kept
+    assert p.embedding_status == EmbeddingStatus.PENDING  # the edit is encoded again
+
+
+def test_sweeper_resends_forgotten_rows_only(pending, sent, settings):
+    settings.SIMILARITY = {**settings.SIMILARITY, "PENDING_MAX_AGE": 300, "BATCH_SIZE": 2}
+    fresh = make_product("Q-new", "刚刚 保存")  # requested now: its own task is on its way
+    sent.reset_mock()
+    result = sweep(LABEL)
+    assert result == {"forgotten": 5, "tasks": 3, "stale": 0}
+    assert sent.call_count == 3
+    fresh.refresh_from_db()
+    assert fresh.embedding_status == EmbeddingStatus.PENDING
+
+
+def test_sweeper_re_encodes_rows_of_another_encoder_version(sent):
+    p = make_product("V1", "旧 版本 向量")
+    encode_objects(LABEL, [p.pk])
+    Product.objects.filter(pk=p.pk).update(encoder_version="an-older-encoder")
+    assert sweep(LABEL)["stale"] == 1
+    p.refresh_from_db()
+    assert p.embedding_status == EmbeddingStatus.PENDING
