@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils.text import slugify
 from django.utils.translation import gettext_lazy as _
@@ -115,6 +116,15 @@ class Product(Embeddable, models.Model):
     @classmethod
     def get_embedding_queryset(cls) -> models.QuerySet:
         return cls.objects.select_related("category").prefetch_related("images")
+
+    @classmethod
+    def filter_category(cls, queryset: models.QuerySet, path: str) -> models.QuerySet:
+        path = PATH_SEPARATOR.join(part.strip() for part in path.split(PATH_SEPARATOR.strip()))
+        return queryset.filter(Q(category__path__iexact=path) | Q(category__path__istartswith=path + PATH_SEPARATOR))
+
+    @classmethod
+    def filter_changed_since(cls, queryset: models.QuerySet, when: Any) -> models.QuerySet:
+        return queryset.filter(updated_at__gte=when)
 
 
 def product_image_path(instance: ProductImage, filename: str) -> str:

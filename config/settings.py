@@ -138,9 +138,17 @@ SIMILARITY = {
     "QUEUE": os.environ.get("SIMILARITY_QUEUE", "similarity"),
     "TRAINING_QUEUE": os.environ.get("SIMILARITY_TRAINING_QUEUE", "similarity-training"),
     "MODELS_DIR": os.environ.get("SIMILARITY_MODELS_DIR") or str(VAR_DIR / "models"),
+    # Encoding queue tuning (see similarity/conf.py), when set in the environment.
     **{
-        name: float(os.environ[f"SIMILARITY_{name}"])
-        for name in ("BATCH_SIZE", "COALESCE_SECONDS", "CLAIM_TIMEOUT", "SWEEP_INTERVAL", "PENDING_MAX_AGE")
+        name: kind(os.environ[f"SIMILARITY_{name}"])
+        for name, kind in (
+            ("BATCH_SIZE", int),
+            ("DECODE_THREADS", int),
+            ("COALESCE_SECONDS", float),
+            ("CLAIM_TIMEOUT", float),
+            ("SWEEP_INTERVAL", float),
+            ("PENDING_MAX_AGE", float),
+        )
         if os.environ.get(f"SIMILARITY_{name}")
     },
 }

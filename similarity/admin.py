@@ -19,6 +19,7 @@ from django.utils.translation import ngettext
 from .learning import activate_version
 from .models import EmbeddingStatus, ModelVersion, embeddable_models
 from .queries import similar_to
+from .status import encoding_status
 from .tasks import enqueue_encode, enqueue_training
 
 STATUS_COLOURS = {
@@ -42,6 +43,12 @@ class EmbeddableAdminMixin:
     similar_items_count = 12
     similarity_readonly_fields = ("embedding_summary", "similar_items")
     actions = ["reencode_selected"]
+    change_list_template = "similarity/admin/embeddable_change_list.html"
+
+    def changelist_view(self, request: Any, extra_context: dict[str, Any] | None = None) -> Any:
+        """The list, under a one-line summary of the encoding state (as similarity_status)."""
+        status = encoding_status(self.model._meta.label)
+        return super().changelist_view(request, {"encoding_status": status, **(extra_context or {})})
 
     def similarity_fieldset(self) -> tuple[Any, dict[str, Any]]:
         """Return a fieldset showing the embedding summary and similar items."""

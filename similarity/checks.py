@@ -43,7 +43,24 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         )
     if not (isinstance(s.QUEUE, str) and s.QUEUE):
         errors.append(Error("SIMILARITY['QUEUE'] must be a non-empty queue name.", id="similarity.E005"))
-    return errors
+    return errors + _check_queue_numbers()
+
+
+def _check_queue_numbers() -> list[Error]:
+    s = similarity_settings
+    counts = {"BATCH_SIZE": s.BATCH_SIZE, "DECODE_THREADS": s.DECODE_THREADS}
+    seconds = {name: getattr(s, name) for name in ("COALESCE_SECONDS", "CLAIM_TIMEOUT", "SWEEP_INTERVAL", "PENDING_MAX_AGE")}
+    bad = {k: v for k, v in counts.items() if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1)}
+    bad |= {k: v for k, v in seconds.items() if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0)}
+    if not bad:
+        return []
+    return [
+        Error(
+            f"SIMILARITY encoding-queue settings out of range: {bad}.",
+            hint="BATCH_SIZE and DECODE_THREADS are integers >= 1; the others are seconds >= 0.",
+            id="similarity.E006",
+        )
+    ]
 
 
 def _check_fields() -> list[Error]:

@@ -114,6 +114,16 @@ class Embeddable(models.Model):
         """Return the queryset the worker loads rows from (override to add select_related)."""
         return cls._default_manager.all()
 
+    @classmethod
+    def filter_category(cls, queryset: models.QuerySet, path: str) -> models.QuerySet:
+        """Return the rows of ``queryset`` in category ``path`` and below (for reindexing)."""
+        raise NotImplementedError(f"{cls.__name__} has no categories to filter by (implement filter_category)")
+
+    @classmethod
+    def filter_changed_since(cls, queryset: models.QuerySet, when: Any) -> models.QuerySet:
+        """Return the rows of ``queryset`` changed at or after ``when`` (for reindexing)."""
+        raise NotImplementedError(f"{cls.__name__} does not record changes (implement filter_changed_since)")
+
 
 # Columns only the encoding pipeline writes.
 WORKER_FIELDS = frozenset(

@@ -27,3 +27,10 @@ def test_field_dimension_mismatch(settings):
 def test_bad_weights_and_k(settings):
     settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_WEIGHT": -1, "DEFAULT_K": 500}
     assert ids(check_settings()) == ["similarity.E002", "similarity.E004"]
+
+
+def test_encoding_queue_numbers(settings):
+    settings.SIMILARITY = {**settings.SIMILARITY, "BATCH_SIZE": 0, "CLAIM_TIMEOUT": "10 minutes"}
+    (error,) = check_settings()
+    assert error.id == "similarity.E006"
+    assert "'BATCH_SIZE': 0" in error.msg and "'CLAIM_TIMEOUT': '10 minutes'" in error.msg

@@ -137,3 +137,19 @@ def test_sweeper_re_encodes_rows_of_another_encoder_version(sent):
     assert sweep(LABEL)["stale"] == 1
     p.refresh_from_db()
     assert p.embedding_status == EmbeddingStatus.PENDING
+
+
+def test_database_round_trips_per_batch_do_not_grow_with_the_batch(sent):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries_for(n: int, prefix: str) -> int:
+        products = [make_product(f"{prefix}{i}", f"批量 {prefix} {i}", image=image_bytes((i * 7 % 255, 90, 30))) for i in range(n)]
+        with CaptureQueriesContext(connection) as captured:
+            report = encode_claimed(LABEL, f"task-{prefix}")
+        assert sorted(report.encoded) == sorted(p.pk for p in products)
+        return len(captured.captured_queries)
+
+    small, large = queries_for(2, "S"), queries_for(20, "L")
+    assert small == large, (small, large)
+    assert large <= 12  # claim, read (rows + photos), model version, write: no per-row queries

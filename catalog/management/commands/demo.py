@@ -80,7 +80,7 @@ class Command(BaseCommand):
 
     def _start_worker(self, logs: Path) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", similarity_settings.QUEUE,
-               "--concurrency", "1", "-l", "INFO", "-n", "demo@%h"]
+               "--concurrency", "1", "-B", "-l", "INFO", "-n", "demo@%h"]
         return self._spawn(cmd, logs / "worker.log")
 
     def _start_web(self, logs: Path, port: int) -> subprocess.Popen:

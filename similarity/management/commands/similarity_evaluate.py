@@ -22,7 +22,7 @@ from similarity.evaluation import category_at_level, nearest_neighbours, score_n
 from similarity.learning import collect_catalog
 from similarity.models import ModelVersion
 
-from .similarity_train import default_model_label
+from ._options import model_label
 
 ROWS = ["image only", "pretrained text only", "recurrent text only", "fixed-weight fusion", "learned attention fusion", "TF-IDF (text pipeline tokens)"]
 MODALITIES = ("image", "sentence", "recurrent")
@@ -42,7 +42,7 @@ class Command(BaseCommand):
         from similarity.fusion.checkpoint import FusionModel
         from similarity.text_pipeline import default_pipeline
 
-        label = opts["model"] or default_model_label()
+        label = model_label(opts["model"])
         catalog = collect_catalog(label)
         if not catalog.pks:
             raise CommandError(f"{label} has no rows to evaluate.")

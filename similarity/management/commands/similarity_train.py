@@ -7,14 +7,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from similarity.learning import train_new_version
-from similarity.models import embeddable_models
 
-
-def default_model_label() -> str:
-    models = embeddable_models()
-    if not models:
-        raise CommandError("No model mixes in similarity.models.Embeddable.")
-    return models[0]._meta.label
+from ._options import model_label
 
 
 class Command(BaseCommand):
@@ -50,7 +44,7 @@ class Command(BaseCommand):
 
         try:
             version = train_new_version(
-                opts["model"] or default_model_label(), level=opts["level"], overrides=overrides,
+                model_label(opts["model"]), level=opts["level"], overrides=overrides,
                 activate=activate, progress=progress,
             )
         except (ValueError, TypeError) as exc:

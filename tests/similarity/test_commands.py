@@ -1,0 +1,131 @@
+"""similarity_reindex (selections, --sync, sending) and similarity_status (counts, queue depth)."""
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import uuid
+from unittest import mock
+
+import pytest
+from celery import Task
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from catalog.models import Product
+from similarity.index import encode_objects
+from similarity.tasks import encode_task
+from tests.factories import make_product
+
+pytestmark = pytest.mark.django_db
+
+LABEL = "catalog.Product"
+
+
+@pytest.fixture
+def sent():
+    with mock.patch.object(encode_task, "apply_async") as apply_async:
+        yield apply_async
+
+
+@pytest.fixture
+def catalog(sent):
+    phone = make_product("P1", "华为 Mate 60 手机", category="数码 > 手机")
+    case = make_product("P2", "手机壳 硅胶", category="数码 > 手机 > 配件")
+    shirt = make_product("P3", "纯棉 T恤", category="服装 > 上衣")
+    broken = make_product("P4", "   ")  # nothing to encode: fails
+    encode_objects(LABEL, [p.pk for p in (phone, case, shirt, broken)])
+    return {p.sku: p for p in (phone, case, shirt, broken)}
+
+
+def run(*args) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def encoded_at(sku: str):
+    return Product.objects.get(sku=sku).encoded_at
+
+
+def test_sync_reindex_of_failed_rows_touches_only_them(catalog):
+    before = {sku: encoded_at(sku) for sku in catalog}
+    out = run("similarity_reindex", "--failed", "--sync")
+    assert "0 encoded, 0 unchanged, 1 failed" in out
+    after = {sku: encoded_at(sku) for sku in catalog}
+    assert [sku for sku in catalog if after[sku] != before[sku]] == ["P4"]
+
+
+def test_sync_force_reindex_of_a_category_includes_its_subtree(catalog):
+    before = {sku: encoded_at(sku) for sku in catalog}
+    out = run("similarity_reindex", "--category", "数码 >手机", "--sync", "--force")
+    assert "2 encoded" in out
+    changed = sorted(sku for sku in catalog if encoded_at(sku) != before[sku])
+    assert changed == ["P1", "P2"]
+
+
+def test_unforced_reindex_skips_unchanged_content(catalog):
+    assert "0 encoded, 3 unchanged, 1 failed" in run("similarity_reindex", "--sync")
+
+
+def test_since_selects_recently_changed_rows(catalog, sent, django_capture_on_commit_callbacks):
+    Product.objects.filter(sku__in=["P1", "P2", "P4"]).update(updated_at=timezone.now() - datetime.timedelta(days=3))
+    yesterday = (timezone.localdate() - datetime.timedelta(days=1)).isoformat()
+    with django_capture_on_commit_callbacks(execute=True):
+        out = run("similarity_reindex", "--since", yesterday)
+    assert out.startswith("1 rows marked pending; 1 tasks sent")
+    assert list(Product.objects.filter(embedding_status="pending").values_list("sku", flat=True)) == ["P3"]
+    assert sent.call_args.kwargs["args"] == [LABEL]
+
+
+def test_missing_sends_every_row_that_is_not_ready(catalog, sent, settings, django_capture_on_commit_callbacks):
+    settings.SIMILARITY = {**settings.SIMILARITY, "BATCH_SIZE": 1}
+    Product.objects.filter(sku="P2").update(embedding_status="pending")
+    with django_capture_on_commit_callbacks(execute=True):
+        out = run("similarity_reindex", "--missing")
+    assert out.startswith("2 rows marked pending; 2 tasks sent")
+    assert sent.call_count == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--since", "last week"], "not an ISO date"),
+        (["--model", "catalog.Category"], "does not mix in"),
+        (["--model", "nope.Nothing"], "--model 'nope.Nothing'"),
+    ],
+)
+def test_bad_options_are_clear_errors(catalog, args, message):
+    with pytest.raises(CommandError, match=message):
+        run("similarity_reindex", *args)
+
+
+def test_status_counts_versions_oldest_pending_and_queue_depth(catalog, settings):
+    queue = f"similarity-status-{uuid.uuid4().hex[:8]}"
+    settings.SIMILARITY = {**settings.SIMILARITY, "QUEUE": queue}
+    requested = timezone.now() - datetime.timedelta(minutes=5)
+    Product.objects.filter(sku="P3").update(embedding_status="pending", embedding_requested_at=requested)
+    assert json.loads(run("similarity_status", "--json"))["queue_depth"] == 0
+    for _ in range(2):  # two real messages in Redis, nobody consuming this queue
+        Task.apply_async(encode_task, args=[LABEL], queue=queue)
+    try:
+        status = json.loads(run("similarity_status", "--json"))
+    finally:
+        from celery import current_app
+
+        with current_app.connection_for_write() as conn:
+            conn.default_channel.queue_purge(queue)
+    assert status["by_status"] == {"pending": 1, "ready": 2, "failed": 1}
+    assert status["total"] == 4 and status["claimed"] == 0
+    assert status["queue"] == queue and status["queue_depth"] == 2
+    assert 299 <= status["oldest_pending_age_s"] < 400
+    (version,) = status["by_version"]
+    assert status["by_version"][version] == 2 and version.startswith("fake-color-image:1+fake-hashing-text:1")
+    text = run("similarity_status")
+    assert "ready 2 · pending 1 (0 claimed by workers) · failed 1" in text and "2 tasks waiting" not in text
+
+
+def test_admin_list_shows_the_status_summary(admin_client, catalog):
+    html = admin_client.get("/admin/catalog/product/").content.decode()
+    assert 'id="encoding-status"' in html
+    assert "3 ready · 0 pending (0 being encoded) · 1 failed" in html
