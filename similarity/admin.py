@@ -17,7 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from .learning import activate_version
-from .models import EmbeddingStatus, ModelVersion, embeddable_models
+from .models import EmbeddingStatus, ModelVersion, VectorSpace, embeddable_models
 from .queries import similar_to
 from .status import encoding_status
 from .tasks import enqueue_encode, enqueue_training
@@ -67,9 +67,17 @@ class EmbeddableAdminMixin:
     def embedding_summary(self, obj: Any) -> str:
         if obj is None or obj.pk is None:
             return "-"
+        space = VectorSpace.active_for(obj._meta.label)
+        embedding = obj.embedding(space) if space else None
         return render_to_string(
             "similarity/admin/embedding_summary.html",
-            {"obj": obj, "badge": self.embedding_status_badge(obj), "attention": attention_shares(obj.attention_weights)},
+            {
+                "obj": obj,
+                "badge": self.embedding_status_badge(obj),
+                "space": space,
+                "embedding": embedding,
+                "attention": attention_shares(embedding.attention if embedding else None),
+            },
         )
 
     @admin.display(description=_("similar items"))
@@ -79,7 +87,7 @@ class EmbeddableAdminMixin:
         neighbours = similar_to(obj, k=self.similar_items_count)
         return render_to_string(
             "similarity/admin/similar_items.html",
-            {"obj": obj, "neighbours": [self._card(n) for n in neighbours]},
+            {"obj": obj, "neighbours": [self._card(n) for n in neighbours], "has_vectors": bool(neighbours) or obj.embedding() is not None},
         )
 
     def _card(self, neighbour: Any) -> dict[str, Any]:
@@ -112,7 +120,7 @@ class EmbeddableAdminMixin:
 class ModelVersionAdmin(admin.ModelAdmin):
     """Trained models: scores, activation, and a button that starts a training run."""
 
-    list_display = ("name", "model_label", "label_level", "held_out_p10", "baseline_p10", "is_active", "created_at", "notes")
+    list_display = ("name", "model_label", "label_level", "held_out_p10", "baseline_p10", "is_active", "serving", "created_at", "notes")
     list_filter = ("is_active", "model_label")
     readonly_fields = [f.name for f in ModelVersion._meta.fields]
     actions = ["activate_selected"]
@@ -124,6 +132,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description=_("held-out P@10"))
     def held_out_p10(self, obj: ModelVersion) -> str:
         return f"{obj.headline:.3f}" if obj.headline is not None else "-"
+
+    @admin.display(description=_("answers queries"), boolean=True)
+    def serving(self, obj: ModelVersion) -> bool:
+        """True once every product has been re-encoded with it (its vector space is active)."""
+        space = VectorSpace.active_for(obj.model_label)
+        return bool(space and space.spec.get("learned") == obj.name)
 
     @admin.display(description=_("to beat"))
     def baseline_p10(self, obj: ModelVersion) -> str:

@@ -1,13 +1,17 @@
-"""The bridge from Django to the ML layer: build the configured encoders, once per process.
+"""The bridge from Django to the ML layer: build encoders, once per process and configuration.
 
 Runs in the worker. Encoders are imported by dotted path on first use, so importing this
 module never imports torch. Each encoder receives the options its constructor accepts out
-of: weights path, device, batch size, dimension and text length limit.
+of: weights path, device, batch size, dimension and text length limit. A vector space's
+``spec`` (see ``similarity.spaces``) names its encoders; while a new space is being built
+the worker holds the encoders of both.
 """
 from __future__ import annotations
 
 import functools
 import inspect
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from django.utils.module_loading import import_string
@@ -23,43 +27,61 @@ def _build(dotted_path: str, offered: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-@functools.cache
+@dataclass(frozen=True)
+class Encoders:
+    """What encodes rows into one vector space."""
+
+    image: Any
+    text: Any
+    learned: Any | None  # a FusionModel, or None for the fixed fusion
+    image_weight: float
+    text_weight: float
+
+
+def encoders_for(spec: dict[str, Any]) -> Encoders:
+    """Return the encoders of a vector space's ``spec`` (built on first use in this process)."""
+    return _encoders(json.dumps(spec, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _encoders(spec_json: str) -> Encoders:
+    spec = json.loads(spec_json)
+    learned = None
+    if spec.get("learned"):
+        from .models import ModelVersion
+
+        version = ModelVersion.objects.get(name=spec["learned"])
+        learned = _load_fusion(version.path, similarity_settings.DEVICE)
+    return Encoders(
+        image=_image_encoder(spec["image_encoder"], spec["image_weights"], spec["image_dim"]),
+        text=_text_encoder(spec["text_encoder"], spec["text_weights"], spec["text_dim"]),
+        learned=learned,
+        image_weight=spec["image_weight"],
+        text_weight=spec["text_weight"],
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _image_encoder(path: str, weights: str | None, dim: int) -> Any:
+    s = similarity_settings
+    return _build(path, {"weights_path": weights, "device": s.DEVICE, "batch_size": int(s.BATCH_SIZE), "dim": dim})
+
+
+@functools.lru_cache(maxsize=4)
+def _text_encoder(path: str, weights: str | None, dim: int) -> Any:
+    return _build(path, {"weights_dir": weights, "dim": dim, "max_chars": similarity_settings.MAX_TEXT_CHARS})
+
+
 def get_image_encoder() -> Any:
-    """Return this process's image encoder (built on first call)."""
+    """Return this process's image encoder of the configured settings."""
     s = similarity_settings
-    return _build(
-        s.IMAGE_ENCODER,
-        {
-            "weights_path": s.IMAGE_WEIGHTS,
-            "device": s.DEVICE,
-            "batch_size": s.BATCH_SIZE,
-            "dim": s.IMAGE_DIM,
-        },
-    )
+    return _image_encoder(s.IMAGE_ENCODER, s.IMAGE_WEIGHTS, s.IMAGE_DIM)
 
 
-@functools.cache
 def get_text_encoder() -> Any:
-    """Return this process's text encoder (built on first call)."""
+    """Return this process's text encoder of the configured settings."""
     s = similarity_settings
-    return _build(
-        s.TEXT_ENCODER,
-        {"weights_dir": s.TEXT_WEIGHTS, "dim": s.TEXT_DIM, "max_chars": s.MAX_TEXT_CHARS},
-    )
-
-
-def get_fusion_model(model_label: str) -> tuple[str, Any] | None:
-    """Return (version name, loaded FusionModel) of the active learned model, or None.
-
-    Looks the active version up on every call (one indexed query) and loads a checkpoint
-    only when the active version changed.
-    """
-    from .models import ModelVersion
-
-    version = ModelVersion.active_for(model_label)
-    if version is None:
-        return None
-    return version.name, _load_fusion(version.path, similarity_settings.DEVICE)
+    return _text_encoder(s.TEXT_ENCODER, s.TEXT_WEIGHTS, s.TEXT_DIM)
 
 
 @functools.lru_cache(maxsize=2)
@@ -69,19 +91,9 @@ def _load_fusion(path: str, device: str) -> Any:
     return FusionModel.load(path, device=device)
 
 
-def encoder_version(model_label: str | None = None) -> str:
-    """Return the version tag written next to every vector (encoders, fusion, learned model)."""
-    s = similarity_settings
-    tag = (
-        f"{get_image_encoder().version}+{get_text_encoder().version}"
-        f"+fixed:{s.IMAGE_WEIGHT:g}/{s.TEXT_WEIGHT:g}"
-    )
-    learned = get_fusion_model(model_label) if model_label else None
-    return f"{tag}+{learned[0]}" if learned else tag
-
-
 def reset_encoders() -> None:
     """Forget the cached encoders and fusion models (after a settings change)."""
-    get_image_encoder.cache_clear()
-    get_text_encoder.cache_clear()
+    _encoders.cache_clear()
+    _image_encoder.cache_clear()
+    _text_encoder.cache_clear()
     _load_fusion.cache_clear()

@@ -52,12 +52,15 @@ def _check_queue_numbers() -> list[Error]:
     seconds = {name: getattr(s, name) for name in ("COALESCE_SECONDS", "CLAIM_TIMEOUT", "SWEEP_INTERVAL", "PENDING_MAX_AGE")}
     bad = {k: v for k, v in counts.items() if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1)}
     bad |= {k: v for k, v in seconds.items() if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0)}
+    if not (isinstance(s.SWITCH_COVERAGE, (int, float)) and 0 < s.SWITCH_COVERAGE <= 1):
+        bad["SWITCH_COVERAGE"] = s.SWITCH_COVERAGE
     if not bad:
         return []
     return [
         Error(
             f"SIMILARITY encoding-queue settings out of range: {bad}.",
-            hint="BATCH_SIZE and DECODE_THREADS are integers >= 1; the others are seconds >= 0.",
+            hint="BATCH_SIZE and DECODE_THREADS are integers >= 1, SWITCH_COVERAGE is in (0, 1], "
+            "the others are seconds >= 0.",
             id="similarity.E006",
         )
     ]
@@ -66,18 +69,15 @@ def _check_queue_numbers() -> list[Error]:
 def _check_fields() -> list[Error]:
     from .models import embeddable_models
 
-    s, errors = similarity_settings, []
-    expected = {"image_embedding": s.IMAGE_DIM, "text_embedding": s.TEXT_DIM, "fused_embedding": s.fused_dim}
+    errors = []
     for model in embeddable_models():
-        for name, dim in expected.items():
-            actual = model._meta.get_field(name).dimensions
-            if actual != dim:
-                errors.append(
-                    Error(
-                        f"{model._meta.label}.{name} has {actual} dimensions but SIMILARITY says {dim}.",
-                        hint="Run makemigrations and migrate after changing SIMILARITY dimensions.",
-                        obj=model,
-                        id="similarity.E003",
-                    )
+        if model._meta.pk.get_internal_type() not in ("AutoField", "BigAutoField", "IntegerField", "BigIntegerField"):
+            errors.append(
+                Error(
+                    f"{model._meta.label} has a {model._meta.pk.get_internal_type()} primary key; "
+                    "Embeddable models need an integer one (vectors refer to rows by integer id).",
+                    obj=model,
+                    id="similarity.E003",
                 )
+            )
     return errors

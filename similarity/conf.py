@@ -44,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
     "CLAIM_TIMEOUT": 600,
     "SWEEP_INTERVAL": 60,
     "PENDING_MAX_AGE": 120,
+    # A new encoder configuration (or learned model) takes over queries once this share of
+    # the rows have vectors in it; the rest drop out of results until they are encoded.
+    "SWITCH_COVERAGE": 1.0,
     # Queries.
     "DEFAULT_K": 10,
     "MAX_K": 100,

@@ -80,9 +80,11 @@ def collect_catalog(model_label: str) -> Catalog:
     s = similarity_settings
     image = np.zeros((len(rows), s.IMAGE_DIM), dtype=np.float32)
     has_image = np.zeros(len(rows), dtype=bool)
+    stored = _stored_image_vectors(model)
     for i, row in enumerate(rows):
-        if row.image_embedding is not None:
-            image[i] = np.asarray(row.image_embedding, dtype=np.float32)
+        vector = stored.get(row.pk)
+        if vector is not None and len(vector) == s.IMAGE_DIM:
+            image[i] = np.asarray(vector, dtype=np.float32)
             has_image[i] = True
     texts = [(row.get_learning_text() or "")[: s.MAX_TEXT_CHARS] for row in rows]
     sentence = backends.get_text_encoder().encode(texts) if rows else np.zeros((0, s.TEXT_DIM), np.float32)
@@ -97,6 +99,20 @@ def collect_catalog(model_label: str) -> Catalog:
         paths=[row.get_similarity_label() or "" for row in rows],
         split_keys=[row.get_split_key() for row in rows],
     )
+
+
+def _stored_image_vectors(model: type) -> dict[Any, Any]:
+    """The image vectors the worker stored in the active space (the configured encoder's,
+    once a switch is complete), by primary key."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from .models import Embedding, VectorSpace
+
+    space = VectorSpace.active_for(model._meta.label)
+    if space is None:
+        return {}
+    rows = Embedding.objects.filter(space=space, content_type=ContentType.objects.get_for_model(model), image__isnull=False)
+    return dict(rows.values_list("object_id", "image"))
 
 
 def train_new_version(
@@ -171,14 +187,14 @@ def _headline(raw: dict[str, Any], level: int) -> dict[str, Any]:
 
 
 def activate_version(version: ModelVersion) -> None:
-    """Make ``version`` the active model and re-encode every row through the worker."""
-    from .tasks import enqueue_encode
+    """Make ``version`` the model in use: its vector space is built in the background
+    (every row re-encoded through the worker) and answers queries once complete."""
+    from .spaces import ensure_configured_space
 
-    model = apps.get_model(version.model_label)
     with transaction.atomic():
         ModelVersion.objects.filter(model_label=version.model_label, is_active=True).exclude(pk=version.pk).update(is_active=False)
         version.is_active = True
         version.activated_at = timezone.now()
-        version.notes = "Active."
+        version.notes = "Active: products are re-encoded with it; queries switch to it when they all are."
         version.save(update_fields=["is_active", "activated_at", "notes"])
-        enqueue_encode(version.model_label, list(model._default_manager.values_list("pk", flat=True)))
+        ensure_configured_space(version.model_label)

@@ -1,19 +1,22 @@
-"""The abstract ``Embeddable`` mixin: vector columns, HNSW indexes and encoding bookkeeping.
+"""The abstract ``Embeddable`` mixin (encoding state) and the bookkeeping models.
 
-A concrete model (the shop's product) inherits it and says what it feeds the encoders:
-``get_embedding_text()`` and ``get_embedding_image()``. Column sizes come from the
-``SIMILARITY`` settings when the model class is created.
+A concrete model (the shop's product) inherits ``Embeddable`` and says what it feeds the
+encoders: ``get_embedding_text()`` and ``get_embedding_image()``. Its vectors live in
+``Embedding`` rows, one per row and ``VectorSpace``: a space is one encoder configuration
+(encoders, weights, dimensions, learned model). Queries read the active space only; a new
+configuration is built as a second space in the background and takes over atomically (see
+``similarity.spaces``). Dimensions are per space, so changing them needs no migration.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from django.apps import apps
+from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
+from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils.translation import gettext_lazy as _
-from pgvector.django import HnswIndex, VectorField
-
-from .conf import similarity_settings
+from pgvector.django import VectorField
 
 
 class EmbeddingStatus(models.TextChoices):
@@ -28,22 +31,12 @@ class Modalities(models.TextChoices):
     IMAGE = "image", _("image only (no text)")
 
 
-def _hnsw(field: str) -> HnswIndex:
-    return HnswIndex(
-        name=f"%(app_label)s_%(class)s_{field.split('_')[0]}_hnsw",
-        fields=[field],
-        opclasses=["vector_cosine_ops"],
-        m=16,
-        ef_construction=64,
-    )
-
-
 class Embeddable(models.Model):
-    """Vector columns and encoding state; subclass it and implement the two getters."""
+    """Encoding state and the link to the vectors; subclass it and implement the two getters.
 
-    image_embedding = VectorField(dimensions=similarity_settings.IMAGE_DIM, null=True, editable=False)
-    text_embedding = VectorField(dimensions=similarity_settings.TEXT_DIM, null=True, editable=False)
-    fused_embedding = VectorField(dimensions=similarity_settings.fused_dim, null=True, editable=False)
+    The primary key must be an integer (``Embedding.object_id``).
+    """
+
     embedding_status = models.CharField(
         _("embedding status"),
         max_length=16,
@@ -56,27 +49,19 @@ class Embeddable(models.Model):
     embedding_modalities = models.CharField(
         _("encoded from"), max_length=16, choices=Modalities.choices, blank=True, editable=False
     )
-    encoder_version = models.CharField(_("encoder version"), max_length=200, blank=True, editable=False)
+    # SHA-256 of the encoded text and photo bytes: unchanged content is not encoded again.
     content_hash = models.CharField(_("content hash"), max_length=64, blank=True, editable=False)
     encoded_at = models.DateTimeField(_("encoded at"), null=True, blank=True, editable=False)
-    # Output of the active learned fusion model (see ModelVersion), tagged with its version.
-    learned_embedding = VectorField(dimensions=similarity_settings.LEARNED_DIM, null=True, editable=False)
-    learned_version = models.CharField(_("learned model"), max_length=100, blank=True, db_index=True, editable=False)
-    attention_weights = models.JSONField(_("attention weights"), null=True, blank=True, editable=False)
     # The encoding queue lives in these rows (see similarity.index.claim_batch): a change
     # marks a row pending with a request time; a worker claims a batch with its task id.
     embedding_requested_at = models.DateTimeField(_("encoding requested"), null=True, blank=True, editable=False)
     embedding_claim = models.CharField(max_length=64, blank=True, editable=False)
     embedding_claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
+    embeddings = GenericRelation("similarity.Embedding")
+
     class Meta:
         abstract = True
-        indexes = [
-            _hnsw("image_embedding"),
-            _hnsw("text_embedding"),
-            _hnsw("fused_embedding"),
-            _hnsw("learned_embedding"),
-        ]
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Save the row; an update never writes the worker's columns (vectors, status, queue).
@@ -109,6 +94,13 @@ class Embeddable(models.Model):
         """Return the stable key of the held-out split (the sku for products)."""
         return str(self.pk)
 
+    def embedding(self, space: VectorSpace | None = None) -> Embedding | None:
+        """Return this row's vectors in ``space`` (default: the active space), or None."""
+        space = space or VectorSpace.active_for(self._meta.label)
+        if space is None or self.pk is None:
+            return None
+        return self.embeddings.filter(space=space).first()
+
     @classmethod
     def get_embedding_queryset(cls) -> models.QuerySet:
         """Return the queryset the worker loads rows from (override to add select_related)."""
@@ -126,9 +118,7 @@ class Embeddable(models.Model):
 
 
 # Columns only the encoding pipeline writes.
-WORKER_FIELDS = frozenset(
-    f.name for f in Embeddable._meta.local_fields if not f.primary_key
-)
+WORKER_FIELDS = frozenset(f.name for f in Embeddable._meta.local_fields if not f.primary_key)
 
 
 def embeddable_models() -> list[type[Embeddable]]:
@@ -172,3 +162,87 @@ class ModelVersion(models.Model):
     @classmethod
     def active_for(cls, model_label: str) -> ModelVersion | None:
         return cls.objects.filter(model_label=model_label, is_active=True).first()
+
+
+class SpaceState(models.TextChoices):
+    BUILDING = "building", _("building")
+    ACTIVE = "active", _("active")
+    RETIRED = "retired", _("retired")
+
+
+class VectorSpace(models.Model):
+    """One encoder configuration of one Embeddable model, and its place in the switch-over.
+
+    ``spec`` holds what builds the encoders (dotted paths, weight files, dimensions, fusion
+    weights, learned model); ``key`` is its fingerprint. At most one space per model is
+    active (queries read it) and at most one is building (the worker fills it beside the
+    active one and it takes over once ``coverage_threshold`` of the rows have vectors).
+    """
+
+    model_label = models.CharField(_("model"), max_length=100)
+    key = models.CharField(_("configuration"), max_length=40)
+    spec = models.JSONField(_("encoders"))
+    state = models.CharField(_("state"), max_length=16, choices=SpaceState.choices, default=SpaceState.BUILDING)
+    coverage_threshold = models.FloatField(_("switch over at coverage"), default=1.0)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    activated_at = models.DateTimeField(_("activated"), null=True, blank=True)
+    retired_at = models.DateTimeField(_("retired"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("vector space")
+        verbose_name_plural = _("vector spaces")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_label"], condition=models.Q(state="active"), name="similarity_one_active_space"
+            ),
+            models.UniqueConstraint(
+                fields=["model_label"], condition=models.Q(state="building"), name="similarity_one_building_space"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        learned = self.spec.get("learned") or "fixed fusion"
+        return f"{self.model_label} {self.key} ({learned}, {self.get_state_display()})"
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """Dimensions per vector column; "learned" only with a learned model."""
+        spec = self.spec
+        dims = {"image": spec["image_dim"], "text": spec["text_dim"], "fused": spec["image_dim"] + spec["text_dim"]}
+        if spec.get("learned"):
+            dims["learned"] = spec["learned_dim"]
+        return dims
+
+    @classmethod
+    def active_for(cls, model_label: str) -> VectorSpace | None:
+        return cls.objects.filter(model_label=model_label, state=SpaceState.ACTIVE).first()
+
+
+class Embedding(models.Model):
+    """The vectors of one row of an Embeddable model in one vector space.
+
+    The vector columns have no fixed size: each space gets partial HNSW indexes on
+    ``(column::vector(n)) WHERE space_id = <id>`` when it is created (``similarity.spaces``).
+    """
+
+    space = models.ForeignKey(VectorSpace, on_delete=models.CASCADE, related_name="embeddings")
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
+    object_id = models.BigIntegerField()
+    content_object = GenericForeignKey("content_type", "object_id")
+    image = VectorField(null=True)
+    text = VectorField(null=True)
+    fused = VectorField(null=True)
+    learned = VectorField(null=True)
+    attention = models.JSONField(_("attention weights"), null=True, blank=True)
+    content_hash = models.CharField(max_length=64)
+    encoded_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["space", "content_type", "object_id"], name="similarity_one_embedding_per_space")
+        ]
+        indexes = [models.Index(fields=["content_type", "object_id"], name="similarity_embedding_object")]
+
+    def __str__(self) -> str:
+        return f"{self.content_type_id}:{self.object_id} in space {self.space_id}"

@@ -1,8 +1,11 @@
 """READ path, run in the web process: nearest neighbours over pgvector HNSW indexes.
 
-Pure SQL through the ORM; never imports torch. Queries run in a transaction with pgvector
-0.8's iterative index scan enabled, so filters (active only, a category...) do not starve
-the result list, and ``ef_search`` is raised to cover ``k``.
+Pure SQL through the ORM; never imports torch. Every query reads the active vector space
+only (one space = one encoder configuration), so vectors of two configurations are never
+compared, even while a new one is being built. Each space has partial HNSW indexes on
+``(column::vector(n)) WHERE space_id = <id>``; the queries below use the same expression.
+Queries run in a transaction with pgvector 0.8's iterative index scan enabled, so filters
+(active only, a category...) do not starve the result list, and ``ef_search`` covers ``k``.
 """
 from __future__ import annotations
 
@@ -10,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import models, transaction
-from pgvector.django import CosineDistance
+from django.db.models.functions import Cast
+from pgvector.django import CosineDistance, VectorField
 
 from .conf import similarity_settings
+from .models import VectorSpace
 
-MODES = {"fused": "fused_embedding", "image": "image_embedding", "text": "text_embedding"}
-# "fused" is answered by the learned model's vectors when one is active (same version only).
-FIELDS = {**MODES, "learned": "learned_embedding"}
+MODES = ("fused", "image", "text")
 
 
 @dataclass(frozen=True)
@@ -27,41 +30,44 @@ class Neighbour:
     score: float
 
 
+def column_for(space: VectorSpace, mode: str) -> str:
+    """The vector column answering ``mode`` in ``space`` ("fused" is the learned model's
+    output when the space has one)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return "learned" if mode == "fused" and "learned" in space.dims else mode
+
+
 def similar_to(
     obj: Any, *, k: int | None = None, mode: str = "fused", queryset: models.QuerySet | None = None
 ) -> list[Neighbour]:
     """Return the ``k`` objects most similar to ``obj`` (itself excluded), best first.
 
-    In "fused" mode the active learned model answers when ``obj`` has a vector of that
-    version, comparing only vectors of the same version; otherwise the fixed fusion does.
-    Returns an empty list when ``obj`` has no vector yet for ``mode``.
+    Returns an empty list when ``obj`` has no vector yet in the active space.
     """
-    queryset = type(obj)._default_manager.all() if queryset is None else queryset
-    queryset = queryset.exclude(pk=obj.pk)
-    if mode == "fused" and obj.learned_embedding is not None and obj.learned_version:
-        if obj.learned_version == active_learned_version(obj._meta.label):
-            queryset = queryset.filter(learned_version=obj.learned_version)
-            return nearest(obj.learned_embedding, k=k, mode="learned", queryset=queryset)
-    vector = getattr(obj, FIELDS[mode])
+    space = VectorSpace.active_for(obj._meta.label)
+    if space is None:
+        return []
+    embedding = obj.embedding(space)
+    vector = getattr(embedding, column_for(space, mode)) if embedding is not None else None
     if vector is None:
         return []
-    return nearest(vector, k=k, mode=mode, queryset=queryset)
-
-
-def active_learned_version(model_label: str) -> str:
-    """Return the name of the active learned model for ``model_label`` ("" if none)."""
-    from .models import ModelVersion
-
-    version = ModelVersion.active_for(model_label)
-    return version.name if version else ""
+    queryset = type(obj)._default_manager.all() if queryset is None else queryset
+    return nearest(vector, k=k, mode=mode, queryset=queryset.exclude(pk=obj.pk), space=space)
 
 
 def nearest(
-    vector: Any, *, k: int | None = None, mode: str = "fused", queryset: models.QuerySet
+    vector: Any, *, k: int | None = None, mode: str = "fused", queryset: models.QuerySet, space: VectorSpace | None = None
 ) -> list[Neighbour]:
-    """Return the ``k`` rows of ``queryset`` nearest to ``vector`` by cosine, best first."""
+    """Return the ``k`` rows of ``queryset`` nearest to ``vector`` by cosine, best first.
+
+    ``vector`` must come from ``space`` (default: the active space of the queryset's model).
+    """
     k = k or similarity_settings.DEFAULT_K
-    ordered = nearest_queryset(vector, k=k, mode=mode, queryset=queryset)
+    space = space or VectorSpace.active_for(queryset.model._meta.label)
+    if space is None:
+        return []
+    ordered = nearest_queryset(vector, k=k, mode=mode, queryset=queryset, space=space)
     with transaction.atomic(using=queryset.db):
         _tune_scan(queryset.db, k)
         rows = list(ordered)
@@ -75,13 +81,13 @@ def nearest(
     return [Neighbour(object=row, score=1.0 - float(row._distance)) for row in rows]
 
 
-def nearest_queryset(vector: Any, *, k: int, mode: str, queryset: models.QuerySet) -> models.QuerySet:
-    """Return the ORDER BY distance LIMIT k queryset that the HNSW index answers."""
-    field = FIELDS[mode]
+def nearest_queryset(vector: Any, *, k: int, mode: str, queryset: models.QuerySet, space: VectorSpace) -> models.QuerySet:
+    """Return the ORDER BY distance LIMIT k queryset that the space's HNSW index answers."""
+    column = column_for(space, mode)
+    typed = Cast(f"embeddings__{column}", VectorField(dimensions=space.dims[column]))
     return (
-        queryset.filter(**{f"{field}__isnull": False})
-        .defer(*FIELDS.values())  # results never need their own vectors
-        .annotate(_distance=CosineDistance(field, vector))
+        queryset.filter(**{"embeddings__space": space, f"embeddings__{column}__isnull": False})
+        .annotate(_distance=CosineDistance(typed, vector))
         .order_by("_distance")[:k]
     )
 

@@ -15,7 +15,7 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from .conf import similarity_settings
-from .models import EmbeddingStatus
+from .models import EmbeddingStatus, SpaceState, VectorSpace
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +27,7 @@ class EncodingStatus:
     model_label: str
     total: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
-    by_version: dict[str, int] = field(default_factory=dict)
-    by_learned_version: dict[str, int] = field(default_factory=dict)
+    spaces: list[dict[str, Any]] = field(default_factory=list)
     claimed: int = 0
     oldest_pending: Any = None
     queue: str = ""
@@ -46,8 +45,7 @@ class EncodingStatus:
             "model": self.model_label,
             "total": self.total,
             "by_status": self.by_status,
-            "by_version": self.by_version,
-            "by_learned_version": self.by_learned_version,
+            "spaces": self.spaces,
             "claimed": self.claimed,
             "oldest_pending": self.oldest_pending.isoformat() if self.oldest_pending else None,
             "oldest_pending_age_s": self.oldest_pending_age,
@@ -63,11 +61,7 @@ def encoding_status(model_label: str, *, with_queue: bool = True) -> EncodingSta
     counts = dict(manager.values_list("embedding_status").annotate(n=Count("pk")).order_by())
     status.by_status = {s.value: counts.get(s.value, 0) for s in EmbeddingStatus}
     status.total = sum(counts.values())
-    ready = manager.filter(embedding_status=EmbeddingStatus.READY)
-    status.by_version = dict(ready.values_list("encoder_version").annotate(n=Count("pk")).order_by("-n"))
-    status.by_learned_version = {
-        name or "-": n for name, n in ready.values_list("learned_version").annotate(n=Count("pk")).order_by("-n")
-    }
+    status.spaces = [_space_summary(space) for space in VectorSpace.objects.filter(model_label=model_label).exclude(state=SpaceState.RETIRED)]
     pending = manager.filter(embedding_status=EmbeddingStatus.PENDING).aggregate(
         oldest=Min("embedding_requested_at"), claimed=Count("pk", filter=~Q(embedding_claim=""))
     )
@@ -75,6 +69,23 @@ def encoding_status(model_label: str, *, with_queue: bool = True) -> EncodingSta
     if with_queue:
         status.queue_depth = queue_depth(status.queue)
     return status
+
+
+def _space_summary(space: VectorSpace) -> dict[str, Any]:
+    from .spaces import coverage
+
+    done, total = coverage(space)
+    return {
+        "key": space.key,
+        "state": space.state,
+        "learned": space.spec.get("learned"),
+        "dims": space.dims,
+        "image_encoder": space.spec.get("image_encoder"),
+        "text_encoder": space.spec.get("text_encoder"),
+        "vectors": done,
+        "coverage": round(done / total, 4) if total else 1.0,
+        "switch_at": space.coverage_threshold,
+    }
 
 
 def queue_depth(queue: str) -> int | None:

@@ -156,30 +156,29 @@ def send_encode_tasks(model_label: str, rows: int, *, countdown: float = 0.0) ->
 
 
 def sweep(model_label: str) -> dict[str, int]:
-    """Send tasks for rows pending longer than ``PENDING_MAX_AGE`` or held by a dead claim,
-    and mark ``ready`` rows encoded by another encoder version pending again."""
+    """Re-send rows pending longer than ``PENDING_MAX_AGE`` or held by a dead claim; mark
+    ``ready`` rows that lack vectors in a live space (new configuration) pending again;
+    switch spaces when the building one is complete."""
     from django.apps import apps
 
-    from . import backends
+    from . import spaces
     from .index import claimable
     from .models import EmbeddingStatus
 
     manager = apps.get_model(model_label)._default_manager
-    s = similarity_settings
-    version = backends.encoder_version(model_label)
-    stale = list(
-        manager.filter(embedding_status=EmbeddingStatus.READY)
-        .exclude(encoder_version=version)
-        .values_list("pk", flat=True)[:100_000]
-    )
+    stale: list[Any] = []
+    for space in spaces.live_spaces(model_label):
+        missing = manager.filter(embedding_status=EmbeddingStatus.READY).exclude(embeddings__space=space)
+        stale += list(missing.values_list("pk", flat=True)[:100_000])
     if stale:
-        enqueue_encode(model_label, stale)
-    age = timezone.now() - datetime.timedelta(seconds=float(s.PENDING_MAX_AGE))
+        enqueue_encode(model_label, sorted(set(stale)))
+    age = timezone.now() - datetime.timedelta(seconds=float(similarity_settings.PENDING_MAX_AGE))
     forgotten = claimable(manager.all()).exclude(embedding_requested_at__gt=age).count()
     sent = send_encode_tasks(model_label, forgotten) if forgotten else 0
-    if forgotten or stale:
+    switched = spaces.maybe_switch(model_label)
+    if forgotten or stale or switched:
         logger.info("sweep %s: %d forgotten pending rows (%d tasks), %d stale rows", model_label, forgotten, sent, len(stale))
-    return {"forgotten": forgotten, "tasks": sent, "stale": len(stale)}
+    return {"forgotten": forgotten, "tasks": sent, "stale": len(set(stale))}
 
 
 def _batch_size() -> int:

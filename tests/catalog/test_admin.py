@@ -8,7 +8,7 @@ import pytest
 from catalog.models import Product
 from similarity.index import encode_objects
 from similarity.tasks import encode_task
-from tests.factories import image_bytes, make_product
+from tests.factories import image_bytes, make_product, vectors_of
 
 pytestmark = pytest.mark.django_db
 
@@ -31,8 +31,7 @@ def test_change_page_shows_similar_items_with_thumbnails_and_scores(admin_client
     assert "similar-items" in html
     assert html.index("红富士 苹果 10斤") < html.index("green tea 绿茶")  # best first
     assert f"/admin/catalog/product/{red2.pk}/change/" in html
-    red.refresh_from_db(); red2.refresh_from_db()
-    score = sum(a * b for a, b in zip(red.fused_embedding, red2.fused_embedding))
+    score = sum(a * b for a, b in zip(vectors_of(red).fused, vectors_of(red2).fused))
     assert f"{score:.3f}" in html
     assert red2.images.get().image.url in html
     assert "image + text" in html  # what the vector was made from

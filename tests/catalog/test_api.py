@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from catalog.models import Category, Product
 from similarity.index import encode_objects
-from tests.factories import image_bytes, make_product
+from tests.factories import image_bytes, make_product, vectors_of
 
 pytestmark = pytest.mark.django_db
 
@@ -45,8 +45,7 @@ def test_similar_endpoint_orders_by_score(client):
     scores = [r["score"] for r in body["results"]]
     assert skus[0] == "R2" and len(skus) == 3 and red.pk not in [r["item"]["id"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
-    red.refresh_from_db(); red2.refresh_from_db()
-    expected = float(np.dot(red.fused_embedding, red2.fused_embedding))
+    expected = float(np.dot(vectors_of(red).fused, vectors_of(red2).fused))
     assert scores[0] == pytest.approx(expected, abs=1e-5)
 
 

@@ -119,10 +119,13 @@ def test_status_counts_versions_oldest_pending_and_queue_depth(catalog, settings
     assert status["total"] == 4 and status["claimed"] == 0
     assert status["queue"] == queue and status["queue_depth"] == 2
     assert 299 <= status["oldest_pending_age_s"] < 400
-    (version,) = status["by_version"]
-    assert status["by_version"][version] == 2 and version.startswith("fake-color-image:1+fake-hashing-text:1")
+    (space,) = status["spaces"]
+    # P3 is pending but keeps its vectors; P4 failed and is not counted.
+    assert (space["state"], space["vectors"], space["coverage"]) == ("active", 3, 1.0)
+    assert space["dims"] == {"image": 1280, "text": 512, "fused": 1792} and space["learned"] is None
     text = run("similarity_status")
     assert "ready 2 · pending 1 (0 claimed by workers) · failed 1" in text and "2 tasks waiting" not in text
+    assert f"vector space {space['key']} (active): 3 rows, coverage 100.0%" in text
 
 
 def test_admin_list_shows_the_status_summary(admin_client, catalog):

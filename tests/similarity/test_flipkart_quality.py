@@ -34,7 +34,7 @@ def mean_precision(paths: dict[int, str], level: int, mode: str, k: int = 10) ->
     scores = []
     products = Product.objects.all()
     for p in products:
-        if not is_held_out(p.sku) or getattr(p, f"{mode}_embedding") is None:
+        if not is_held_out(p.sku) or getattr(p.embedding(), mode) is None:
             continue
         neighbours = similar_to(p, k=k, mode=mode)
         scores.append(precision_at_k(label[p.pk], [label[n.object.pk] for n in neighbours], k))

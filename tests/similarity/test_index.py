@@ -8,7 +8,7 @@ from django.core.files.base import ContentFile
 from catalog.models import Product, ProductImage
 from similarity.index import encode_objects
 from similarity.models import EmbeddingStatus, Modalities
-from tests.factories import image_bytes, make_product
+from tests.factories import image_bytes, make_product, vectors_of
 
 pytestmark = pytest.mark.django_db
 
@@ -24,13 +24,15 @@ def test_vectors_and_status_are_written():
     assert report.encoded == [p.pk]
     assert p.embedding_status == EmbeddingStatus.READY
     assert p.embedding_modalities == Modalities.IMAGE_TEXT
-    assert len(p.image_embedding) == 1280 and len(p.text_embedding) == 512
-    fused = np.asarray(p.fused_embedding)
+    vectors = vectors_of(p)
+    assert len(vectors.image) == 1280 and len(vectors.text) == 512 and vectors.learned is None
+    fused = np.asarray(vectors.fused)
     assert fused.shape == (1792,)
     assert np.linalg.norm(fused) == pytest.approx(1.0, abs=1e-4)
     # The weighted concatenation: image part carries sqrt(0.3) of the norm.
     assert np.linalg.norm(fused[:1280]) == pytest.approx(0.3**0.5, abs=1e-4)
-    assert p.encoder_version.startswith("fake-color-image:1+fake-hashing-text:1+fixed:0.3/0.7")
+    assert vectors.space.spec["image_encoder"].endswith("ColorHistogramImageEncoder")
+    assert vectors.content_hash == p.content_hash
     assert len(p.content_hash) == 64 and p.encoded_at is not None and p.embedding_error == ""
 
 
@@ -61,8 +63,8 @@ def test_product_without_image_is_text_only_and_says_so():
     p.refresh_from_db()
     assert p.embedding_status == EmbeddingStatus.READY
     assert p.embedding_modalities == Modalities.TEXT
-    assert p.image_embedding is None
-    fused = np.asarray(p.fused_embedding)
+    assert vectors_of(p).image is None
+    fused = np.asarray(vectors_of(p).fused)
     assert not fused[:1280].any() and np.linalg.norm(fused) == pytest.approx(1.0, abs=1e-4)
 
 

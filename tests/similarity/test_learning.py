@@ -17,10 +17,10 @@ from catalog.models import Product
 from similarity.index import encode_objects
 from similarity.learning import activate_version, train_new_version
 from similarity.conf import similarity_settings
-from similarity.models import ModelVersion
+from similarity.models import ModelVersion, VectorSpace
 from similarity.queries import similar_to
 from similarity.tasks import encode_task
-from tests.factories import image_bytes, make_product
+from tests.factories import image_bytes, make_product, vectors_of
 
 pytestmark = pytest.mark.django_db
 
@@ -91,33 +91,40 @@ def test_worker_writes_learned_vectors_and_queries_use_them(catalog):
         version = train_new_version("catalog.Product", level=2, overrides=FAST, activate="force")
     encode_objects("catalog.Product", [p.pk for p in catalog])
     phone = Product.objects.get(sku="手机-1")
-    assert phone.learned_version == version.name
-    assert len(phone.learned_embedding) == 256
-    assert phone.encoder_version.endswith(version.name)
-    weights = phone.attention_weights
+    vectors = vectors_of(phone)
+    assert vectors.space.spec["learned"] == version.name  # the learned model's space took over
+    assert len(vectors.learned) == 256
+    weights = vectors.attention
     assert set(weights) == {"image", "sentence", "recurrent"}
     assert sum(weights.values()) == pytest.approx(1.0, abs=1e-3)
     no_image = Product.objects.get(sku="手机-0")  # i % 5 == 0: no photo
-    assert no_image.attention_weights["image"] == 0.0
+    assert vectors_of(no_image).attention["image"] == 0.0
 
     neighbours = similar_to(phone, k=10)
-    assert all(n.object.learned_version == version.name for n in neighbours)
     same = sum(n.object.category.path == "数码 > 手机" for n in neighbours if n.object.category)
     assert same >= 8
-    expected = float(np.dot(phone.learned_embedding, Product.objects.get(pk=neighbours[0].object.pk).learned_embedding))
+    expected = float(np.dot(vectors.learned, vectors_of(neighbours[0].object).learned))
     assert neighbours[0].score == pytest.approx(expected, abs=1e-4)
 
 
-def test_a_query_never_mixes_versions(catalog):
+def test_queries_keep_the_old_vectors_until_the_new_model_covers_everything(catalog):
+    phone = Product.objects.get(sku="手机-1")
+    before = [(n.object.pk, round(n.score, 5)) for n in similar_to(phone, k=10)]
+    fixed_space = VectorSpace.active_for("catalog.Product")
     with mock.patch.object(encode_task, "apply_async"):
         version = train_new_version("catalog.Product", level=2, overrides=FAST, activate="force")
-    encode_objects("catalog.Product", [p.pk for p in catalog])
-    # Half the catalog still carries an older version's vectors (mid re-encode).
-    stale = [p.pk for p in catalog[::2]]
-    Product.objects.filter(pk__in=stale).update(learned_version="older")
-    phone = Product.objects.exclude(pk__in=stale).get(sku="手机-1")
-    result = similar_to(phone, k=50)
-    assert result and not {n.object.pk for n in result} & set(stale)
+    # Half the catalog re-encoded: the fixed fusion still answers, with the same results.
+    encode_objects("catalog.Product", [p.pk for p in catalog[::2]])
+    assert VectorSpace.active_for("catalog.Product") == fixed_space
+    assert [(n.object.pk, round(n.score, 5)) for n in similar_to(phone, k=10)] == before
+    # The rest: the learned model's space takes over in one step, the old vectors go.
+    encode_objects("catalog.Product", [p.pk for p in catalog[1::2]])
+    active = VectorSpace.active_for("catalog.Product")
+    assert active.spec["learned"] == version.name
+    assert not fixed_space.embeddings.exists()
+    after = similar_to(phone, k=10)
+    expected = float(np.dot(vectors_of(phone).learned, vectors_of(after[0].object).learned))
+    assert after[0].score == pytest.approx(expected, abs=1e-4)
 
 
 def test_evaluate_command_writes_every_row(catalog, tmp_path):
@@ -159,7 +166,7 @@ def test_admin_explains_attention_and_lists_versions(catalog, admin_client):
     encode_objects("catalog.Product", [p.pk for p in catalog])
     phone = Product.objects.get(sku="手机-1")
     html = admin_client.get(f"/admin/catalog/product/{phone.pk}/change/").content.decode()
-    shares = [round(100 * phone.attention_weights[k]) for k in ("image", "sentence", "recurrent")]
+    shares = [round(100 * vectors_of(phone).attention[k]) for k in ("image", "sentence", "recurrent")]
     assert f"{shares[0]}% image · {shares[1]}% pretrained text · {shares[2]}% recurrent text" in html
     listing = admin_client.get("/admin/similarity/modelversion/").content.decode()
     assert version.name in listing and f"{version.headline:.3f}" in listing and "Train a new model" in listing

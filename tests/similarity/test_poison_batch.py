@@ -21,7 +21,7 @@ from similarity import backends
 from similarity.conf import similarity_settings
 from similarity.tasks import collect_encodes
 from tests.conftest import wait_for
-from tests.factories import make_product
+from tests.factories import make_product, vectors_of
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -202,26 +202,28 @@ def test_poison_inputs_fail_alone_and_the_rest_of_the_batch_is_encoded(celery_wo
         error = rows[sku].embedding_error
         assert error.startswith("image:"), (sku, error)
         assert re.search(reason, error, re.IGNORECASE), (sku, error)
-        assert rows[sku].image_embedding is None and rows[sku].fused_embedding is None, sku
+        assert vectors_of(rows[sku]) is None, sku
 
     image_encoder = backends.get_image_encoder()
     for sku, (_, shown, wrong) in valid.items():
         row = rows[sku]
         assert row.embedding_error == "", (sku, row.embedding_error)
         assert row.embedding_modalities == "image+text", sku
-        assert row.image_embedding is not None and len(row.image_embedding) == similarity_settings.IMAGE_DIM, sku
-        assert row.fused_embedding is not None, sku
+        vectors = vectors_of(row)
+        assert vectors.image is not None and len(vectors.image) == similarity_settings.IMAGE_DIM, sku
+        assert vectors.fused is not None, sku
         # The worker encoded the picture a viewer shows (upright, first frame, on white,
         # 16 bits scaled down), not a misread one. The fake encoders match across processes.
         expected, misread = image_encoder.encode([shown, wrong])
-        got = np.asarray(row.image_embedding)
+        got = np.asarray(vectors.image)
         assert cosine(got, expected) > 0.99, (sku, cosine(got, expected))
         assert cosine(got, expected) > cosine(got, misread) + 0.03, (sku, cosine(got, expected), cosine(got, misread))
 
     huge = rows[HUGE_TEXT_SKU]
     assert huge.title == huge_title and len(huge.description) == HUGE  # the row keeps its full text
-    assert huge.embedding_modalities == "text" and huge.image_embedding is None
-    assert huge.text_embedding is not None and huge.fused_embedding is not None
+    huge_vectors = vectors_of(huge)
+    assert huge.embedding_modalities == "text" and huge_vectors.image is None
+    assert huge_vectors.text is not None and huge_vectors.fused is not None
     text = huge.get_embedding_text()
     (expected_text,) = backends.get_text_encoder().encode([text[: similarity_settings.MAX_TEXT_CHARS]])
-    np.testing.assert_allclose(np.asarray(huge.text_embedding), expected_text, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(huge_vectors.text), expected_text, atol=1e-6)

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 from django.db import connection
 
+from django.contrib.contenttypes.models import ContentType
+from django.utils import timezone
+
 from catalog.models import Product
+from similarity.models import Embedding
 from similarity.queries import nearest_queryset, similar_to
+from similarity.spaces import index_name
+from tests.factories import put_vectors, space
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +27,9 @@ def vec(*head: float) -> list[float]:
 
 def product_with(sku: str, vector: list[float], **fields) -> Product:
     p = Product.objects.create(sku=sku, title=sku, **fields)
-    Product.objects.filter(pk=p.pk).update(fused_embedding=vector, embedding_status="ready")
+    Product.objects.filter(pk=p.pk).update(embedding_status="ready")
+    if vector is not None:
+        put_vectors(p, fused=vector)
     p.refresh_from_db()
     return p
 
@@ -67,14 +75,21 @@ def test_no_vector_means_no_neighbours():
 def test_plan_uses_the_hnsw_cosine_index():
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(2000, 8)).astype(np.float32)
-    Product.objects.bulk_create(
-        [Product(sku=f"r{i}", title="r", fused_embedding=vec(*v), embedding_status="ready") for i, v in enumerate(vectors)]
+    products = Product.objects.bulk_create([Product(sku=f"r{i}", title="r", embedding_status="ready") for i in range(len(vectors))])
+    current, content_type = space(), ContentType.objects.get_for_model(Product)
+    Embedding.objects.bulk_create(
+        [
+            Embedding(space=current, content_type=content_type, object_id=p.pk, fused=vec(*v), content_hash="x", encoded_at=timezone.now())
+            for p, v in zip(products, vectors)
+        ]
     )
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE catalog_product")
-    qs = nearest_queryset(vec(1, 2, 3), k=10, mode="fused", queryset=Product.objects.filter(is_active=True))
+        cursor.execute("ANALYZE similarity_embedding")
+    qs = nearest_queryset(vec(1, 2, 3), k=10, mode="fused", queryset=Product.objects.filter(is_active=True), space=current)
     plan = qs.explain()
-    assert "Index Scan using catalog_product_fused_hnsw" in plan, plan
+    # The space's own partial index on (fused::vector(1792)) WHERE space_id = <id>.
+    assert f"Index Scan using {index_name(current, 'fused')}" in plan, plan
 
 
 def test_short_index_scan_falls_back_to_an_exact_answer():
@@ -86,8 +101,8 @@ def test_short_index_scan_falls_back_to_an_exact_answer():
     rng = np.random.default_rng(5)
     for _ in range(30):
         for p in Product.objects.exclude(sku="q"):
-            Product.objects.filter(pk=p.pk).update(fused_embedding=vec(*rng.normal(size=4)))
+            put_vectors(p, fused=vec(*rng.normal(size=4)))
     for i, p in enumerate(Product.objects.exclude(sku="q").order_by("sku")):
-        Product.objects.filter(pk=p.pk).update(fused_embedding=vec(1, int(p.sku[4:]) / 10))
+        put_vectors(p, fused=vec(1, int(p.sku[4:]) / 10))
     result = similar_to(q, k=10)
     assert [n.object.sku for n in result] == [f"live{i}" for i in range(10)]

@@ -7,7 +7,7 @@ from django.core.files.base import ContentFile
 from catalog.models import Product, ProductImage
 from similarity.models import EmbeddingStatus
 from tests.conftest import wait_for
-from tests.factories import image_bytes, make_product
+from tests.factories import image_bytes, make_product, vectors_of
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -33,7 +33,7 @@ def test_saved_products_get_vectors_from_the_worker(celery_worker_process):
     assert status_of(good, text_only, bad) == {"W1": "ready", "W2": "ready", "W3": "failed"}
     good.refresh_from_db()
     bad.refresh_from_db()
-    assert good.fused_embedding is not None and len(good.image_embedding) == 1280
+    assert vectors_of(good).fused is not None and len(vectors_of(good).image) == 1280
     assert bad.embedding_error.startswith("image:")
 
     # An edit re-encodes: the content hash changes.

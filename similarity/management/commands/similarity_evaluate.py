@@ -74,6 +74,8 @@ class Command(BaseCommand):
         results = {}
         for name in (n for n in ROWS if n in rows):
             vectors, valid = rows[name]
+            if not valid.any():  # e.g. image only on a catalog without photos
+                continue
             query_idx, neighbours = nearest_neighbours(vectors, valid, held_out)  # once, scored per level
             results[name] = {str(l): score_neighbours(query_idx, neighbours, catalog.labels(l)) for l in levels}
         report = {

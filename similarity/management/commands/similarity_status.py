@@ -32,8 +32,9 @@ class Command(BaseCommand):
             self.stdout.write(f"  oldest pending: {status.oldest_pending:%Y-%m-%d %H:%M:%S} ({status.oldest_pending_age:.0f} s ago)")
         depth = "unknown (broker not reachable)" if status.queue_depth is None else f"{status.queue_depth:,} tasks waiting"
         self.stdout.write(f"  queue {status.queue!r}: {depth}")
-        for title, counts in (("encoder version", status.by_version), ("learned model", status.by_learned_version)):
-            if counts:
-                self.stdout.write(f"  ready rows by {title}:")
-                for name, n in counts.items():
-                    self.stdout.write(f"    {n:>9,}  {name or '-'}")
+        for space in status.spaces:
+            self.stdout.write(
+                f"  vector space {space['key']} ({space['state']}): {space['vectors']:,} rows, "
+                f"coverage {space['coverage']:.1%} (switches at {space['switch_at']:.0%}); "
+                f"dims {space['dims']}; learned model {space['learned'] or '-'}"
+            )

@@ -1,0 +1,130 @@
+"""Switching encoder configurations (here: an image encoder of another dimension) without a
+migration and without a moment where a query returns a wrong result."""
+from __future__ import annotations
+
+from unittest import mock
+
+import numpy as np
+import pytest
+from django.db import connection
+
+from catalog.models import Product
+from similarity import backends
+from similarity.index import encode_claimed, encode_objects
+from similarity.models import SpaceState, VectorSpace
+from similarity.queries import similar_to
+from similarity.spaces import coverage, ensure_configured_space, index_name
+from similarity.tasks import encode_task
+from tests.factories import image_bytes, make_product
+
+pytestmark = pytest.mark.django_db
+
+LABEL = "catalog.Product"
+COLOURS = [(200, 30, 30), (190, 40, 35), (30, 200, 30), (40, 190, 45), (30, 30, 200), (35, 45, 190), (120, 120, 0), (0, 120, 120)]
+TITLES = ["红色 连衣裙", "红色 长裙", "绿色 T恤", "绿色 衬衫", "蓝色 牛仔裤", "蓝色 短裤", "黄色 帽子", "青色 围巾"]
+
+
+@pytest.fixture
+def sent():
+    with mock.patch.object(encode_task, "apply_async") as apply_async:
+        yield apply_async
+
+
+@pytest.fixture
+def catalog(sent):
+    products = [make_product(f"S{i}", title, image=image_bytes(colour)) for i, (title, colour) in enumerate(zip(TITLES, COLOURS))]
+    encode_objects(LABEL, [p.pk for p in products])
+    return products
+
+
+def exact_answer(products: list[Product], spec: dict, k: int = 5) -> dict[int, list[tuple[int, float]]]:
+    """Nearest neighbours by exact cosine, computed here from the encoders of ``spec``."""
+    encoders = backends.encoders_for(spec)
+    from similarity.encoding import decode_async, encode_rest, encode_text, read
+
+    space = VectorSpace(pk=-1, spec=spec)
+    items = [read(p) for p in Product.objects.filter(pk__in=[p.pk for p in products]).prefetch_related("images")]
+    for item in items:
+        item.spaces = [space]
+    wait = decode_async(items)
+    encode_text(items, space, encoders)
+    wait()
+    encode_rest(items, space, encoders)
+    vectors = {i.obj.pk: np.asarray(i.vectors[-1]["fused"]) for i in items}
+    answer = {}
+    for pk, v in vectors.items():
+        scores = sorted(((float(v @ w), other) for other, w in vectors.items() if other != pk), reverse=True)[:k]
+        answer[pk] = [(other, round(score, 4)) for score, other in scores]
+    return answer
+
+
+def observed(products: list[Product], k: int = 5) -> dict[int, list[tuple[int, float]]]:
+    return {p.pk: [(n.object.pk, round(n.score, 4)) for n in similar_to(p, k=k)] for p in products}
+
+
+def test_a_new_dimension_is_built_beside_the_old_one_and_switched_atomically(catalog, settings, sent):
+    old_space = VectorSpace.active_for(LABEL)
+    old_answer = exact_answer(catalog, old_space.spec)
+    assert observed(catalog) == old_answer
+
+    # A different image encoder size: a new configuration, no migration.
+    settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_DIM": 64, "BATCH_SIZE": 3}
+    new_space = ensure_configured_space(LABEL)
+    assert new_space.state == SpaceState.BUILDING and new_space.dims["image"] == 64 and new_space.dims["fused"] == 576
+    assert set(Product.objects.values_list("embedding_status", flat=True)) == {"pending"}  # all queued again
+    new_answer = exact_answer(catalog, new_space.spec)
+    assert new_answer != old_answer
+
+    # The worker fills the new space batch by batch; after every batch every query gives
+    # exactly the old space's answer, until the last batch switches to the new one.
+    batches = 0
+    while Product.objects.filter(embedding_status="pending").exists():
+        encode_claimed(LABEL, f"task-{batches}")
+        batches += 1
+        active = VectorSpace.active_for(LABEL)
+        expected = new_answer if active == new_space else old_answer
+        assert observed(catalog) == expected, f"after batch {batches} ({active})"
+    assert batches == 3
+    assert VectorSpace.active_for(LABEL) == new_space
+    old_space.refresh_from_db()
+    assert old_space.state == SpaceState.RETIRED and not old_space.embeddings.exists()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'similarity_embedding'")
+        indexes = {row[0] for row in cursor.fetchall()}
+    assert {index_name(new_space, c) for c in ("image", "text", "fused")} <= indexes
+    assert not {index_name(old_space, c) for c in ("image", "text", "fused")} & indexes
+
+
+def test_a_threshold_switches_early_and_leaves_the_rest_out(catalog, settings, sent):
+    settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_DIM": 32, "BATCH_SIZE": 6, "SWITCH_COVERAGE": 0.75}
+    new_space = ensure_configured_space(LABEL)
+    encode_claimed(LABEL, "first")  # 6 of 8 rows: 75 %
+    assert coverage(new_space) == (6, 8)
+    assert VectorSpace.active_for(LABEL) == new_space
+    covered = set(new_space.embeddings.values_list("object_id", flat=True))
+    for p in catalog:
+        result = similar_to(p, k=10)
+        if p.pk in covered:
+            assert {n.object.pk for n in result} == covered - {p.pk}  # never a row of the old space
+        else:
+            assert result == []  # no vector in the active space yet
+    encode_claimed(LABEL, "second")
+    assert all(len(similar_to(p, k=10)) == 7 for p in catalog)
+
+
+def test_a_superseded_building_space_is_dropped(catalog, settings, sent):
+    settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_DIM": 64, "BATCH_SIZE": 3}
+    first = ensure_configured_space(LABEL)
+    encode_claimed(LABEL, "partial")  # 3 of 8
+    settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_DIM": 96}
+    second = ensure_configured_space(LABEL)
+    first.refresh_from_db()
+    assert first.state == SpaceState.RETIRED and not first.embeddings.exists()
+    assert second.state == SpaceState.BUILDING
+    assert VectorSpace.objects.filter(model_label=LABEL, state=SpaceState.BUILDING).get() == second
+
+
+def test_changing_back_to_the_active_configuration_builds_nothing(catalog, settings, sent):
+    active = VectorSpace.active_for(LABEL)
+    assert ensure_configured_space(LABEL) == active
+    assert VectorSpace.objects.count() == 1
