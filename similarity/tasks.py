@@ -86,8 +86,9 @@ def enqueue_encode(model_label: str, pks: Iterable[Any], *, force: bool = False)
         force: encode even if the content is unchanged (the content hash is cleared).
     """
     from django.apps import apps
+    from django.contrib.contenttypes.models import ContentType
 
-    from .models import EmbeddingStatus
+    from .models import Embedding, EmbeddingStatus
 
     pks = list(pks)
     if not pks:
@@ -100,10 +101,15 @@ def enqueue_encode(model_label: str, pks: Iterable[Any], *, force: bool = False)
     )
     if force:
         changes["content_hash"] = ""
-    manager = apps.get_model(model_label)._default_manager
+    model = apps.get_model(model_label)
     marked = 0
     for start in range(0, len(pks), 10_000):
-        marked += manager.filter(pk__in=pks[start : start + 10_000]).update(**changes)
+        chunk = pks[start : start + 10_000]
+        marked += model._default_manager.filter(pk__in=chunk).update(**changes)
+        if force:  # the stored vectors no longer count as up to date (they still serve)
+            Embedding.objects.filter(content_type=ContentType.objects.get_for_model(model), object_id__in=chunk).update(
+                content_hash=""
+            )
     collected = _collector.get()
     if collected is not None:
         collected.setdefault(model_label, set()).update(pks)

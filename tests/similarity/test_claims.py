@@ -157,3 +157,14 @@ def test_database_round_trips_per_batch_do_not_grow_with_the_batch(sent):
     # Claim, configuration (learned model, spaces), rows + photos, current vectors, write
     # (vectors, rows), plus the test transaction's savepoints: none per row.
     assert large <= 15
+
+
+def test_forced_enqueue_re_encodes_unchanged_content(sent):
+    p = make_product("F1", "强制 重新 编码", image=image_bytes())
+    encode_objects(LABEL, [p.pk])
+    first = vectors_of(p).encoded_at
+    enqueue_encode(LABEL, [p.pk], force=True)
+    assert vectors_of(p).fused is not None  # the old vectors still answer queries meanwhile
+    report = encode_claimed(LABEL, "task-force")
+    assert report.encoded == [p.pk] and report.skipped == []
+    assert vectors_of(p).encoded_at > first
