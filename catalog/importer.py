@@ -1,4 +1,4 @@
-"""Import a catalog CSV (sku,title,description,brand,price,category_path,image).
+"""Import a catalog CSV (sku,title,description,brand,price,category_path,image[,variant_group]).
 
 Upserts by SKU: a row equal to what is stored changes nothing (no save, no re-encode). Image
 paths are relative to the CSV; an image is copied into MEDIA_ROOT once and recognised by its
@@ -23,7 +23,7 @@ from similarity.tasks import collect_encodes
 
 from .models import Category, Product, ProductImage
 
-COLUMNS = ("sku", "title", "description", "brand", "price", "category_path", "image")
+COLUMNS = ("sku", "title", "description", "brand", "price", "category_path", "image", "variant_group")
 REQUIRED = ("sku", "title")
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 
@@ -110,6 +110,7 @@ def import_row(row: dict[str, str], *, base_dir: Path, currency: str | None = No
         "brand": row.get("brand", "")[:200],
         "price": price,
         "category": category,
+        "variant_group": row.get("variant_group", "")[:100],
     }
     if currency:
         values["currency"] = currency

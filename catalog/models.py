@@ -7,7 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Lower
+from django.db.models import Value
+from django.db.models.functions import Lower, Replace
 from django.utils.text import slugify
 from django.utils.translation import gettext_lazy as _
 
@@ -78,6 +79,10 @@ class Product(Embeddable, models.Model):
         Category, verbose_name=_("category"), null=True, blank=True, on_delete=models.SET_NULL, related_name="products"
     )
     is_active = models.BooleanField(_("active"), default=True, db_index=True)
+    variant_group = models.CharField(
+        _("variant group"), max_length=100, blank=True, db_index=True,
+        help_text=_("Products with the same value are variants of one item (sizes, colours); similar items leave them out."),
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -108,6 +113,29 @@ class Product(Embeddable, models.Model):
 
     def get_split_key(self) -> str:
         return self.sku
+
+    def get_keyword_text(self) -> str:
+        return self.title
+
+    @classmethod
+    def labelled(cls, queryset: models.QuerySet) -> models.QuerySet:
+        return queryset.filter(category__isnull=False)
+
+    @classmethod
+    def search_exact(cls, queryset: models.QuerySet, query: str) -> models.QuerySet:
+        return queryset.filter(sku__iexact=query) if query else queryset.none()
+
+    @classmethod
+    def search_keywords(cls, queryset: models.QuerySet, tokens: list[str]) -> models.QuerySet:
+        if not tokens:
+            return queryset.none()
+        # Tokens are normalised ("iPhone 15" -> "iphone15"): compare with a lower-cased title
+        # without spaces.
+        squeezed = queryset.annotate(_squeezed=Replace(Lower("title"), Value(" "), Value("")))
+        condition = Q()
+        for token in tokens:
+            condition |= Q(_squeezed__contains=token)
+        return squeezed.filter(condition)
 
     def get_embedding_image(self) -> Any:
         image = self.primary_image

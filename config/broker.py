@@ -24,3 +24,15 @@ def broker_transport_options(url: str, var_dir: Path) -> dict:
     if url.startswith(("redis://", "rediss://")):
         return {"socket_connect_timeout": 2, "socket_timeout": 10}
     return {}
+
+
+def result_backend(url: str, var_dir: Path) -> str:
+    """Where task results go (only search-query encoding returns one): the broker's Redis,
+    or files under var/results for the filesystem transport."""
+    if url.startswith(("redis://", "rediss://")):
+        return url
+    if url.startswith("filesystem://"):
+        folder = var_dir / "results"
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"file://{folder}"
+    return "rpc://"

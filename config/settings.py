@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .broker import broker_transport_options
+from .broker import broker_transport_options, result_backend
 from .database import database_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -35,7 +35,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI / ReDoc assets served from STATIC_URL, no CDN
     "similarity",
     "catalog",
 ]
@@ -98,6 +101,8 @@ CATALOG_DEFAULT_CURRENCY = os.environ.get("CATALOG_DEFAULT_CURRENCY", "CNY")
 # when no broker is given); its messages then live under var/broker.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL, VAR_DIR)
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or result_backend(CELERY_BROKER_URL, VAR_DIR)
+CELERY_RESULT_EXPIRES = 300
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -117,6 +122,50 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # Token first: an anonymous request that needs a user gets 401 with
+    # "WWW-Authenticate: Token"; sessions serve the browsable API and admin users.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    # Reads public (or signed-in with SIMILARITY_API_REQUIRE_TOKEN), writes staff only.
+    "DEFAULT_PERMISSION_CLASSES": ["similarity.api.permissions.ReadOrStaffWrite"],
+    # Scope from the view's throttle_scope or its action; counters live in CACHES["default"].
+    "DEFAULT_THROTTLE_CLASSES": ["similarity.api.throttling.ActionScopedRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "read": os.environ.get("API_RATE_READ", "600/min"),
+        "similar": os.environ.get("API_RATE_SIMILAR", "300/min"),
+        "search": os.environ.get("API_RATE_SEARCH", "120/min"),
+        "image-search": os.environ.get("API_RATE_IMAGE_SEARCH", "30/min"),
+        "suggestions": os.environ.get("API_RATE_SUGGESTIONS", "120/min"),
+    },
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Shop similarity API",
+    "DESCRIPTION": (
+        "Products of the shop catalog and their visually and textually similar items. "
+        "Reads are public unless SIMILARITY_API_REQUIRE_TOKEN is set (then send "
+        "`Authorization: Token <key>`); writes need a staff user. Requests are rate limited "
+        "per scope (429 with Retry-After)."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The shop runs without internet: the UIs load their assets from drf_spectacular_sidecar.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+# Throttle counters must be shared by all web processes: set CACHE_URL (or REDIS_CACHE_URL),
+# e.g. redis://127.0.0.1:6379/1, to use Redis. Without it each process keeps its own
+# counters in memory (LocMemCache), which is right for development and a single process only.
+_CACHE_URL = os.environ.get("CACHE_URL") or os.environ.get("REDIS_CACHE_URL")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _CACHE_URL, "KEY_PREFIX": "shop"}
+        if _CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
 }
 
 
@@ -151,6 +200,8 @@ SIMILARITY = {
         )
         if os.environ.get(f"SIMILARITY_{name}")
     },
+    # Reads of the API need a signed-in user (token or session) when true.
+    "API_REQUIRE_TOKEN": env_bool("SIMILARITY_API_REQUIRE_TOKEN"),
 }
 # The sweeper re-sends rows left pending by a broker outage or a dead worker (run beat:
 # `celery -A config beat`, or `worker -B` on one machine).

@@ -81,3 +81,46 @@ def _check_fields() -> list[Error]:
                 )
             )
     return errors
+
+
+@register()
+def check_api(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Validate the API switch and that every throttle scope the API uses has a valid rate."""
+    errors = []
+    require_token = similarity_settings.API_REQUIRE_TOKEN
+    if not isinstance(require_token, bool):
+        errors.append(
+            Error(
+                f"SIMILARITY['API_REQUIRE_TOKEN'] must be True or False, got {require_token!r}.",
+                id="similarity.E007",
+            )
+        )
+    return errors + _check_throttle_rates()
+
+
+def _check_throttle_rates() -> list[Error]:
+    from rest_framework.settings import api_settings
+
+    from .api.throttling import ActionScopedRateThrottle
+
+    if not any(issubclass(c, ActionScopedRateThrottle) for c in api_settings.DEFAULT_THROTTLE_CLASSES):
+        return []
+    rates = api_settings.DEFAULT_THROTTLE_RATES
+    scopes = sorted(set(ActionScopedRateThrottle.action_scopes.values()))
+    missing = [scope for scope in scopes if scope not in rates]
+    bad = {scope: rate for scope, rate in rates.items() if rate is not None and not _is_rate(rate)}
+    if not (missing or bad):
+        return []
+    return [
+        Error(
+            f"REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'] lacks scopes {missing} or has malformed rates {bad}; "
+            "requests in those scopes would fail with 500.",
+            hint='Give each scope a rate such as "120/min" (number/s, min, hour or day), or None for no limit.',
+            id="similarity.E008",
+        )
+    ]
+
+
+def _is_rate(rate: Any) -> bool:
+    num, _, period = str(rate).partition("/")
+    return num.isdigit() and period[:1] in ("s", "m", "h", "d")

@@ -47,6 +47,11 @@ DEFAULTS: dict[str, Any] = {
     # A new encoder configuration (or learned model) takes over queries once this share of
     # the rows have vectors in it; the rest drop out of results until they are encoded.
     "SWITCH_COVERAGE": 1.0,
+    # Search queries the web process cannot encode itself (photos, torch text encoders) go
+    # to a worker on QUERY_QUEUE (None: QUEUE) and wait QUERY_TIMEOUT seconds for it.
+    "QUERY_QUEUE": None,
+    "QUERY_TIMEOUT": 10.0,
+    "MAX_QUERY_IMAGE_BYTES": 10 * 1024 * 1024,
     # Queries.
     "DEFAULT_K": 10,
     "MAX_K": 100,
@@ -55,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_IMAGE_BYTES": 20 * 1024 * 1024,
     "MAX_IMAGE_PIXELS": 50_000_000,
     "MAX_TEXT_CHARS": 2000,
+    # API: reads need a signed-in user (DRF token or session) when true; writes always need staff.
+    "API_REQUIRE_TOKEN": False,
 }
 
 

@@ -176,3 +176,18 @@ def _store(item: Item, space: Any, kind: str, vector: np.ndarray) -> None:
         return
     if np.any(vector):
         item.vectors[space.pk][kind] = vector
+
+
+def encode_query(space_id: int, kind: str, payload: str) -> np.ndarray:
+    """Worker side of a search query: the vector of a text or a base64 photo in a space."""
+    import base64
+
+    from .backends import encoders_for
+    from .models import VectorSpace
+
+    encoders = encoders_for(VectorSpace.objects.get(pk=space_id).spec)
+    if kind == "text":
+        return np.asarray(encoders.text.encode([payload[: similarity_settings.MAX_TEXT_CHARS]])[0], dtype=np.float32)
+    s = similarity_settings
+    image = decode_image(base64.b64decode(payload), max_bytes=s.MAX_IMAGE_BYTES, max_pixels=s.MAX_IMAGE_PIXELS)
+    return np.asarray(encoders.image.encode([image])[0], dtype=np.float32)

@@ -51,3 +51,33 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected(f"image is truncated or corrupt: {exc}") from None
     return image
+
+
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+
+
+def check_upload(data: bytes, *, max_bytes: int, max_pixels: int, formats: tuple[str, ...] = UPLOAD_FORMATS) -> tuple[str, int, int]:
+    """Check an uploaded photo from its header, without decoding it; return (format, w, h).
+
+    Raises:
+        ImageRejected: empty, over ``max_bytes``, not an image, a format not in
+            ``formats``, or more pixels than ``max_pixels``; the message names the limit.
+    """
+    if not data:
+        raise ImageRejected("the uploaded file is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise ImageRejected(f"the photo is {len(data):,} bytes; the limit is {max_bytes:,} bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:  # reads the header only
+                fmt, (width, height) = image.format or "", image.size
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError):
+        raise ImageRejected(f"not an image this service reads; send one of {', '.join(formats)}") from None
+    if fmt not in formats:
+        raise ImageRejected(f"{fmt} images are not accepted; send one of {', '.join(formats)}")
+    if width * height > max_pixels:
+        raise ImageRejected(
+            f"the photo is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,} pixels"
+        )
+    return fmt, width, height

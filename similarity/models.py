@@ -90,6 +90,25 @@ class Embeddable(models.Model):
         """Return the category path used as training label ("A > B > C"), "" if unlabelled."""
         return ""
 
+    def get_keyword_text(self) -> str:
+        """Return the short text whose keywords explain a match (the title)."""
+        return str(self)
+
+    @classmethod
+    def labelled(cls, queryset: models.QuerySet) -> models.QuerySet:
+        """Return the rows of ``queryset`` that have a label (category suggestions vote)."""
+        return queryset
+
+    @classmethod
+    def search_exact(cls, queryset: models.QuerySet, query: str) -> models.QuerySet:
+        """Return rows whose identifier is exactly ``query`` (text search puts them first)."""
+        return queryset.none()
+
+    @classmethod
+    def search_keywords(cls, queryset: models.QuerySet, tokens: list[str]) -> models.QuerySet:
+        """Return rows whose title contains one of ``tokens`` (model numbers, units)."""
+        return queryset.none()
+
     def get_split_key(self) -> str:
         """Return the stable key of the held-out split (the sku for products)."""
         return str(self.pk)

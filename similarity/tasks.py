@@ -52,6 +52,14 @@ def encode_task(self: Any, model_label: str) -> dict:
     return encode_claimed(model_label, token=self.request.id or "eager").as_dict()
 
 
+@shared_task(name="similarity.encode_query", ignore_result=False, acks_late=False)
+def encode_query_task(space_id: int, kind: str, payload: str) -> list[float]:
+    """Encode a search query (``kind`` "text", or "image" with base64 bytes) into a space."""
+    from .encoding import encode_query
+
+    return encode_query(space_id, kind, payload).tolist()
+
+
 @shared_task(name="similarity.sweep", **DATABASE_RETRY)
 def sweep_task() -> dict:
     """Periodic (celery beat): re-send rows left pending and re-encode stale rows."""

@@ -119,3 +119,24 @@ def start_worker(django_db_setup, django_db_blocker, tmp_path):
         yield starter
     finally:
         starter.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle_counts():
+    """API throttling counts requests in the cache: every test starts from zero."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+
+@pytest.fixture
+def sent():
+    """Encode tasks are not published; the mock records what would have been sent."""
+    from unittest import mock
+
+    from similarity.tasks import encode_task
+
+    with mock.patch.object(encode_task, "apply_async") as apply_async:
+        yield apply_async

@@ -14,6 +14,7 @@ os.environ.setdefault("SIMILARITY_IMAGE_ENCODER", "similarity.encoders.fake.Colo
 os.environ.setdefault("SIMILARITY_TEXT_ENCODER", "similarity.encoders.fake.HashingTextEncoder")
 _run = uuid.uuid4().hex[:8]
 os.environ["SIMILARITY_QUEUE"] = f"similarity-test-{_run}"
+os.environ["DATABASE_TEST_NAME"] = f"test_shop_{_run}"  # concurrent runs do not share a database
 os.environ["SIMILARITY_TRAINING_QUEUE"] = f"similarity-training-test-{_run}"
 os.environ["SIMILARITY_MODELS_DIR"] = tempfile.mkdtemp(prefix="shop-test-models-")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")

@@ -1,8 +1,13 @@
 """URL routes of the catalog API (mounted at /api/)."""
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from .views import ProductViewSet
+from .views import ImageSearchView, ProductViewSet, SearchView
 
 router = DefaultRouter()
 router.register("products", ProductViewSet, basename="product")
-urlpatterns = router.urls
+urlpatterns = [
+    path("search/", SearchView.as_view(), name="search"),
+    path("search/image/", ImageSearchView.as_view(), name="search-image"),
+    *router.urls,
+]

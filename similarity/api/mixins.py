@@ -1,43 +1,242 @@
-"""Viewset mixins that add similarity endpoints to a model viewset."""
+"""Viewset and view mixins that add similarity endpoints to a DRF API of an Embeddable model.
+
+- ``SimilarItemsMixin``: ``GET {detail}/similar/`` with the viewset's filters, explanations.
+- ``CategorySuggestionsMixin``: ``GET {detail}/category-suggestions/``.
+- ``TextSearchMixin`` / ``ImageSearchMixin``: ``GET search/?q=`` and ``POST search/image/``.
+
+Candidates always go through the view's ``filter_queryset`` (django-filter), so a filter on
+the list endpoint (category, price, brand...) works the same on similar items and searches.
+"""
 from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.generics import get_object_or_404
 from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ..conf import similarity_settings
-from ..queries import similar_to
-from .serializers import SimilarQuerySerializer, neighbour_serializer
+from ..explain import explain
+from ..images import ImageRejected, check_upload
+from ..models import VectorSpace
+from ..queries import nearest, similar_to
+from ..query_encoding import QueryEncodingUnavailable, encode_image_query, encode_text_query
+from ..search import search
+from ..suggestions import suggest
+from .serializers import (
+    ImageSearchRequestSerializer,
+    ImageSearchSerializer,
+    SearchQuerySerializer,
+    SimilarQuerySerializer,
+    SuggestionQuerySerializer,
+    category_suggestions_responses,
+    image_search_responses,
+    neighbour_serializer,
+    search_responses,
+    similar_items_responses,
+)
 
 
-class SimilarItemsMixin:
-    """Add ``GET {detail}/similar/?k=10&mode=fused`` to a viewset of an Embeddable model.
+class ServiceUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The similarity workers are not answering; try again shortly."
+    default_code = "workers_unavailable"
 
-    Candidates come from ``get_similar_queryset()`` (default: the viewset's queryset), so
-    the same visibility rules apply to neighbours as to the list endpoint.
+
+class _ResultsMixin:
+    def get_candidates(self) -> Any:
+        """Rows results may come from: the filtered list queryset (override to restrict)."""
+        return self.filter_queryset(self.get_queryset())
+
+    def results_response(self, rows: list[dict[str, Any]], **extra: Any) -> Response:
+        serializer_class = neighbour_serializer(self.get_serializer_class())
+        data = serializer_class(rows, many=True, context=self.get_serializer_context()).data
+        return Response({**extra, "results": data})
+
+    def active_space(self) -> VectorSpace | None:
+        return VectorSpace.active_for(self.get_queryset().model._meta.label)
+
+    def get_query_object(self) -> Any:
+        """The detail item, found without the list filters (they apply to the results)."""
+        lookup = self.lookup_url_kwarg or self.lookup_field
+        obj = get_object_or_404(self.get_queryset(), **{self.lookup_field: self.kwargs[lookup]})
+        self.check_object_permissions(self.request, obj)
+        return obj
+
+
+class SimilarItemsMixin(_ResultsMixin):
+    """Add ``GET {detail}/similar/?k=10&mode=fused&<filters>`` to a viewset.
+
+    ``exclude_variants(queryset, obj)`` (override) drops the item's own variants unless
+    ``include_variants=true``.
     """
 
-    def get_similar_queryset(self) -> Any:
-        return self.get_queryset()
+    def exclude_variants(self, queryset: Any, obj: Any) -> Any:
+        return queryset
 
+    @extend_schema(
+        summary="Similar items",
+        description=(
+            "The `k` items most similar to this one, best first, each with its score and why it "
+            "matched. The list endpoint's filters apply to the results; the item itself is never one."
+        ),
+        parameters=[SimilarQuerySerializer],
+        filters=True,
+        responses=similar_items_responses(),
+    )
     @action(detail=True, methods=["get"])
     def similar(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         params = SimilarQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        obj = self.get_object()
+        obj = self.get_query_object()
         k = params.validated_data.get("k") or similarity_settings.DEFAULT_K
         mode = params.validated_data["mode"]
-        neighbours = similar_to(obj, k=k, mode=mode, queryset=self.get_similar_queryset())
-        serializer_class = neighbour_serializer(self.get_serializer_class())
-        data = serializer_class(neighbours, many=True, context=self.get_serializer_context()).data
+        candidates = self.get_candidates()
+        if not params.validated_data["include_variants"]:
+            candidates = self.exclude_variants(candidates, obj)
+        neighbours = similar_to(obj, k=k, mode=mode, queryset=candidates)
+        space = self.active_space()
+        reasons = explain(neighbours, space, query=obj) if neighbours else []
+        rows = [{"score": n.score, "object": n.object, "explanation": r} for n, r in zip(neighbours, reasons)]
+        return self.results_response(
+            rows, id=obj.pk, mode=mode, k=k, embedding_status=obj.embedding_status, space=space.key if space else None
+        )
+
+
+class CategorySuggestionsMixin(_ResultsMixin):
+    """Add ``GET {detail}/category-suggestions/?level=2``: top-3 categories from the nearest
+    labelled items (a similarity-weighted vote), and whether the current one looks wrong."""
+
+    def category_for_label(self, label: str) -> Any:
+        """Return the category object of a label (override to serialize it richer)."""
+        return {"path": label}
+
+    @extend_schema(
+        summary="Category suggestions",
+        description=(
+            "Up to three categories voted by the item's nearest labelled neighbours (weighted by "
+            "similarity), and whether its current category looks wrong."
+        ),
+        parameters=[SuggestionQuerySerializer],
+        responses=category_suggestions_responses(),
+    )
+    @action(detail=True, methods=["get"], url_path="category-suggestions")
+    def category_suggestions(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        params = SuggestionQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        level = params.validated_data.get("level")
+        obj = self.get_query_object()
+        candidates = self.get_queryset().exclude(pk=obj.pk)
+        suggestions = suggest(obj, queryset=candidates, level=level)
+        current = obj.get_similarity_label()
+        if current and level:
+            from ..evaluation import category_at_level
+
+            current = category_at_level(current, level)
         return Response(
             {
                 "id": obj.pk,
-                "mode": mode,
-                "k": k,
-                "embedding_status": obj.embedding_status,
-                "results": data,
+                "current_category": current or None,
+                "suggestions": [
+                    {"category": self.category_for_label(s.label), "confidence": s.confidence, "votes": s.votes}
+                    for s in suggestions
+                ],
+                # The neighbours vote for another category with a clear majority.
+                "likely_miscategorised": bool(
+                    current and suggestions and suggestions[0].label != current and suggestions[0].confidence >= 0.5
+                ),
             }
         )
+
+
+class TextSearchMixin(_ResultsMixin):
+    """``GET ?q=...&k=10&<filters>`` on a GenericAPIView: text search, hybrid with keywords."""
+
+    throttle_scope = "search"
+
+    @extend_schema(
+        summary="Search by text",
+        description=(
+            "Items for a text query: the nearest by text vector, blended with keyword matches; an "
+            "exact identifier comes first. The list endpoint's filters apply to the results."
+        ),
+        parameters=[SearchQuerySerializer],
+        filters=True,
+        responses=search_responses(),
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        params = SearchQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        query = params.validated_data["q"]
+        k = params.validated_data.get("k") or similarity_settings.DEFAULT_K
+        space = self.active_space()
+        if space is None:
+            return self.results_response([], query=query, k=k)
+        try:
+            vector = encode_text_query(query, space)
+        except QueryEncodingUnavailable as exc:
+            raise ServiceUnavailable(str(exc)) from None
+        hits = search(query, vector, queryset=self.get_candidates(), space=space, k=k)
+        rows = [
+            {
+                "score": h.score,
+                "object": h.object,
+                "explanation": {
+                    "image_similarity": None, "text_similarity": h.text_similarity, "attention": None,
+                    "shared_keywords": h.shared_keywords, "exact_match": h.exact,
+                },
+            }
+            for h in hits
+        ]
+        return self.results_response(rows, query=query, k=k)
+
+
+class ImageSearchMixin(_ResultsMixin):
+    """``POST`` a multipart ``image`` (and ``k``, filters as query parameters): items whose
+    photos look most alike. The photo is checked before anything decodes it and encoded by a
+    worker (503 when none answers within ``QUERY_TIMEOUT``)."""
+
+    throttle_scope = "image-search"
+    post_is_read = True  # a search, not a change: the read permission applies
+
+    @extend_schema(
+        summary="Search by photo",
+        description=(
+            "Items whose photos look most like the uploaded one. Send the photo as the multipart "
+            "field `image`; `k` may be a form field or a query parameter, and the list endpoint's "
+            "filters are query parameters. The photo is checked (bytes, format, pixels) before "
+            "anything decodes it, then encoded by a similarity worker: 503 when none answers in time."
+        ),
+        request={"multipart/form-data": ImageSearchRequestSerializer},
+        filters=True,
+        responses=image_search_responses(),
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        params = ImageSearchSerializer(data={**request.query_params.dict(), **request.data.dict()})
+        params.is_valid(raise_exception=True)
+        upload = params.validated_data["image"]
+        k = params.validated_data.get("k") or similarity_settings.DEFAULT_K
+        s = similarity_settings
+        limit = min(int(s.MAX_QUERY_IMAGE_BYTES), int(s.MAX_IMAGE_BYTES))
+        if upload.size > limit:
+            raise ValidationError({"image": [f"the photo is {upload.size:,} bytes; the limit is {limit:,} bytes"]})
+        data = upload.read()
+        try:
+            check_upload(data, max_bytes=limit, max_pixels=int(s.MAX_IMAGE_PIXELS))
+        except ImageRejected as exc:
+            raise ValidationError({"image": [str(exc)]}) from None
+        space = self.active_space()
+        if space is None:
+            return self.results_response([], k=k)
+        try:
+            vector = encode_image_query(data, space)
+        except QueryEncodingUnavailable as exc:
+            raise ServiceUnavailable(str(exc)) from None
+        neighbours = nearest(vector, k=k, mode="image", queryset=self.get_candidates(), space=space)
+        reasons = explain(neighbours, space, query_vectors={"image": vector})
+        rows = [{"score": n.score, "object": n.object, "explanation": r} for n, r in zip(neighbours, reasons)]
+        return self.results_response(rows, k=k)

@@ -1,31 +1,277 @@
-"""Serializers for similarity query parameters and results."""
+"""Serializers for similarity query parameters and results, and the response shapes the
+OpenAPI schema (drf-spectacular) documents."""
 from __future__ import annotations
 
+import functools
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 
 from ..conf import similarity_settings
+from ..models import EmbeddingStatus
 from ..queries import MODES
 
 
-class SimilarQuerySerializer(serializers.Serializer):
-    """Validate ``?k=`` and ``?mode=`` (400 on bad values, never 500)."""
+class KField(serializers.IntegerField):
+    """``k``: 1..SIMILARITY['MAX_K'] (400 on other values, never 500)."""
 
-    k = serializers.IntegerField(required=False, min_value=1)
-    mode = serializers.ChoiceField(choices=sorted(MODES), required=False, default="fused")
+    def __init__(self, **kwargs) -> None:
+        super().__init__(required=False, min_value=1, help_text="number of results (default DEFAULT_K, at most MAX_K)", **kwargs)
 
-    def validate_k(self, value: int) -> int:
-        limit = similarity_settings.MAX_K
-        if value > limit:
-            raise serializers.ValidationError(f"k must be at most {limit}.")
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if value > similarity_settings.MAX_K:
+            raise serializers.ValidationError(f"k must be at most {similarity_settings.MAX_K}.")
         return value
 
 
+class SimilarQuerySerializer(serializers.Serializer):
+    """``?k=`` and ``?mode=``; filters are the list endpoint's filter parameters."""
+
+    k = KField()
+    mode = serializers.ChoiceField(choices=sorted(MODES), required=False, default="fused")
+    include_variants = serializers.BooleanField(
+        required=False, default=False, help_text="also return variants of the item (same variant group)"
+    )
+
+
+class SearchQuerySerializer(serializers.Serializer):
+    q = serializers.CharField(max_length=500, trim_whitespace=True, help_text="search text, Chinese or English")
+    k = KField()
+
+
+class ImageSearchSerializer(serializers.Serializer):
+    image = serializers.FileField(help_text="a JPEG, PNG, WebP or GIF photo")
+    k = KField()
+
+
+class SuggestionQuerySerializer(serializers.Serializer):
+    level = serializers.IntegerField(required=False, min_value=1, max_value=10, help_text="cut categories to this level")
+
+
+class ExplanationSerializer(serializers.Serializer):
+    image_similarity = serializers.FloatField(allow_null=True, help_text="cosine of the two photos' vectors")
+    text_similarity = serializers.FloatField(allow_null=True, help_text="cosine of the two texts' vectors")
+    attention = serializers.DictField(
+        child=serializers.FloatField(), allow_null=True, help_text="the learned model's weights of this result's modalities"
+    )
+    shared_keywords = serializers.ListField(child=serializers.CharField(), help_text="title keywords both share (jieba tokens)")
+    exact_match = serializers.BooleanField(required=False, help_text="search only: the query is this item's identifier")
+
+
 def neighbour_serializer(item_serializer_class: type[serializers.Serializer]) -> type[serializers.Serializer]:
-    """Return a serializer for a ``Neighbour`` wrapping ``item_serializer_class``."""
+    """Return a serializer for a result dict ``{"score", "object", "explanation"}``."""
 
     class NeighbourSerializer(serializers.Serializer):
         score = serializers.FloatField(read_only=True)
         item = item_serializer_class(source="object", read_only=True)
+        explanation = ExplanationSerializer(read_only=True)
 
     NeighbourSerializer.__name__ = f"Similar{item_serializer_class.__name__}"
     return NeighbourSerializer
+
+
+# Shapes for the OpenAPI schema (drf-spectacular) only: the views build these bodies as
+# dicts. The factories take the view's item serializer, so that ``item`` is documented as the view's
+# own item (a free-form object without one); they are cached because the schema generator
+# wants one class per component name.
+
+
+@extend_schema_field(OpenApiTypes.BINARY)
+class UploadField(serializers.FileField):
+    """A file sent in a multipart body (documented as its bytes, not a URL)."""
+
+
+class ImageSearchRequestSerializer(ImageSearchSerializer):
+    image = UploadField(
+        help_text=(
+            "a JPEG, PNG, WebP or GIF photo of at most the smaller of SIMILARITY['MAX_QUERY_IMAGE_BYTES'] and "
+            "SIMILARITY['MAX_IMAGE_BYTES'] (default 10 MiB) and SIMILARITY['MAX_IMAGE_PIXELS'] pixels (default 50 million)"
+        )
+    )
+
+
+class SearchExplanationSerializer(ExplanationSerializer):
+    image_similarity = serializers.FloatField(allow_null=True, help_text="always null in a text search")
+    attention = serializers.DictField(child=serializers.FloatField(), allow_null=True, help_text="always null in a text search")
+    exact_match = serializers.BooleanField(help_text="the query is this item's identifier (listed first)")
+
+
+class SuggestedCategorySerializer(serializers.Serializer):
+    id = serializers.IntegerField(required=False, allow_null=True, help_text="the category's id, where the view resolves it")
+    path = serializers.CharField(help_text="the category label at the asked level")
+
+
+class CategorySuggestionSerializer(serializers.Serializer):
+    category = SuggestedCategorySerializer()
+    confidence = serializers.FloatField(help_text="share of the neighbours' similarity-weighted votes, 0..1")
+    votes = serializers.IntegerField(help_text="how many of the nearest labelled items are in this category")
+
+
+class CategorySuggestionsSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="the item's id")
+    current_category = serializers.CharField(allow_null=True, help_text="the item's category label at the asked level")
+    suggestions = CategorySuggestionSerializer(many=True, help_text="up to 3, best first; empty without vectors or labelled neighbours")
+    likely_miscategorised = serializers.BooleanField(
+        help_text="the top suggestion is another category with a confidence of at least 0.5"
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="what went wrong and what to do next")
+
+
+def _noun(item_serializer_class: type[serializers.Serializer] | None) -> str:
+    return item_serializer_class.__name__.removesuffix("Serializer") if item_serializer_class else "Item"
+
+
+def _item_field(item_serializer_class: type[serializers.Serializer] | None) -> serializers.Field:
+    if item_serializer_class is None:
+        return serializers.DictField(help_text="the item, as the view's serializer writes it")
+    return item_serializer_class()
+
+
+@functools.cache
+def result_serializer(
+    item_serializer_class: type[serializers.Serializer] | None = None, *, search: bool = False
+) -> type[serializers.Serializer]:
+    """Return the shape of one result: ``{score, item, explanation}``."""
+    score_help = (
+        "text cosine plus 0.3 x the share of the query's keywords in the title" if search else "cosine similarity, -1..1"
+    )
+    fields = {
+        "score": serializers.FloatField(help_text=score_help),
+        "item": _item_field(item_serializer_class),
+        "explanation": SearchExplanationSerializer() if search else ExplanationSerializer(),
+    }
+    kind = "SearchHit" if search else "Neighbour"
+    return type(f"{_noun(item_serializer_class)}{kind}Serializer", (serializers.Serializer,), fields)
+
+
+@functools.cache
+def similar_items_serializer(item_serializer_class: type[serializers.Serializer] | None = None) -> type[serializers.Serializer]:
+    """Return the shape of a similar-items response."""
+    fields = {
+        "id": serializers.IntegerField(help_text="the item's id"),
+        "mode": serializers.ChoiceField(choices=sorted(MODES), help_text="the vectors compared"),
+        "k": serializers.IntegerField(help_text="the number of results asked for"),
+        "embedding_status": serializers.ChoiceField(
+            choices=EmbeddingStatus.choices, help_text="the item's encoding state; no results until it is ready"
+        ),
+        "space": serializers.CharField(allow_null=True, help_text="key of the active vector space; null before any encoding"),
+        "results": result_serializer(item_serializer_class)(many=True, help_text="best first"),
+    }
+    return type(f"Similar{_noun(item_serializer_class)}sSerializer", (serializers.Serializer,), fields)
+
+
+@functools.cache
+def search_results_serializer(item_serializer_class: type[serializers.Serializer] | None = None) -> type[serializers.Serializer]:
+    """Return the shape of a text search response."""
+    fields = {
+        "query": serializers.CharField(help_text="the search text, trimmed"),
+        "k": serializers.IntegerField(help_text="the number of results asked for"),
+        "results": result_serializer(item_serializer_class, search=True)(
+            many=True, help_text="exact identifier matches first, then best first"
+        ),
+    }
+    return type(f"{_noun(item_serializer_class)}SearchResultsSerializer", (serializers.Serializer,), fields)
+
+
+@functools.cache
+def image_search_results_serializer(
+    item_serializer_class: type[serializers.Serializer] | None = None,
+) -> type[serializers.Serializer]:
+    """Return the shape of an image search response."""
+    fields = {
+        "k": serializers.IntegerField(help_text="the number of results asked for"),
+        "results": result_serializer(item_serializer_class)(many=True, help_text="best first"),
+    }
+    return type(f"{_noun(item_serializer_class)}ImageSearchResultsSerializer", (serializers.Serializer,), fields)
+
+
+FIELD_ERRORS = {
+    "type": "object",
+    "description": "each bad parameter with its reasons",
+    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+}
+
+
+def _bad_request(*examples: tuple[str, dict[str, list[str]]]) -> OpenApiResponse:
+    return OpenApiResponse(
+        FIELD_ERRORS,
+        description="a parameter or filter is invalid; the body names each one with its reasons",
+        examples=[OpenApiExample(name, value=value) for name, value in examples],
+    )
+
+
+def _error(description: str, *examples: tuple[str, str]) -> OpenApiResponse:
+    return OpenApiResponse(
+        ErrorSerializer,
+        description=description,
+        examples=[OpenApiExample(name, value={"detail": detail}) for name, detail in examples],
+    )
+
+
+def _not_found(item_serializer_class: type[serializers.Serializer] | None) -> OpenApiResponse:
+    noun = _noun(item_serializer_class)
+    return _error("no item with this id", ("not found", f"No {noun} matches the given query."))
+
+
+BAD_K = ("k too large", {"k": ["k must be at most 100."]})
+THROTTLED = _error(
+    "too many requests in this endpoint's rate-limit scope; the Retry-After header says when to retry",
+    ("throttled", "Request was throttled. Expected available in 12 seconds."),
+)
+WORKERS_UNAVAILABLE = _error(
+    "the query could not be encoded: no similarity worker answered in time, or the broker is down",
+    ("no worker", "no similarity worker answered within 10 s (SIMILARITY['QUERY_TIMEOUT']); try again shortly"),
+    ("broker down", "the task broker is unreachable; try again shortly"),
+)
+
+
+def similar_items_responses(item_serializer_class: type[serializers.Serializer] | None = None) -> dict[int, Any]:
+    """Return the documented responses of ``GET {detail}/similar/``."""
+    return {
+        200: similar_items_serializer(item_serializer_class),
+        400: _bad_request(BAD_K, ("unknown mode", {"mode": ['"smell" is not a valid choice.']})),
+        404: _not_found(item_serializer_class),
+        429: THROTTLED,
+    }
+
+
+def category_suggestions_responses(item_serializer_class: type[serializers.Serializer] | None = None) -> dict[int, Any]:
+    """Return the documented responses of ``GET {detail}/category-suggestions/``."""
+    return {
+        200: CategorySuggestionsSerializer,
+        400: _bad_request(("level out of range", {"level": ["Ensure this value is less than or equal to 10."]})),
+        404: _not_found(item_serializer_class),
+        429: THROTTLED,
+    }
+
+
+def search_responses(item_serializer_class: type[serializers.Serializer] | None = None) -> dict[int, Any]:
+    """Return the documented responses of a text search."""
+    return {
+        200: search_results_serializer(item_serializer_class),
+        400: _bad_request(("no query", {"q": ["This field is required."]}), BAD_K),
+        429: THROTTLED,
+        503: WORKERS_UNAVAILABLE,
+    }
+
+
+def image_search_responses(item_serializer_class: type[serializers.Serializer] | None = None) -> dict[int, Any]:
+    """Return the documented responses of an image search."""
+    return {
+        200: image_search_results_serializer(item_serializer_class),
+        400: _bad_request(
+            ("no photo", {"image": ["No file was submitted."]}),
+            ("too many bytes", {"image": ["the photo is 15,728,640 bytes; the limit is 10,485,760 bytes"]}),
+            ("too many pixels", {"image": ["the photo is 12000x6000 = 72,000,000 pixels; the limit is 50,000,000 pixels"]}),
+            ("not a photo", {"image": ["not an image this service reads; send one of JPEG, PNG, WEBP, GIF"]}),
+            ("format refused", {"image": ["TIFF images are not accepted; send one of JPEG, PNG, WEBP, GIF"]}),
+        ),
+        429: THROTTLED,
+        503: WORKERS_UNAVAILABLE,
+    }

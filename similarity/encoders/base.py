@@ -63,6 +63,9 @@ class TextEncoder(ABC):
 
     dim: int
     version: str
+    # True when the encoder needs no torch: the web process may then encode search queries
+    # itself instead of asking a worker.
+    runs_in_web: bool = False
 
     @abstractmethod
     def encode(self, texts: Sequence[str]) -> np.ndarray:

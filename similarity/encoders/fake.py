@@ -55,6 +55,8 @@ class HashingTextEncoder(TextEncoder):
     """Signed feature hashing of words, their character trigrams and CJK character
     uni/bigrams into ``dim`` buckets."""
 
+    runs_in_web = True  # numpy only
+
     version = "fake-hashing-text:1"
 
     def __init__(self, dim: int = 512) -> None:

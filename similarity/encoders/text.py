@@ -41,6 +41,8 @@ class UniversalSentenceEncoder(TextEncoder):
         WeightsMissing: the package or a resource file is absent.
     """
 
+    runs_in_web = True  # numpy only
+
     dim = DIM
 
     def __init__(

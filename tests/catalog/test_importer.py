@@ -4,14 +4,12 @@ from __future__ import annotations
 import csv
 from decimal import Decimal
 from pathlib import Path
-from unittest import mock
 
 import pytest
 from django.core.management import call_command
 
 from catalog.importer import import_csv
 from catalog.models import Category, Product
-from similarity.tasks import encode_task
 from tests.factories import image_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,12 +42,6 @@ ROWS = [
     {"sku": "no-image-file", "title": "z", "image": "images/missing.png"},
     {"sku": "uncategorised", "title": "无分类商品"},
 ]
-
-
-@pytest.fixture
-def sent():
-    with mock.patch.object(encode_task, "apply_async") as apply_async:
-        yield apply_async
 
 
 def test_import_creates_tree_products_images_and_reports_skips(tmp_path, sent):

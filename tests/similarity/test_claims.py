@@ -10,18 +10,12 @@ from django.utils import timezone
 from catalog.models import Product
 from similarity.index import claim_batch, encode_claimed, encode_objects
 from similarity.models import EmbeddingStatus
-from similarity.tasks import encode_task, enqueue_encode, sweep
+from similarity.tasks import enqueue_encode, sweep
 from tests.factories import image_bytes, make_product, space, vectors_of
 
 pytestmark = pytest.mark.django_db
 
 LABEL = "catalog.Product"
-
-
-@pytest.fixture
-def sent():
-    with mock.patch.object(encode_task, "apply_async") as apply_async:
-        yield apply_async
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import datetime
 import io
 import json
 import uuid
-from unittest import mock
 
 import pytest
 from celery import Task
@@ -20,12 +19,6 @@ from tests.factories import make_product
 pytestmark = pytest.mark.django_db
 
 LABEL = "catalog.Product"
-
-
-@pytest.fixture
-def sent():
-    with mock.patch.object(encode_task, "apply_async") as apply_async:
-        yield apply_async
 
 
 @pytest.fixture

@@ -15,12 +15,6 @@ from tests.factories import make_product
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def sent():
-    with mock.patch.object(encode_task, "apply_async") as apply_async:
-        yield apply_async
-
-
 def test_save_enqueues_after_commit_on_the_similarity_queue(sent):
     with transaction.atomic():
         p = Product.objects.create(sku="S1", title="蓝牙耳机")

@@ -2,7 +2,6 @@
 migration and without a moment where a query returns a wrong result."""
 from __future__ import annotations
 
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from similarity.index import encode_claimed, encode_objects
 from similarity.models import SpaceState, VectorSpace
 from similarity.queries import similar_to
 from similarity.spaces import coverage, ensure_configured_space, index_name
-from similarity.tasks import encode_task
 from tests.factories import image_bytes, make_product
 
 pytestmark = pytest.mark.django_db
@@ -22,12 +20,6 @@ pytestmark = pytest.mark.django_db
 LABEL = "catalog.Product"
 COLOURS = [(200, 30, 30), (190, 40, 35), (30, 200, 30), (40, 190, 45), (30, 30, 200), (35, 45, 190), (120, 120, 0), (0, 120, 120)]
 TITLES = ["红色 连衣裙", "红色 长裙", "绿色 T恤", "绿色 衬衫", "蓝色 牛仔裤", "蓝色 短裤", "黄色 帽子", "青色 围巾"]
-
-
-@pytest.fixture
-def sent():
-    with mock.patch.object(encode_task, "apply_async") as apply_async:
-        yield apply_async
 
 
 @pytest.fixture

@@ -1,0 +1,194 @@
+"""Latency of GET /api/products/{id}/similar/ over HTTP on 100,000 products, and recall@10.
+
+    .venv/bin/python benchmarks/api_latency.py [--products 100000] [--requests 400] [--workers 4]
+
+In a throw-away database (embedded PostgreSQL under a temporary VAR_DIR): N products, 2% of
+them in one category, each with a random unit fused vector of the real size (1792-d: image
+1280 + text 512) in the active vector space, its partial HNSW index built after loading.
+Random vectors, not encoder output: it is the query path that is measured, and random
+vectors are the hard case for an HNSW graph (no clusters). Serves the project with gunicorn
+(sync workers) and times requests from 1 and 8 client threads with keep-alive connections,
+without and with the 2% category filter. Recall@10: the query layer's answers against an
+exact scan of the same vectors, for sampled products.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DIM = 1792
+
+
+def setup_django(var: Path) -> None:
+    os.environ.update(VAR_DIR=str(var), DJANGO_SETTINGS_MODULE="config.settings", DATABASE_URL="")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def load(n: int, seed: int) -> tuple[list[int], np.ndarray, int, list[int]]:
+    """Create the products and their vectors; return (ids, vectors, rare category id, rare ids)."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import connection
+
+    from catalog.models import Category, Product
+    from similarity.spaces import ensure_configured_space, index_name
+
+    space = ensure_configured_space("catalog.Product")
+    rare, common = Category.get_or_create_path("稀有"), Category.get_or_create_path("常见")
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    started = time.perf_counter()
+    with connection.cursor() as cursor:  # load first, index after: much faster than per-row inserts
+        cursor.execute(f'DROP INDEX IF EXISTS "{index_name(space, "fused")}"')
+    ids: list[int] = []
+    for start in range(0, n, 5000):
+        batch = [
+            Product(sku=f"b{i}", title=f"商品 {i}", category=rare if i % 50 == 0 else common, embedding_status="ready")
+            for i in range(start, min(n, start + 5000))
+        ]
+        ids += [p.pk for p in Product.objects.bulk_create(batch)]
+    content_type = ContentType.objects.get_for_model(Product).pk
+    with connection.cursor() as cursor:
+        with cursor.copy(
+            "COPY similarity_embedding (space_id, content_type_id, object_id, fused, content_hash, encoded_at) FROM STDIN"
+        ) as copy:
+            for pk, v in zip(ids, vectors):
+                copy.write_row((space.pk, content_type, pk, "[" + ",".join(f"{x:.6f}" for x in v) + "]", "bench", "2026-11-28"))
+    loaded = time.perf_counter() - started
+    with connection.cursor() as cursor:
+        cursor.execute("SET maintenance_work_mem = '2GB'")
+        cursor.execute("SET max_parallel_maintenance_workers = 2")
+        started = time.perf_counter()
+        from similarity.spaces import create_indexes
+
+        create_indexes(space)
+        built = time.perf_counter() - started
+        cursor.execute("VACUUM ANALYZE similarity_embedding")
+        cursor.execute("VACUUM ANALYZE catalog_product")
+    print(f"loaded {n:,} products + vectors in {loaded:.0f} s; HNSW index built in {built:.0f} s")
+    rare_ids = [pk for i, pk in enumerate(ids) if i % 50 == 0]
+    return ids, vectors, rare.pk, rare_ids
+
+
+def recall(ids: list[int], vectors: np.ndarray, rare_id: int, samples: int, seed: int) -> tuple[float, float]:
+    """Mean recall@10 of the query layer against exact cosine, unfiltered and 2%-filtered."""
+    from catalog.models import Product
+    from similarity.queries import similar_to
+
+    rng = random.Random(seed)
+    index = {pk: i for i, pk in enumerate(ids)}
+    rare_mask = np.array([i % 50 == 0 for i in range(len(ids))])
+    out = []
+    for mask, queryset in ((None, Product.objects.all()), (rare_mask, Product.objects.filter(category_id=rare_id))):
+        scores = []
+        for pk in rng.sample(ids, samples):
+            sims = vectors @ vectors[index[pk]]
+            sims[index[pk]] = -np.inf
+            if mask is not None:
+                sims[~mask] = -np.inf
+            exact = {ids[i] for i in np.argsort(-sims)[:10]}
+            found = {n.object.pk for n in similar_to(Product(pk=pk), k=10, queryset=queryset)}
+            scores.append(len(exact & found) / 10)
+        out.append(statistics.mean(scores))
+    return out[0], out[1]
+
+
+def serve(var: Path, port: int, workers: int) -> subprocess.Popen:
+    env = {**os.environ, "VAR_DIR": str(var), "DATABASE_URL": "", "DJANGO_DEBUG": "0", "LOG_LEVEL": "WARNING",
+           "API_RATE_SIMILAR": "1000000/min", "API_RATE_READ": "1000000/min"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers),
+         "--keep-alive", "30", "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/api/")
+            conn.getresponse().read()
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    sys.exit("gunicorn did not start")
+
+
+def timed_requests(port: int, paths: list[str], threads: int) -> list[float]:
+    """Send ``paths`` from ``threads`` client threads (keep-alive); return latencies in ms."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    chunks = [paths[i::threads] for i in range(threads)]
+
+    def client(chunk: list[str]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine = []
+        for path in chunk:
+            started = time.perf_counter()
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+            mine.append((time.perf_counter() - started) * 1000)
+            if response.status != 200 or len(json.loads(body)["results"]) != 10:
+                raise RuntimeError(f"{path}: HTTP {response.status} {body[:200]!r}")
+        with lock:
+            latencies.extend(mine)
+
+    workers = [threading.Thread(target=client, args=(c,)) for c in chunks]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--recall-samples", type=int, default=100)
+    args = parser.parse_args()
+    var = Path(tempfile.mkdtemp(prefix="api-bench-"))
+    setup_django(var)
+    ids, vectors, rare_id, rare_ids = load(args.products, seed=7)
+    full, filtered = recall(ids, vectors, rare_id, args.recall_samples, seed=3)
+    print(f"recall@10 vs exact ({args.recall_samples} queries): unfiltered {full:.3f}, 2% filter {filtered:.3f}")
+    server = serve(var, args.port, args.workers)
+    try:
+        rng = random.Random(11)
+        for label, pool, extra in (("unfiltered", ids, ""), ("2% category filter", rare_ids, f"&category={rare_id}")):
+            for threads in (1, 8):
+                paths = [f"/api/products/{rng.choice(pool)}/similar/?k=10{extra}" for _ in range(args.requests)]
+                timed_requests(args.port, paths[:80], threads)  # warm-up (jieba loads once per worker)
+                latencies = sorted(timed_requests(args.port, paths, threads))
+                p50 = latencies[len(latencies) // 2]
+                p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+                print(f"{label:20s} concurrency {threads}: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  ({len(latencies)} requests)")
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+if __name__ == "__main__":
+    main()

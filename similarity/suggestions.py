@@ -1,0 +1,51 @@
+"""Category suggestions: a similarity-weighted vote of the nearest labelled neighbours.
+
+For an item without a category it says where it probably belongs; for one with a category
+it flags a likely mistake when the vote disagrees. Web side (SQL + arithmetic).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import models
+
+from .evaluation import category_at_level
+from .queries import similar_to
+
+NEIGHBOURS = 20
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A category path, its share of the neighbours' weighted vote, and how many voted."""
+
+    label: str
+    confidence: float
+    votes: int
+
+
+def suggest(
+    obj: Any, *, queryset: models.QuerySet | None = None, level: int | None = None, top: int = 3, neighbours: int = NEIGHBOURS
+) -> list[Suggestion]:
+    """Return up to ``top`` categories for ``obj``, best first; empty without vectors.
+
+    Args:
+        queryset: candidate neighbours (default: every row); only labelled ones vote.
+        level: cut labels to this category level (default: the full path).
+    """
+    candidates = type(obj).labelled(type(obj)._default_manager.all() if queryset is None else queryset)
+    weights: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for neighbour in similar_to(obj, k=neighbours, queryset=candidates):
+        label = neighbour.object.get_similarity_label()
+        label = category_at_level(label, level) if level else label
+        if label:
+            weights[label] += max(neighbour.score, 0.0)
+            counts[label] += 1
+    total = sum(weights.values())
+    if not total:
+        return []
+    ranked = sorted(weights, key=lambda label: (-weights[label], label))[:top]
+    return [Suggestion(label, round(weights[label] / total, 4), counts[label]) for label in ranked]

@@ -1,0 +1,131 @@
+"""Similar items with filters and explanations, text search, category suggestions."""
+from __future__ import annotations
+
+from decimal import Decimal
+from unittest import mock
+
+import numpy as np
+import pytest
+
+from catalog.models import Product
+from similarity.index import encode_objects
+from similarity.tasks import encode_task
+from tests.factories import image_bytes, make_product, vectors_of
+
+pytestmark = pytest.mark.django_db
+
+RED, RED2, BLUE = (220, 30, 30), (210, 40, 35), (30, 30, 220)
+
+
+@pytest.fixture
+def shop():
+    with mock.patch.object(encode_task, "apply_async"):
+        items = {
+            "query": make_product("Q1", "红色 连衣裙 夏季 新款", image=image_bytes(RED), category="服装 > 女装 > 连衣裙", price=Decimal("199")),
+            "cheap": make_product("C1", "红色 连衣裙 雪纺", image=image_bytes(RED2), category="服装 > 女装 > 连衣裙", price=Decimal("59")),
+            "dear": make_product("D1", "红色 连衣裙 真丝", image=image_bytes(RED2), category="服装 > 女装 > 连衣裙", price=Decimal("899")),
+            "shirt": make_product("S1", "红色 衬衫 女", image=image_bytes(RED), category="服装 > 女装 > 衬衫", price=Decimal("129")),
+            "phone": make_product("P1", "Apple iPhone 15 Pro 256G 手机", image=image_bytes(BLUE), category="数码 > 手机", brand="Apple", price=Decimal("7999")),
+            "phone2": make_product("P2", "华为 Mate 60 Pro 手机", image=image_bytes(BLUE), category="数码 > 手机", brand="华为", price=Decimal("6999")),
+            "variant": make_product("Q1-L", "红色 连衣裙 夏季 新款 L码", image=image_bytes(RED), category="服装 > 女装 > 连衣裙", price=Decimal("199")),
+            "inactive": make_product("X1", "红色 连衣裙 下架", image=image_bytes(RED), category="服装 > 女装 > 连衣裙", is_active=False),
+            "loose": make_product("L1", "红色 连衣裙 无分类", image=image_bytes(RED)),
+        }
+        Product.objects.filter(sku__in=["Q1", "Q1-L"]).update(variant_group="dress-2026")
+        encode_objects("catalog.Product", [p.pk for p in items.values()])
+    return {k: Product.objects.get(pk=p.pk) for k, p in items.items()}
+
+
+def similar(client, product, **params):
+    response = client.get(f"/api/products/{product.pk}/similar/", params)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def skus(body):
+    return [r["item"]["sku"] for r in body["results"]]
+
+
+def test_results_carry_scores_and_explanations(client, shop):
+    body = similar(client, shop["query"], k=3)
+    first = body["results"][0]
+    q, other = vectors_of(shop["query"]), vectors_of(Product.objects.get(sku=first["item"]["sku"]))
+    cosine = lambda a, b: float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+    assert first["explanation"]["image_similarity"] == pytest.approx(cosine(q.image, other.image), abs=1e-3)
+    assert first["explanation"]["text_similarity"] == pytest.approx(cosine(q.text, other.text), abs=1e-3)
+    assert first["explanation"]["attention"] is None  # fixed fusion: no learned weights
+    assert {"红色", "连衣裙"} <= set(first["explanation"]["shared_keywords"])
+    assert body["space"] == q.space.key
+
+
+def test_inactive_and_variants_are_left_out_by_default(client, shop):
+    assert not {"X1", "Q1-L"} & set(skus(similar(client, shop["query"], k=20)))
+    assert "Q1-L" in skus(similar(client, shop["query"], k=20, include_variants="true"))
+    assert "X1" in skus(similar(client, shop["query"], k=20, is_active="false"))
+
+
+def test_filters_category_subtree_price_and_brand(client, shop):
+    dresses = shop["query"].category
+    women = dresses.parent
+    assert set(skus(similar(client, shop["query"], k=20, category=dresses.pk))) == {"C1", "D1"}
+    assert set(skus(similar(client, shop["query"], k=20, category=women.pk))) == {"C1", "D1", "S1"}  # subtree
+    assert set(skus(similar(client, shop["query"], k=20, price_min=100, price_max=1000))) == {"D1", "S1"}
+    assert skus(similar(client, shop["query"], k=20, brand="apple")) == ["P1"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"k": 0}, {"k": 101}, {"k": "ten"}, {"mode": "smell"}, {"price_min": "cheap"}, {"category": 999999}, {"include_variants": "maybe"}],
+)
+def test_bad_parameters_are_400_with_a_reason(client, shop, params):
+    response = client.get(f"/api/products/{shop['query'].pk}/similar/", params)
+    assert response.status_code == 400, response.content
+    assert set(response.json()) & (set(params) | {"non_field_errors"})
+
+
+def test_category_suggestions_vote_by_similarity(client, shop):
+    body = client.get(f"/api/products/{shop['loose'].pk}/category-suggestions/").json()
+    assert body["current_category"] is None and body["likely_miscategorised"] is False
+    best = body["suggestions"][0]
+    assert best["category"]["path"] == "服装 > 女装 > 连衣裙" and best["category"]["id"] == shop["query"].category_id
+    assert len(body["suggestions"]) <= 3
+    confidences = [s["confidence"] for s in body["suggestions"]]
+    assert confidences == sorted(confidences, reverse=True) and sum(confidences) <= 1.0001
+    assert best["votes"] >= 3
+
+
+def test_a_miscategorised_product_is_flagged(client, shop):
+    wrong = make_product("W1", "红色 连衣裙 放错", image=image_bytes(RED), category="数码 > 手机")
+    with mock.patch.object(encode_task, "apply_async"):
+        encode_objects("catalog.Product", [wrong.pk])
+    body = client.get(f"/api/products/{wrong.pk}/category-suggestions/", {"level": 2}).json()
+    assert body["current_category"] == "数码 > 手机"
+    assert body["suggestions"][0]["category"]["path"] == "服装 > 女装"
+    assert body["likely_miscategorised"] is True
+
+
+def search(client, **params):
+    response = client.get("/api/search/", params)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_text_search_chinese_and_english(client, shop):
+    assert skus(search(client, q="连衣裙", k=3))[0] in {"Q1", "C1", "D1"}
+    body = search(client, q="iphone 15 手机", k=2)
+    assert skus(body)[0] == "P1"
+    assert "iphone15" in body["results"][0]["explanation"]["shared_keywords"]
+
+
+def test_an_exact_sku_comes_first(client, shop):
+    body = search(client, q="p2", k=5)
+    assert skus(body)[0] == "P2" and body["results"][0]["explanation"]["exact_match"] is True
+
+
+def test_search_uses_the_list_filters(client, shop):
+    assert set(skus(search(client, q="红色", k=20, price_max=150))) == {"C1", "S1"}
+
+
+@pytest.mark.parametrize("params", [{}, {"q": ""}, {"q": "   "}, {"q": "x" * 501}, {"q": "红色", "k": 0}])
+def test_bad_search_parameters_are_400(client, shop, params):
+    assert client.get("/api/search/", params).status_code == 400
