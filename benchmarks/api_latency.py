@@ -30,11 +30,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DIM = 1792
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.embedded import stop_embedded_database  # noqa: E402
 
 
 def setup_django(var: Path) -> None:
     os.environ.update(VAR_DIR=str(var), DJANGO_SETTINGS_MODULE="config.settings", DATABASE_URL="")
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
@@ -188,6 +190,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(30)
+        stop_embedded_database(var)
 
 
 if __name__ == "__main__":

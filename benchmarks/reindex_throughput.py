@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.embedded import stop_embedded_database  # noqa: E402
 
 
 def manage(env: dict, *args: str) -> str:
@@ -43,7 +46,7 @@ def rate(output: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", type=Path, default=ROOT.parent / "shared" / "data" / "flipkart1050" / "products.csv")
-    parser.add_argument("--broker", default="filesystem://")
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/14", help="e.g. filesystem:// (no server)")
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
     if not args.catalog.is_file():
@@ -74,6 +77,7 @@ def main() -> None:
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)
+        stop_embedded_database(var)
     raw = subprocess.run(
         [sys.executable, "benchmarks/encode_throughput.py", "--catalog", str(args.catalog), "--batch", str(args.batch), "--limit", "100000"],
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,

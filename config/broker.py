@@ -18,6 +18,8 @@ def broker_transport_options(url: str, var_dir: Path) -> dict:
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
+            # Workers poll the folder; the default (1 s) idles a worker between batches.
+            "polling_interval": 0.1,
             # Broadcast exchanges (pidbox, fanout): kombu's default is ./control.
             "control_folder": str(folder / "control"),
         }

@@ -74,9 +74,11 @@ def neighbour_serializer(item_serializer_class: type[serializers.Serializer]) ->
 
 
 # Shapes for the OpenAPI schema (drf-spectacular) only: the views build these bodies as
-# dicts. The factories take the view's item serializer, so that ``item`` is documented as the view's
-# own item (a free-form object without one); they are cached because the schema generator
-# wants one class per component name.
+# dicts. The factories take the view's item serializer, so that ``item`` is documented as the
+# view's own item (a free-form object without one); they are cached because the schema
+# generator wants one class per component name.
+
+ItemSerializer = type[serializers.Serializer] | None
 
 
 @extend_schema_field(OpenApiTypes.BINARY)
@@ -87,20 +89,25 @@ class UploadField(serializers.FileField):
 class ImageSearchRequestSerializer(ImageSearchSerializer):
     image = UploadField(
         help_text=(
-            "a JPEG, PNG, WebP or GIF photo of at most the smaller of SIMILARITY['MAX_QUERY_IMAGE_BYTES'] and "
-            "SIMILARITY['MAX_IMAGE_BYTES'] (default 10 MiB) and SIMILARITY['MAX_IMAGE_PIXELS'] pixels (default 50 million)"
+            "a JPEG, PNG, WebP or GIF photo of at most the smaller of SIMILARITY['MAX_QUERY_IMAGE_BYTES'] "
+            "and SIMILARITY['MAX_IMAGE_BYTES'] (default 10 MiB) and SIMILARITY['MAX_IMAGE_PIXELS'] "
+            "pixels (default 50 million)"
         )
     )
 
 
 class SearchExplanationSerializer(ExplanationSerializer):
     image_similarity = serializers.FloatField(allow_null=True, help_text="always null in a text search")
-    attention = serializers.DictField(child=serializers.FloatField(), allow_null=True, help_text="always null in a text search")
+    attention = serializers.DictField(
+        child=serializers.FloatField(), allow_null=True, help_text="always null in a text search"
+    )
     exact_match = serializers.BooleanField(help_text="the query is this item's identifier (listed first)")
 
 
 class SuggestedCategorySerializer(serializers.Serializer):
-    id = serializers.IntegerField(required=False, allow_null=True, help_text="the category's id, where the view resolves it")
+    id = serializers.IntegerField(
+        required=False, allow_null=True, help_text="the category's id, where the view resolves it"
+    )
     path = serializers.CharField(help_text="the category label at the asked level")
 
 
@@ -113,7 +120,9 @@ class CategorySuggestionSerializer(serializers.Serializer):
 class CategorySuggestionsSerializer(serializers.Serializer):
     id = serializers.IntegerField(help_text="the item's id")
     current_category = serializers.CharField(allow_null=True, help_text="the item's category label at the asked level")
-    suggestions = CategorySuggestionSerializer(many=True, help_text="up to 3, best first; empty without vectors or labelled neighbours")
+    suggestions = CategorySuggestionSerializer(
+        many=True, help_text="up to 3, best first; empty without vectors or labelled neighbours"
+    )
     likely_miscategorised = serializers.BooleanField(
         help_text="the top suggestion is another category with a confidence of at least 0.5"
     )
@@ -123,74 +132,73 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField(help_text="what went wrong and what to do next")
 
 
-def _noun(item_serializer_class: type[serializers.Serializer] | None) -> str:
+def _noun(item_serializer_class: ItemSerializer) -> str:
     return item_serializer_class.__name__.removesuffix("Serializer") if item_serializer_class else "Item"
 
 
-def _item_field(item_serializer_class: type[serializers.Serializer] | None) -> serializers.Field:
-    if item_serializer_class is None:
-        return serializers.DictField(help_text="the item, as the view's serializer writes it")
-    return item_serializer_class()
+def _schema_serializer(name: str, fields: dict[str, serializers.Field]) -> type[serializers.Serializer]:
+    return type(f"{name}Serializer", (serializers.Serializer,), fields)
 
 
 @functools.cache
 def result_serializer(
-    item_serializer_class: type[serializers.Serializer] | None = None, *, search: bool = False
+    item_serializer_class: ItemSerializer = None, *, search: bool = False
 ) -> type[serializers.Serializer]:
     """Return the shape of one result: ``{score, item, explanation}``."""
-    score_help = (
-        "text cosine plus 0.3 x the share of the query's keywords in the title" if search else "cosine similarity, -1..1"
-    )
-    fields = {
-        "score": serializers.FloatField(help_text=score_help),
-        "item": _item_field(item_serializer_class),
-        "explanation": SearchExplanationSerializer() if search else ExplanationSerializer(),
-    }
+    if search:
+        score = serializers.FloatField(help_text="text cosine + 0.3 x the share of the query's keywords in the title")
+    else:
+        score = serializers.FloatField(help_text="cosine similarity, -1..1")
+    if item_serializer_class is None:
+        item = serializers.DictField(help_text="the item, as the view's serializer writes it")
+    else:
+        item = item_serializer_class()
+    explanation = SearchExplanationSerializer() if search else ExplanationSerializer()
     kind = "SearchHit" if search else "Neighbour"
-    return type(f"{_noun(item_serializer_class)}{kind}Serializer", (serializers.Serializer,), fields)
+    return _schema_serializer(
+        f"{_noun(item_serializer_class)}{kind}", {"score": score, "item": item, "explanation": explanation}
+    )
 
 
 @functools.cache
-def similar_items_serializer(item_serializer_class: type[serializers.Serializer] | None = None) -> type[serializers.Serializer]:
+def similar_items_serializer(item_serializer_class: ItemSerializer = None) -> type[serializers.Serializer]:
     """Return the shape of a similar-items response."""
-    fields = {
+    return _schema_serializer(f"Similar{_noun(item_serializer_class)}s", {
         "id": serializers.IntegerField(help_text="the item's id"),
         "mode": serializers.ChoiceField(choices=sorted(MODES), help_text="the vectors compared"),
         "k": serializers.IntegerField(help_text="the number of results asked for"),
         "embedding_status": serializers.ChoiceField(
             choices=EmbeddingStatus.choices, help_text="the item's encoding state; no results until it is ready"
         ),
-        "space": serializers.CharField(allow_null=True, help_text="key of the active vector space; null before any encoding"),
+        "space": serializers.CharField(
+            allow_null=True, help_text="key of the active vector space; null before any encoding"
+        ),
         "results": result_serializer(item_serializer_class)(many=True, help_text="best first"),
-    }
-    return type(f"Similar{_noun(item_serializer_class)}sSerializer", (serializers.Serializer,), fields)
+    })
 
 
 @functools.cache
-def search_results_serializer(item_serializer_class: type[serializers.Serializer] | None = None) -> type[serializers.Serializer]:
+def search_results_serializer(item_serializer_class: ItemSerializer = None) -> type[serializers.Serializer]:
     """Return the shape of a text search response."""
-    fields = {
+    return _schema_serializer(f"{_noun(item_serializer_class)}SearchResults", {
         "query": serializers.CharField(help_text="the search text, trimmed"),
         "k": serializers.IntegerField(help_text="the number of results asked for"),
         "results": result_serializer(item_serializer_class, search=True)(
             many=True, help_text="exact identifier matches first, then best first"
         ),
-    }
-    return type(f"{_noun(item_serializer_class)}SearchResultsSerializer", (serializers.Serializer,), fields)
+    })
 
 
 @functools.cache
-def image_search_results_serializer(
-    item_serializer_class: type[serializers.Serializer] | None = None,
-) -> type[serializers.Serializer]:
+def image_search_results_serializer(item_serializer_class: ItemSerializer = None) -> type[serializers.Serializer]:
     """Return the shape of an image search response."""
-    fields = {
+    return _schema_serializer(f"{_noun(item_serializer_class)}ImageSearchResults", {
         "k": serializers.IntegerField(help_text="the number of results asked for"),
         "results": result_serializer(item_serializer_class)(many=True, help_text="best first"),
-    }
-    return type(f"{_noun(item_serializer_class)}ImageSearchResultsSerializer", (serializers.Serializer,), fields)
+    })
 
 
+# A 400 body: DRF's {"field": ["reason", ...]}, keyed by whichever parameters were wrong.
 FIELD_ERRORS = {
     "type": "object",
     "description": "each bad parameter with its reasons",
@@ -214,7 +222,7 @@ def _error(description: str, *examples: tuple[str, str]) -> OpenApiResponse:
     )
 
 
-def _not_found(item_serializer_class: type[serializers.Serializer] | None) -> OpenApiResponse:
+def _not_found(item_serializer_class: ItemSerializer) -> OpenApiResponse:
     noun = _noun(item_serializer_class)
     return _error("no item with this id", ("not found", f"No {noun} matches the given query."))
 
@@ -231,7 +239,7 @@ WORKERS_UNAVAILABLE = _error(
 )
 
 
-def similar_items_responses(item_serializer_class: type[serializers.Serializer] | None = None) -> dict[int, Any]:
+def similar_items_responses(item_serializer_class: ItemSerializer = None) -> dict[int, Any]:
     """Return the documented responses of ``GET {detail}/similar/``."""
     return {
         200: similar_items_serializer(item_serializer_class),
@@ -241,7 +249,7 @@ def similar_items_responses(item_serializer_class: type[serializers.Serializer] 
     }
 
 
-def category_suggestions_responses(item_serializer_class: type[serializers.Serializer] | None = None) -> dict[int, Any]:
+def category_suggestions_responses(item_serializer_class: ItemSerializer = None) -> dict[int, Any]:
     """Return the documented responses of ``GET {detail}/category-suggestions/``."""
     return {
         200: CategorySuggestionsSerializer,
@@ -251,7 +259,7 @@ def category_suggestions_responses(item_serializer_class: type[serializers.Seria
     }
 
 
-def search_responses(item_serializer_class: type[serializers.Serializer] | None = None) -> dict[int, Any]:
+def search_responses(item_serializer_class: ItemSerializer = None) -> dict[int, Any]:
     """Return the documented responses of a text search."""
     return {
         200: search_results_serializer(item_serializer_class),
@@ -261,14 +269,16 @@ def search_responses(item_serializer_class: type[serializers.Serializer] | None 
     }
 
 
-def image_search_responses(item_serializer_class: type[serializers.Serializer] | None = None) -> dict[int, Any]:
+def image_search_responses(item_serializer_class: ItemSerializer = None) -> dict[int, Any]:
     """Return the documented responses of an image search."""
     return {
         200: image_search_results_serializer(item_serializer_class),
         400: _bad_request(
             ("no photo", {"image": ["No file was submitted."]}),
             ("too many bytes", {"image": ["the photo is 15,728,640 bytes; the limit is 10,485,760 bytes"]}),
-            ("too many pixels", {"image": ["the photo is 12000x6000 = 72,000,000 pixels; the limit is 50,000,000 pixels"]}),
+            ("too many pixels", {"image": [
+                "the photo is 12000x6000 = 72,000,000 pixels; the limit is 50,000,000 pixels"
+            ]}),
             ("not a photo", {"image": ["not an image this service reads; send one of JPEG, PNG, WEBP, GIF"]}),
             ("format refused", {"image": ["TIFF images are not accepted; send one of JPEG, PNG, WEBP, GIF"]}),
         ),
