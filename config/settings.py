@@ -192,6 +192,7 @@ SIMILARITY = {
         name: kind(os.environ[f"SIMILARITY_{name}"])
         for name, kind in (
             ("BATCH_SIZE", int),
+            ("HNSW_EF_SEARCH", int),
             ("DECODE_THREADS", int),
             ("COALESCE_SECONDS", float),
             ("CLAIM_TIMEOUT", float),

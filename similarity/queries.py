@@ -12,12 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
+from django.db.models import Subquery
 from django.db.models.functions import Cast
 from pgvector.django import CosineDistance, VectorField
 
 from .conf import similarity_settings
-from .models import VectorSpace
+from .models import Embedding, VectorSpace
 
 MODES = ("fused", "image", "text")
 
@@ -39,20 +41,29 @@ def column_for(space: VectorSpace, mode: str) -> str:
 
 
 def similar_to(
-    obj: Any, *, k: int | None = None, mode: str = "fused", queryset: models.QuerySet | None = None
+    obj: Any,
+    *,
+    k: int | None = None,
+    mode: str = "fused",
+    queryset: models.QuerySet | None = None,
+    space: VectorSpace | None = None,
 ) -> list[Neighbour]:
     """Return the ``k`` objects most similar to ``obj`` (itself excluded), best first.
 
-    Returns an empty list when ``obj`` has no vector yet in the active space.
+    Returns an empty list when ``obj`` has no vector yet in the active space (or ``space``).
+    The query vector never leaves the database: the index scan reads it by subquery.
     """
-    space = VectorSpace.active_for(obj._meta.label)
+    space = space or VectorSpace.active_for(obj._meta.label)
     if space is None:
         return []
-    embedding = obj.embedding(space)
-    vector = getattr(embedding, column_for(space, mode)) if embedding is not None else None
-    if vector is None:
+    column = column_for(space, mode)
+    stored = Embedding.objects.filter(
+        space=space, content_type=ContentType.objects.get_for_model(obj), object_id=obj.pk, **{f"{column}__isnull": False}
+    )
+    if not stored.exists():
         return []
     queryset = type(obj)._default_manager.all() if queryset is None else queryset
+    vector = Subquery(stored.values(column)[:1])
     return nearest(vector, k=k, mode=mode, queryset=queryset.exclude(pk=obj.pk), space=space)
 
 
@@ -95,10 +106,13 @@ def nearest_queryset(vector: Any, *, k: int, mode: str, queryset: models.QuerySe
 def _tune_scan(using: str, k: int) -> None:
     ef_search = max(int(similarity_settings.HNSW_EF_SEARCH), 2 * k)
     with transaction.get_connection(using).cursor() as cursor:
-        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        # Let the iterative scan keep more candidates in memory before it gives up.
-        cursor.execute("SET LOCAL hnsw.scan_mem_multiplier = 4")
-        cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef_search)])
+        # One round trip; scan_mem_multiplier lets the iterative scan keep more candidates
+        # in memory before it gives up.
+        cursor.execute(
+            "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+            "set_config('hnsw.scan_mem_multiplier', '4', true), set_config('hnsw.ef_search', %s, true)",
+            [str(ef_search)],
+        )
 
 
 def _exact_scan(using: str) -> None:

@@ -98,8 +98,8 @@ class SimilarItemsMixin(_ResultsMixin):
         candidates = self.get_candidates()
         if not params.validated_data["include_variants"]:
             candidates = self.exclude_variants(candidates, obj)
-        neighbours = similar_to(obj, k=k, mode=mode, queryset=candidates)
         space = self.active_space()
+        neighbours = similar_to(obj, k=k, mode=mode, queryset=candidates, space=space) if space else []
         reasons = explain(neighbours, space, query=obj) if neighbours else []
         rows = [{"score": n.score, "object": n.object, "explanation": r} for n, r in zip(neighbours, reasons)]
         return self.results_response(

@@ -6,6 +6,7 @@ import pytest
 from django.db import connection
 
 from django.contrib.contenttypes.models import ContentType
+from django.db.models import Subquery
 from django.utils import timezone
 
 from catalog.models import Product
@@ -89,6 +90,10 @@ def test_plan_uses_the_hnsw_cosine_index():
     qs = nearest_queryset(vec(1, 2, 3), k=10, mode="fused", queryset=Product.objects.filter(is_active=True), space=current)
     plan = qs.explain()
     # The space's own partial index on (fused::vector(1792)) WHERE space_id = <id>.
+    assert f"Index Scan using {index_name(current, 'fused')}" in plan, plan
+    # Also when the query vector is read by subquery (similar_to: it never leaves the database).
+    stored = Embedding.objects.filter(space=current, object_id=products[0].pk).values("fused")[:1]
+    plan = nearest_queryset(Subquery(stored), k=10, mode="fused", queryset=Product.objects.all(), space=current).explain()
     assert f"Index Scan using {index_name(current, 'fused')}" in plan, plan
 
 
