@@ -14,12 +14,13 @@ category; nothing below sees it except the scoring.
     categories of every product, with k chosen by silhouette (what the product does) and with
     k fixed to the true number of categories (an oracle, for reference only).
 (c) ``cluster_catalog`` with the held-out categories removed: how often its "assign"
-    suggestions reach a held-out product and how often they are right.
+    suggestions reach a held-out product and how often they are right; then 5 % of the train
+    products get a random wrong category and we count how many a "move" flags.
 
 flipkart1050 is scored at level 2 (headline) and 3 (leaf); zh-titles at level 3 (its leaves),
 text only. Encoder features come from the same .npz cache as benchmarks/fusion_experiment.py
 (computed on first use, 1-2 minutes for flipkart1050's photos). ``--timing N`` times the whole
-clustering on N synthetic 512-d vectors with zh-titles texts.
+clustering on N synthetic vectors (``--timing-dim``, default 512) with zh-titles texts.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score  # noqa: E402
 
-from similarity.clusters import choose_k_and_cluster, cluster_catalog  # noqa: E402
+from similarity.clusters import choose_k_and_cluster, cluster_catalog, describe, suggest  # noqa: E402
 from similarity.evaluation import category_at_level, is_held_out, tfidf_vectors  # noqa: E402
 from similarity.fusion.fixed import fuse  # noqa: E402
 
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--data", choices=["flipkart", "zh", "both", "none"], default="both")
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/fusion-cache"))
     parser.add_argument("--timing", type=int, default=0, metavar="N", help="also time clustering N synthetic products")
+    parser.add_argument("--timing-dim", type=int, default=512, metavar="D", help="vector size for --timing")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     from similarity.text_pipeline import tokenize
@@ -122,10 +124,10 @@ def run_zh(args: argparse.Namespace, tokenize) -> None:
 
 
 def run_timing(args: argparse.Namespace, tokenize) -> None:
-    """Cluster N synthetic 512-d products (300 blobs on the sphere) with zh-titles texts."""
+    """Cluster N synthetic products (300 blobs on the sphere) with zh-titles texts."""
     import fusion_experiment as fx
 
-    n, dim = args.timing, 512
+    n, dim = args.timing, args.timing_dim
     rng = np.random.default_rng(args.seed)
     centres = _unit(rng.normal(size=(300, dim)))
     vectors = _unit(centres[rng.integers(0, 300, n)] + rng.normal(0, 0.06, (n, dim)))
@@ -227,13 +229,13 @@ def _cluster_table(representations: dict, paths: list[str], level: int, seed: in
             nmi = normalized_mutual_info_score(truth, found)
             ari = adjusted_rand_score(truth, found)
             score = fit.scores.get(fit.k, max(fit.scores.values()) if fit.scores else float("nan"))
-            print(f"| {name} | {fit.k} | {how} | {score:.3f} | {nmi:.3f} | {ari:.3f} | {fit.seconds:.1f} |", flush=True)
+            print(f"| {name} | {fit.k} | {how} | {score:.3f} | {nmi:.4f} | {ari:.3f} | {fit.seconds:.1f} |", flush=True)
             if not options:
                 grid = ", ".join(f"{k}: {s:.3f}" for k, s in sorted(fit.scores.items()))
-                print(f"  silhouette per k ({fit.method}, {fit.sample_size} rows): {grid}")
+                print(f"  silhouette per k (searched on {fit.search_size} rows; final {fit.method} on {fit.sample_size}): {grid}")
 
 
-def _catalog_run(vectors, texts, paths, test, *, level: int, tokenize, seed: int) -> None:
+def _catalog_run(vectors, texts, paths, test, *, level: int, tokenize, seed: int, noise: float = 0.05) -> None:
     truth = [category_at_level(p, level) for p in paths]
     visible = ["" if t else label for t, label in zip(test, truth)]
     started = time.perf_counter()
@@ -253,13 +255,30 @@ def _catalog_run(vectors, texts, paths, test, *, level: int, tokenize, seed: int
         f"right: {right}/{len(reached)} ({right / max(len(reached), 1):.1%})"
     )
     moves = [s for s in result.suggestions if s.kind == "move"]
-    moved = sum(len(s.members) for s in moves)
-    print(f"'move' suggestions: {len(moves)} covering {moved} train products; 'create': {kinds.get('create', 0)}")
+    print(f"'move' suggestions: {len(moves)} covering {sum(len(s.members) for s in moves)} train products")
     print("largest clusters: name | size | majority (purity)")
     for cluster in sorted(result.clusters, key=lambda c: -c.size)[:8]:
         print(f"  {cluster.name} | {cluster.size} | {cluster.majority_label or '-'} ({cluster.purity:.2f})")
     for s in [s for s in result.suggestions if s.kind == "create"][:3] + moves[:2]:
         print(f"  e.g. {s.text}")
+
+    # Mislabel a share of the train products at random and see whether "move" finds them.
+    rng = np.random.default_rng(seed)
+    train = [i for i, label in enumerate(visible) if label]
+    categories = sorted(set(visible) - {""})
+    noisy = list(visible)
+    flipped = {}
+    for i in rng.choice(train, size=max(1, round(noise * len(train))), replace=False):
+        noisy[i] = rng.choice([c for c in categories if c != visible[i]])
+        flipped[int(i)] = visible[i]
+    clusters = describe(result.fit, vectors, texts, noisy, tokenize)
+    moved = {row: s.target_label for s in suggest(clusters, noisy) if s.kind == "move" for row in s.members}
+    caught = [i for i in flipped if i in moved]
+    print(
+        f"{len(flipped)} train products ({noise:.0%}) given a random wrong category: 'move' flags {len(caught)} "
+        f"({len(caught) / len(flipped):.1%}), back to the right one for {sum(moved[i] == flipped[i] for i in caught)}; "
+        f"of {len(moved)} moved products {len(caught) / max(len(moved), 1):.1%} were mislabelled"
+    )
 
 
 def _digit(sku: str) -> int:

@@ -330,17 +330,21 @@ def suggest(
     min_size: int = 3,
     min_purity: float = 0.6,
     min_votes: int = 2,
+    max_stray_share: float = 0.5,
 ) -> list[Suggestion]:
     """Turn clusters into "assign", "move" and "create" suggestions, cluster by cluster.
 
     A cluster of at least ``min_size`` members has a clear majority B when at least
     ``min_purity`` of its labelled members, and at least ``min_votes`` of them, carry B. Then:
-    its uncategorised members -> "assign" to B; its members labelled A != B -> one "move" per A
-    (skipped when A is below B in the tree, "B > x": those are already in B). Without a clear
-    majority -> "create" a category named after the cluster for all its members, under the
-    parent path most of its labelled members share (top level when none are labelled).
-    Smaller clusters give no suggestion.
+    its uncategorised members -> "assign" to B; its members labelled A != B -> one "move" per A,
+    but only when A's products are strays here: the cluster holds at most ``max_stray_share``
+    of all products labelled A (otherwise the cluster merged A with B, and A is no mistake),
+    and A is not below B in the tree ("B > x" is already in B). Without a clear majority ->
+    "create" a category named after the cluster for all its members, under the parent path
+    most of its labelled members share (top level when none are labelled). Smaller clusters
+    give no suggestion.
     """
+    totals = Counter(label for label in labels if label)
     suggestions: list[Suggestion] = []
     for cluster in clusters:
         if cluster.size < min_size:
@@ -384,6 +388,7 @@ def suggest(
             source = labels[i]
             if source and source != target and not source.startswith(target + PATH_SEPARATOR):
                 strays.setdefault(source, []).append(i)
+        strays = {source: rows for source, rows in strays.items() if len(rows) <= max_stray_share * totals[source]}
         for source, rows in sorted(strays.items(), key=lambda item: (-len(item[1]), item[0])):
             suggestions.append(
                 Suggestion(
@@ -409,14 +414,15 @@ def cluster_catalog(
 ) -> ClusteringResult:
     """Cluster, describe and suggest in one call; ``options`` go to the step that takes them.
 
-    Options: ``k``, ``k_candidates``, ``sample``, ``seed`` (:func:`choose_k_and_cluster`);
+    Options: ``k``, ``k_candidates``, ``sample``, ``seed``, ``search_sample``, ``n_init``
+    (:func:`choose_k_and_cluster`);
     ``keywords``, ``name_words`` (:func:`describe`); ``min_size``, ``min_purity``,
-    ``min_votes`` (:func:`suggest`).
+    ``min_votes``, ``max_stray_share`` (:func:`suggest`).
     """
     steps = {
         "fit": {"k", "k_candidates", "sample", "seed", "search_sample", "n_init"},
         "describe": {"keywords", "name_words"},
-        "suggest": {"min_size", "min_purity", "min_votes"},
+        "suggest": {"min_size", "min_purity", "min_votes", "max_stray_share"},
     }
     unknown = set(options) - set().union(*steps.values())
     if unknown:

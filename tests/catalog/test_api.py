@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
-from catalog.models import Category, Product
+from catalog.models import Category
 from similarity.index import encode_objects
 from tests.factories import image_bytes, make_product, vectors_of
 

@@ -146,12 +146,26 @@ def test_create_goes_under_the_parent_most_members_share():
     (create,) = suggest([cluster], labels)
     assert (create.kind, create.parent, create.target_label) == ("create", "Home > Kitchen", "Home > Kitchen > mugs")
     assert create.text == 'Create new category "mugs" under "Home > Kitchen" for these 4 products.'
-    assert suggest([cluster], labels, min_purity=0.5)[0].kind == "move"  # now "Cups" is a clear majority
+    # now "Cups" is a clear majority; the only "Plates" and "Toys" products are here, so no move
+    assert suggest([cluster], labels, min_purity=0.5) == []
+    assert [s.kind for s in suggest([cluster], labels, min_purity=0.5, max_stray_share=1)] == ["move", "move"]
     assert suggest([cluster], labels, min_size=5) == []
 
 
+def test_no_move_when_the_cluster_is_the_home_of_the_minority_category():
+    # 4 of the 5 "Nebulisers" products sit in this cluster: it merged two categories.
+    labels = ["Oxygen"] * 6 + ["Nebulisers"] * 4 + ["Toys", "Nebulisers", "Toys", "Toys"]
+    cluster = clusters_module.Cluster(
+        index=0, members=list(range(11)), distances=[0.0] * 11, keywords=[], name="", majority_label="Oxygen",
+        purity=6 / 11, size=11, labelled=11, majority_count=6, label_counts={},
+    )
+    moves = suggest([cluster], labels, min_purity=0.5)
+    assert [(s.source_label, s.members) for s in moves] == [("Toys", [10])]
+    assert len(suggest([cluster], labels, min_purity=0.5, max_stray_share=0.8)) == 2
+
+
 def test_no_move_out_of_a_subcategory_of_the_majority():
-    labels = ["Home > Kitchen", "Home > Kitchen", "Home > Kitchen", "Home > Kitchen > Pans", "Toys"]
+    labels = ["Home > Kitchen", "Home > Kitchen", "Home > Kitchen", "Home > Kitchen > Pans", "Toys", "Toys"]
     cluster = clusters_module.Cluster(
         index=0, members=[0, 1, 2, 3, 4], distances=[0.0] * 5, keywords=[], name="", majority_label="Home > Kitchen",
         purity=0.6, size=5, labelled=5, majority_count=3, label_counts={},

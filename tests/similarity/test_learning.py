@@ -15,7 +15,7 @@ from django.core.management import call_command
 
 from catalog.models import Product
 from similarity.index import encode_objects
-from similarity.learning import activate_version, train_new_version
+from similarity.learning import train_new_version
 from similarity.conf import similarity_settings
 from similarity.models import ModelVersion, VectorSpace
 from similarity.queries import similar_to

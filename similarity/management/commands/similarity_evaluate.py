@@ -40,7 +40,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts) -> None:
         from similarity.fusion.checkpoint import FusionModel
-        from similarity.text_pipeline import default_pipeline
 
         label = model_label(opts["model"])
         catalog = collect_catalog(label)
