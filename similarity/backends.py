@@ -54,7 +54,7 @@ def _encoders(spec_json: str) -> Encoders:
         learned = _load_fusion(version.path, similarity_settings.DEVICE)
     return Encoders(
         image=_image_encoder(spec["image_encoder"], spec["image_weights"], spec["image_dim"]),
-        text=_text_encoder(spec["text_encoder"], spec["text_weights"], spec["text_dim"]),
+        text=text_encoder_for(spec),
         learned=learned,
         image_weight=spec["image_weight"],
         text_weight=spec["text_weight"],
@@ -65,6 +65,11 @@ def _encoders(spec_json: str) -> Encoders:
 def _image_encoder(path: str, weights: str | None, dim: int) -> Any:
     s = similarity_settings
     return _build(path, {"weights_path": weights, "device": s.DEVICE, "batch_size": int(s.BATCH_SIZE), "dim": dim})
+
+
+def text_encoder_for(spec: dict[str, Any]) -> Any:
+    """Return the text encoder of a vector space's ``spec`` alone (no image model loaded)."""
+    return _text_encoder(spec["text_encoder"], spec["text_weights"], spec["text_dim"])
 
 
 @functools.lru_cache(maxsize=4)

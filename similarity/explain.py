@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.contenttypes.models import ContentType
 from django.db.models import Subquery
 from pgvector.django import CosineDistance
 
@@ -28,38 +27,51 @@ def explain(
     """
     if not neighbours:
         return []
-    content_type = ContentType.objects.get_for_model(type(neighbours[0].object))
-    in_space = Embedding.objects.filter(space=space, content_type=content_type)
+    model = type(neighbours[0].object)
     if query is not None:
-        mine = in_space.filter(object_id=query.pk)
+        mine = Embedding.objects.for_model(model, space).filter(object_id=query.pk)
         targets = {column: Subquery(mine.values(column)[:1]) for column in ("image", "text")}
         query_text = query_text or query.get_keyword_text()
     else:
         targets = {c: v for c, v in (query_vectors or {}).items() if v is not None and c in ("image", "text")}
-    # The cosines are computed by the database: no vector travels to this process.
-    similarities = {f"{column}_similarity": 1.0 - CosineDistance(column, target) for column, target in targets.items()}
-    rows = in_space.filter(object_id__in=[n.object.pk for n in neighbours]).annotate(**similarities)
-    stored = {row["object_id"]: row for row in rows.values("object_id", "attention", *similarities)}
-    query_tokens = set(_tokens(query_text))
+    stored = similarities(space, model, [n.object.pk for n in neighbours], targets)
+    query_tokens = set(keywords(query_text))
     out = []
     for neighbour in neighbours:
         row = stored.get(neighbour.object.pk, {})
         out.append(
             {
-                "image_similarity": _rounded(row.get("image_similarity")),
-                "text_similarity": _rounded(row.get("text_similarity")),
+                "image_similarity": row.get("image_similarity"),
+                "text_similarity": row.get("text_similarity"),
                 "attention": row.get("attention") or None,
-                "shared_keywords": [t for t in _tokens(neighbour.object.get_keyword_text()) if t in query_tokens],
+                "shared_keywords": [t for t in keywords(neighbour.object.get_keyword_text()) if t in query_tokens],
             }
         )
     return out
+
+
+def similarities(space: VectorSpace, model: type, ids: list[Any], targets: dict[str, Any]) -> dict[Any, dict[str, Any]]:
+    """Return ``{pk: {"<column>_similarity": cosine (4 decimals) or None, "attention": ...}}``.
+
+    Args:
+        targets: column ("image", "text") -> the vector to compare with: a list/array or an
+            SQL expression. The cosines are computed by the database: no stored vector
+            travels to this process.
+    """
+    annotations = {f"{column}_similarity": 1.0 - CosineDistance(column, target) for column, target in targets.items()}
+    rows = Embedding.objects.for_model(model, space).filter(object_id__in=ids).annotate(**annotations)
+    return {
+        row["object_id"]: {**row, **{name: _rounded(row[name]) for name in annotations}}
+        for row in rows.values("object_id", "attention", *annotations)
+    }
 
 
 def _rounded(value: float | None) -> float | None:
     return round(float(value), 4) if value is not None else None
 
 
-def _tokens(text: str) -> list[str]:
+def keywords(text: str) -> list[str]:
+    """The distinct text-pipeline tokens of ``text``, in order."""
     from .text_pipeline import default_pipeline
 
     return list(dict.fromkeys(default_pipeline().tokenize(text or "")))

@@ -104,14 +104,12 @@ def collect_catalog(model_label: str) -> Catalog:
 def _stored_image_vectors(model: type) -> dict[Any, Any]:
     """The image vectors the worker stored in the active space (the configured encoder's,
     once a switch is complete), by primary key."""
-    from django.contrib.contenttypes.models import ContentType
-
     from .models import Embedding, VectorSpace
 
     space = VectorSpace.active_for(model._meta.label)
     if space is None:
         return {}
-    rows = Embedding.objects.filter(space=space, content_type=ContentType.objects.get_for_model(model), image__isnull=False)
+    rows = Embedding.objects.for_model(model, space).filter(image__isnull=False)
     return dict(rows.values_list("object_id", "image"))
 
 

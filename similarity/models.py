@@ -238,6 +238,13 @@ class VectorSpace(models.Model):
         return cls.objects.filter(model_label=model_label, state=SpaceState.ACTIVE).first()
 
 
+class EmbeddingQuerySet(models.QuerySet):
+    def for_model(self, model: type, space: VectorSpace | None = None) -> EmbeddingQuerySet:
+        """The vectors of ``model``'s rows (an Embeddable class or instance), in ``space`` if given."""
+        vectors = self.filter(content_type=ContentType.objects.get_for_model(model))
+        return vectors if space is None else vectors.filter(space=space)
+
+
 class Embedding(models.Model):
     """The vectors of one row of an Embeddable model in one vector space.
 
@@ -256,6 +263,8 @@ class Embedding(models.Model):
     attention = models.JSONField(_("attention weights"), null=True, blank=True)
     content_hash = models.CharField(max_length=64)
     encoded_at = models.DateTimeField()
+
+    objects = EmbeddingQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
 from django.db.models import Subquery
 from django.db.models.functions import Cast
@@ -57,9 +56,7 @@ def similar_to(
     if space is None:
         return []
     column = column_for(space, mode)
-    stored = Embedding.objects.filter(
-        space=space, content_type=ContentType.objects.get_for_model(obj), object_id=obj.pk, **{f"{column}__isnull": False}
-    )
+    stored = Embedding.objects.for_model(obj, space).filter(object_id=obj.pk, **{f"{column}__isnull": False})
     if not stored.exists():
         return []
     queryset = type(obj)._default_manager.all() if queryset is None else queryset

@@ -9,10 +9,7 @@ turns it into a 503). Photos are checked (size, format, pixels) before they are 
 from __future__ import annotations
 
 import base64
-import functools
-import json
 import logging
-from typing import Any
 
 import numpy as np
 from django.utils.module_loading import import_string
@@ -31,21 +28,15 @@ def encode_text_query(text: str, space: VectorSpace) -> np.ndarray:
     """Return the query's unit vector in ``space``'s text space."""
     spec = space.spec
     if getattr(import_string(spec["text_encoder"]), "runs_in_web", False):
-        return np.asarray(_web_text_encoder(json.dumps(spec, sort_keys=True)).encode([text])[0], dtype=np.float32)
+        from .backends import text_encoder_for
+
+        return np.asarray(text_encoder_for(spec).encode([text])[0], dtype=np.float32)
     return _ask_worker(space, "text", text)
 
 
 def encode_image_query(data: bytes, space: VectorSpace) -> np.ndarray:
     """Return the photo's unit vector in ``space``'s image space (encoded by a worker)."""
     return _ask_worker(space, "image", base64.b64encode(data).decode("ascii"))
-
-
-@functools.lru_cache(maxsize=2)
-def _web_text_encoder(spec_json: str) -> Any:
-    from .backends import _text_encoder
-
-    spec = json.loads(spec_json)
-    return _text_encoder(spec["text_encoder"], spec["text_weights"], spec["text_dim"])
 
 
 def _ask_worker(space: VectorSpace, kind: str, payload: str) -> np.ndarray:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
-from .models import Embedding, VectorSpace
+from .explain import keywords, similarities
+from .models import VectorSpace
 from .queries import nearest
 
 KEYWORD_WEIGHT = 0.3
@@ -35,39 +35,22 @@ class Hit:
 
 def search(query: str, vector: np.ndarray, *, queryset: models.QuerySet, space: VectorSpace, k: int) -> list[Hit]:
     """Return the ``k`` best rows of ``queryset`` for ``query`` (its text-space ``vector``)."""
-    from .text_pipeline import default_pipeline
-
     model = queryset.model
-    tokens = list(dict.fromkeys(default_pipeline().tokenize(query)))
+    tokens = keywords(query)
     exact = list(model.search_exact(queryset, query.strip())[:5])
     keyword = list(model.search_keywords(queryset, [t for t in tokens if any(c.isdigit() for c in t)])[:CANDIDATES])
     near = nearest(vector, k=max(k * 3, CANDIDATES), mode="text", queryset=queryset, space=space)
     candidates = {row.pk: row for row in exact + keyword}
     candidates.update({n.object.pk: n.object for n in near})
-    cosines = _cosines(vector, list(candidates.values()), space)
+    stored = similarities(space, model, list(candidates), {"text": vector})
     exact_ids = {row.pk for row in exact}
     hits = []
     for pk, row in candidates.items():
-        words = set(default_pipeline().tokenize(row.get_keyword_text()))
+        words = set(keywords(row.get_keyword_text()))
         shared = [t for t in tokens if t in words]
-        cosine = cosines.get(pk)
+        cosine = stored.get(pk, {}).get("text_similarity")
         score = (cosine or 0.0) + KEYWORD_WEIGHT * (len(shared) / len(tokens) if tokens else 0.0)
         hits.append(Hit(row, round(score, 4), cosine, pk in exact_ids, shared))
     hits.sort(key=lambda hit: (not hit.exact, -hit.score, hit.object.pk))
     return hits[:k]
 
-
-def _cosines(vector: np.ndarray, rows: list[Any], space: VectorSpace) -> dict[Any, float]:
-    if not rows:
-        return {}
-    content_type = ContentType.objects.get_for_model(rows[0])
-    stored = Embedding.objects.filter(
-        space=space, content_type=content_type, object_id__in=[r.pk for r in rows], text__isnull=False
-    ).values_list("object_id", "text")
-    q = np.asarray(vector, dtype=np.float32)
-    q = q / (np.linalg.norm(q) or 1.0)
-    out = {}
-    for pk, text in stored:
-        v = np.asarray(text, dtype=np.float32)
-        out[pk] = round(float(q @ v / (np.linalg.norm(v) or 1.0)), 4)
-    return out

@@ -94,7 +94,6 @@ def enqueue_encode(model_label: str, pks: Iterable[Any], *, force: bool = False)
         force: encode even if the content is unchanged (the content hash is cleared).
     """
     from django.apps import apps
-    from django.contrib.contenttypes.models import ContentType
 
     from .models import Embedding, EmbeddingStatus
 
@@ -110,14 +109,13 @@ def enqueue_encode(model_label: str, pks: Iterable[Any], *, force: bool = False)
     if force:
         changes["content_hash"] = ""
     model = apps.get_model(model_label)
+    stored = Embedding.objects.for_model(model)
     marked = 0
     for start in range(0, len(pks), 10_000):
         chunk = pks[start : start + 10_000]
         marked += model._default_manager.filter(pk__in=chunk).update(**changes)
         if force:  # the stored vectors no longer count as up to date (they still serve)
-            Embedding.objects.filter(content_type=ContentType.objects.get_for_model(model), object_id__in=chunk).update(
-                content_hash=""
-            )
+            stored.filter(object_id__in=chunk).update(content_hash="")
     collected = _collector.get()
     if collected is not None:
         collected.setdefault(model_label, set()).update(pks)
@@ -180,19 +178,19 @@ def sweep(model_label: str) -> dict[str, int]:
     from .models import EmbeddingStatus
 
     manager = apps.get_model(model_label)._default_manager
-    stale: list[Any] = []
+    stale: set[Any] = set()
     for space in spaces.live_spaces(model_label):
         missing = manager.filter(embedding_status=EmbeddingStatus.READY).exclude(embeddings__space=space)
-        stale += list(missing.values_list("pk", flat=True)[:100_000])
+        stale.update(missing.values_list("pk", flat=True)[:100_000])
     if stale:
-        enqueue_encode(model_label, sorted(set(stale)))
+        enqueue_encode(model_label, sorted(stale))
     age = timezone.now() - datetime.timedelta(seconds=float(similarity_settings.PENDING_MAX_AGE))
     forgotten = claimable(manager.all()).exclude(embedding_requested_at__gt=age).count()
     sent = send_encode_tasks(model_label, forgotten) if forgotten else 0
     switched = spaces.maybe_switch(model_label)
     if forgotten or stale or switched:
         logger.info("sweep %s: %d forgotten pending rows (%d tasks), %d stale rows", model_label, forgotten, sent, len(stale))
-    return {"forgotten": forgotten, "tasks": sent, "stale": len(set(stale))}
+    return {"forgotten": forgotten, "tasks": sent, "stale": len(stale)}
 
 
 def _batch_size() -> int:
