@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models import Value
 from django.db.models.functions import Lower, Replace
+from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext_lazy as _
 
@@ -146,13 +147,38 @@ class Product(Embeddable, models.Model):
         return cls.objects.select_related("category").prefetch_related("images")
 
     @classmethod
+    def get_clustering_queryset(cls) -> models.QuerySet:
+        return cls.objects.filter(is_active=True)
+
+    @classmethod
     def filter_category(cls, queryset: models.QuerySet, path: str) -> models.QuerySet:
-        path = PATH_SEPARATOR.join(part.strip() for part in path.split(PATH_SEPARATOR.strip()))
+        path = _normal_path(path)
         return queryset.filter(Q(category__path__iexact=path) | Q(category__path__istartswith=path + PATH_SEPARATOR))
 
     @classmethod
     def filter_changed_since(cls, queryset: models.QuerySet, when: Any) -> models.QuerySet:
         return queryset.filter(updated_at__gte=when)
+
+    @classmethod
+    def filter_label(cls, queryset: models.QuerySet, label: str) -> models.QuerySet:
+        if not label:
+            return queryset.filter(category__isnull=True)
+        return queryset.filter(category__path__iexact=_normal_path(label))
+
+    @classmethod
+    def set_label(cls, queryset: models.QuerySet, label: str) -> list[Any]:
+        category = Category.get_or_create_path(label)
+        if category is None:
+            raise ValueError("A category path is needed, e.g. \"Home > Kitchen\".")
+        changing = queryset.exclude(category=category)
+        pks = list(changing.values_list("pk", flat=True))
+        cls.objects.filter(pk__in=pks).update(category=category, updated_at=timezone.now())
+        return pks
+
+
+def _normal_path(path: str) -> str:
+    """"A>B >  C" -> "A > B > C"."""
+    return PATH_SEPARATOR.join(part.strip() for part in path.split(PATH_SEPARATOR.strip()))
 
 
 def product_image_path(instance: ProductImage, filename: str) -> str:

@@ -201,6 +201,8 @@ SIMILARITY = {
         )
         if os.environ.get(f"SIMILARITY_{name}")
     },
+    # Clustering (category discovery) every N seconds through celery beat; 0 turns it off.
+    "CLUSTER_INTERVAL": float(os.environ.get("SIMILARITY_CLUSTER_INTERVAL") or 24 * 3600),
     # Reads of the API need a signed-in user (token or session) when true.
     "API_REQUIRE_TOKEN": env_bool("SIMILARITY_API_REQUIRE_TOKEN"),
 }
@@ -214,6 +216,12 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": SIMILARITY["QUEUE"], "expires": 60},
     },
 }
+if SIMILARITY["CLUSTER_INTERVAL"]:
+    CELERY_BEAT_SCHEDULE["similarity-cluster"] = {
+        "task": "similarity.cluster",
+        "schedule": SIMILARITY["CLUSTER_INTERVAL"],
+        "options": {"queue": SIMILARITY["TRAINING_QUEUE"], "expires": SIMILARITY["CLUSTER_INTERVAL"]},
+    }
 
 LOGGING = {
     "version": 1,

@@ -43,7 +43,33 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         )
     if not (isinstance(s.QUEUE, str) and s.QUEUE):
         errors.append(Error("SIMILARITY['QUEUE'] must be a non-empty queue name.", id="similarity.E005"))
-    return errors + _check_queue_numbers()
+    return errors + _check_queue_numbers() + _check_clustering()
+
+
+CLUSTERING_OPTIONS = {
+    "k", "k_candidates", "sample", "seed", "search_sample", "n_init", "keywords", "name_words",
+    "min_size", "min_purity", "min_votes", "max_stray_share",
+}
+
+
+def _check_clustering() -> list[Error]:
+    s, errors = similarity_settings, []
+    options = s.CLUSTERING
+    if not isinstance(options, dict) or set(options) - CLUSTERING_OPTIONS:
+        unknown = sorted(set(options) - CLUSTERING_OPTIONS) if isinstance(options, dict) else options
+        errors.append(
+            Error(
+                f"SIMILARITY['CLUSTERING'] must be a dict of clustering options; unknown: {unknown}.",
+                hint=f"Choose from {sorted(CLUSTERING_OPTIONS)}.",
+                id="similarity.E009",
+            )
+        )
+    interval = s.CLUSTER_INTERVAL
+    if interval is not None and not (isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval >= 0):
+        errors.append(
+            Error(f"SIMILARITY['CLUSTER_INTERVAL'] must be seconds >= 0 or None, got {interval!r}.", id="similarity.E009")
+        )
+    return errors
 
 
 def _check_queue_numbers() -> list[Error]:

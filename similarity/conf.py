@@ -34,6 +34,13 @@ DEFAULTS: dict[str, Any] = {
     "LABEL_LEVEL": 2,
     "MODELS_DIR": None,
     "TRAINING": {},
+    # Clustering (category discovery): options of similarity.clusters.cluster_catalog, e.g.
+    # {"k": 40, "min_size": 5, "min_purity": 0.6}; how often celery beat runs it, in seconds
+    # (None or 0: never; the admin and `similarity_cluster` run it on demand).
+    "CLUSTERING": {},
+    "CLUSTER_INTERVAL": 24 * 3600,
+    # "Suggest categories" on more items than this runs on the worker instead of the request.
+    "SUGGEST_SYNC_LIMIT": 200,
     # Encoding queue: rows per batch; a burst of single saves waits COALESCE_SECONDS so one
     # batch takes them all; threads that read and decode photos while the model runs.
     "BATCH_SIZE": 32,

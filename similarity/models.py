@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
@@ -109,6 +110,20 @@ class Embeddable(models.Model):
         """Return rows whose title contains one of ``tokens`` (model numbers, units)."""
         return queryset.none()
 
+    @classmethod
+    def filter_label(cls, queryset: models.QuerySet, label: str) -> models.QuerySet:
+        """Return the rows of ``queryset`` whose label is exactly ``label`` ("" = unlabelled)."""
+        raise NotImplementedError(f"{cls.__name__} has no categories (implement filter_label)")
+
+    @classmethod
+    def set_label(cls, queryset: models.QuerySet, label: str) -> list[Any]:
+        """Put the rows of ``queryset`` under category ``label``, creating it; return the changed pks.
+
+        Called by accepted category suggestions, in their transaction; the caller re-encodes
+        the changed rows.
+        """
+        raise NotImplementedError(f"{cls.__name__} has no categories (implement set_label)")
+
     def get_split_key(self) -> str:
         """Return the stable key of the held-out split (the sku for products)."""
         return str(self.pk)
@@ -123,6 +138,11 @@ class Embeddable(models.Model):
     @classmethod
     def get_embedding_queryset(cls) -> models.QuerySet:
         """Return the queryset the worker loads rows from (override to add select_related)."""
+        return cls._default_manager.all()
+
+    @classmethod
+    def get_clustering_queryset(cls) -> models.QuerySet:
+        """Return the rows clustering looks at (override to leave out inactive items)."""
         return cls._default_manager.all()
 
     @classmethod
@@ -274,3 +294,126 @@ class Embedding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.content_type_id}:{self.object_id} in space {self.space_id}"
+
+
+class Decision(models.TextChoices):
+    OPEN = "open", _("open")
+    ACCEPTED = "accepted", _("accepted")
+    REJECTED = "rejected", _("rejected")
+
+
+class ClusterRun(models.Model):
+    """One clustering of a model's active vectors: how k was chosen and how long it took."""
+
+    model_label = models.CharField(_("model"), max_length=100)
+    space = models.ForeignKey(VectorSpace, verbose_name=_("vector space"), null=True, on_delete=models.SET_NULL)
+    column = models.CharField(_("vectors"), max_length=16)
+    products = models.PositiveIntegerField(_("items clustered"), default=0)
+    k = models.PositiveIntegerField(_("clusters"), default=0)
+    criterion = models.CharField(_("k chosen by"), max_length=100, blank=True)
+    scores = models.JSONField(_("score per k"), default=dict)
+    seconds = models.JSONField(_("seconds per step"), default=dict)
+    started_at = models.DateTimeField(_("started"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        get_latest_by = "started_at"
+        verbose_name = _("clustering run")
+        verbose_name_plural = _("clustering runs")
+
+    def __str__(self) -> str:
+        return f"{self.model_label} {self.started_at:%Y-%m-%d %H:%M} (k={self.k})"
+
+
+class CategoryCluster(models.Model):
+    """A group of similar items found by clustering, named after its distinctive keywords."""
+
+    run = models.ForeignKey(ClusterRun, verbose_name=_("run"), on_delete=models.CASCADE, related_name="clusters")
+    model_label = models.CharField(_("model"), max_length=100)
+    number = models.PositiveIntegerField(_("number"))
+    name = models.CharField(_("name"), max_length=200)
+    keywords = models.JSONField(_("keywords"), default=list)
+    size = models.PositiveIntegerField(_("size"))
+    labelled = models.PositiveIntegerField(_("categorised members"))
+    purity = models.FloatField(_("purity"), help_text=_("share of the categorised members in the majority category"))
+    majority_label = models.CharField(_("majority category"), max_length=1000, blank=True)
+    label_counts = models.JSONField(_("members per category"), default=dict)
+
+    class Meta:
+        ordering = ["-run__started_at", "-size", "number"]
+        verbose_name = _("category cluster")
+        verbose_name_plural = _("category clusters")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ClusterMember(models.Model):
+    """An item of a cluster, with its cosine distance to the cluster's centre."""
+
+    cluster = models.ForeignKey(CategoryCluster, on_delete=models.CASCADE, related_name="members")
+    object_id = models.BigIntegerField()
+    distance = models.FloatField(_("distance to centre"))
+    label = models.CharField(_("category when clustered"), max_length=1000, blank=True)
+
+    class Meta:
+        ordering = ["distance", "object_id"]
+        constraints = [models.UniqueConstraint(fields=["cluster", "object_id"], name="similarity_one_membership")]
+
+
+class SuggestionKind(models.TextChoices):
+    ASSIGN = "assign", _("assign uncategorised items")
+    MOVE = "move", _("move items to another category")
+    CREATE = "create", _("create a new category")
+
+
+class CategorySuggestion(models.Model):
+    """A change of category for some items that a merchandiser accepts or rejects.
+
+    From a cluster (``cluster`` set) or from the neighbour vote of selected items (no cluster).
+    ``object_ids`` are the items it would change; a decided suggestion is never replaced.
+    """
+
+    model_label = models.CharField(_("model"), max_length=100)
+    cluster = models.ForeignKey(
+        CategoryCluster, verbose_name=_("cluster"), null=True, blank=True, on_delete=models.CASCADE, related_name="suggestions"
+    )
+    kind = models.CharField(_("kind"), max_length=16, choices=SuggestionKind.choices)
+    source_label = models.CharField(_("from category"), max_length=1000, blank=True)
+    target_label = models.CharField(_("to category"), max_length=1000)
+    name = models.CharField(_("new category name"), max_length=200, blank=True)
+    parent_label = models.CharField(_("under"), max_length=1000, blank=True)
+    object_ids = models.JSONField(_("items"), default=list)
+    size = models.PositiveIntegerField(_("items"))
+    confidence = models.FloatField(_("confidence"), null=True, blank=True)
+    status = models.CharField(_("status"), max_length=16, choices=Decision.choices, default=Decision.OPEN, db_index=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("decided by"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(_("decided"), null=True, blank=True)
+    applied_label = models.CharField(_("category applied"), max_length=1000, blank=True)
+    changed = models.PositiveIntegerField(_("items changed"), default=0)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["status", "-size", "pk"]
+        verbose_name = _("category suggestion")
+        verbose_name_plural = _("category suggestions")
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self) -> str:
+        """Return the suggestion as a sentence a merchandiser reads (translated)."""
+        from django.utils.translation import gettext, ngettext
+
+        items = ngettext("%(n)d item", "%(n)d items", self.size) % {"n": self.size}
+        if self.kind == SuggestionKind.CREATE:
+            where = self.parent_label or gettext("the top level")
+            return gettext('Create new category "%(name)s" under %(where)s for these %(items)s') % {
+                "name": self.name, "where": where, "items": items}
+        if self.kind == SuggestionKind.MOVE:
+            return gettext('Move these %(items)s from "%(source)s" to "%(target)s"') % {
+                "items": items, "source": self.source_label, "target": self.target_label}
+        return gettext('Assign these %(items)s without category to "%(target)s"') % {
+            "items": items, "target": self.target_label}

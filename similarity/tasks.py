@@ -77,6 +77,43 @@ def train_model_task(model_label: str, level: int | None = None, activate: str =
     return {"version": version.name, "active": version.is_active, "metrics": version.metrics}
 
 
+@shared_task(name="similarity.cluster", **DATABASE_RETRY)
+def cluster_task(model_label: str | None = None) -> dict:
+    """Cluster the active vectors of one model (None: every Embeddable model) and store suggestions."""
+    from .clustering import ClusteringUnavailable, run_clustering
+    from .models import embeddable_models
+
+    labels = [model_label] if model_label else [m._meta.label for m in embeddable_models()]
+    done = {}
+    for label in labels:
+        try:
+            run = run_clustering(label)
+        except ClusteringUnavailable as exc:
+            logger.warning("clustering %s skipped: %s", label, exc)
+            done[label] = {"skipped": str(exc)}
+            continue
+        done[label] = {"run": run.pk, "clusters": run.k, "items": run.products}
+    return done
+
+
+@shared_task(name="similarity.suggest_categories", **DATABASE_RETRY)
+def suggest_categories_task(model_label: str, pks: list) -> int:
+    """Store neighbour-vote category suggestions for the given rows; return how many."""
+    from .decisions import suggest_for
+
+    return len(suggest_for(model_label, pks))
+
+
+def enqueue_clustering(model_label: str | None = None) -> None:
+    """Schedule a clustering run on the training queue."""
+    cluster_task.apply_async(args=[model_label], queue=similarity_settings.TRAINING_QUEUE)
+
+
+def enqueue_category_suggestions(model_label: str, pks: list) -> None:
+    """Schedule neighbour-vote suggestions for many rows on the training queue."""
+    suggest_categories_task.apply_async(args=[model_label, list(pks)], queue=similarity_settings.TRAINING_QUEUE)
+
+
 def enqueue_training(model_label: str, *, level: int | None = None, activate: str = "auto") -> None:
     """Schedule a training run on the training queue (never the encoding queue)."""
     train_model_task.apply_async(

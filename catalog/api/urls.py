@@ -2,10 +2,13 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from similarity.api.clusters import ClusterViewSet
+
 from .views import ImageSearchView, ProductViewSet, SearchView
 
 router = DefaultRouter()
 router.register("products", ProductViewSet, basename="product")
+router.register("clusters", ClusterViewSet, basename="cluster")
 urlpatterns = [
     path("search/", SearchView.as_view(), name="search"),
     path("search/image/", ImageSearchView.as_view(), name="search-image"),

@@ -21,6 +21,7 @@ from django.core.management.base import BaseCommand, CommandError
 from catalog.models import Product
 from similarity.conf import similarity_settings
 from similarity.models import EmbeddingStatus
+from similarity.clustering import ClusteringUnavailable, run_clustering
 from similarity.tasks import enqueue_encode
 
 DEMO_CATALOG = Path(__file__).resolve().parents[2] / "demo" / "grocery-iconic" / "products.csv"
@@ -55,6 +56,7 @@ class Command(BaseCommand):
         try:
             self._requeue_pending()
             self._wait_encoded(children, timeout)
+            self._cluster()
             self._print_urls(port, time.monotonic() - started, serving=not no_serve)
             if no_serve:
                 return
@@ -79,7 +81,8 @@ class Command(BaseCommand):
             User.objects.create_superuser(ADMIN_USER, "admin@example.com", ADMIN_PASSWORD)
 
     def _start_worker(self, logs: Path) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", similarity_settings.QUEUE,
+        queues = f"{similarity_settings.QUEUE},{similarity_settings.TRAINING_QUEUE}"
+        cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues,
                "--concurrency", "1", "-B", "-l", "INFO", "-n", "demo@%h"]
         return self._spawn(cmd, logs / "worker.log")
 
@@ -119,6 +122,15 @@ class Command(BaseCommand):
                 raise CommandError(f"products still pending after {timeout}s; see var/log/worker.log")
             time.sleep(1)
 
+    def _cluster(self) -> None:
+        """Find category clusters once, so the review page has something to show."""
+        try:
+            run = run_clustering("catalog.Product")
+        except ClusteringUnavailable as exc:
+            self.stdout.write(f"  clustering skipped: {exc}")
+            return
+        self.stdout.write(f"  clustered {run.products} products into {run.k} clusters")
+
     def _print_urls(self, port: int, seconds: float, serving: bool) -> None:
         base = f"http://127.0.0.1:{port}"
         first = Product.objects.filter(embedding_status=EmbeddingStatus.READY).order_by("pk").first()
@@ -126,7 +138,8 @@ class Command(BaseCommand):
             "",
             f"Demo ready in {seconds:.0f}s: {Product.objects.count()} products.",
             f"  Admin:  {base}/admin/   (login {ADMIN_USER} / {ADMIN_PASSWORD})",
-            f"  API:    {base}/api/products/",
+            f"  API:    {base}/api/products/   (docs: {base}/api/docs/)",
+            f"  Category clusters to review: {base}/admin/similarity/categorycluster/",
         ]
         if first is not None:
             lines += [

@@ -1,0 +1,267 @@
+"""Admin review of discovered clusters and category suggestions: accept, reject, rename.
+
+The cluster page shows each cluster as a card (name, size, purity, keywords, the photos of
+the members nearest its centre) with its suggestions, each with "accept" and "reject", and a
+field that renames the cluster (the name a "create" suggestion gives the new category). The
+suggestion list holds the same suggestions and those of the "suggest categories" action,
+with bulk actions. Every decision goes through ``similarity.decisions`` (one transaction,
+admin log, re-encoding).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from django.apps import apps
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
+from django.urls import path, reverse
+from django.utils.html import format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext_lazy as _
+
+from ..decisions import DecisionError, accept, reject, rename_cluster
+from ..models import CategoryCluster, CategorySuggestion, ClusterRun, Decision, embeddable_models
+from ..tasks import enqueue_clustering
+from .embeddable import card
+
+THUMBNAILS = 8
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows made by the system: visible and deletable, never added by hand; all fields read-only."""
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
+
+
+def may_decide(request: Any, model_label: str) -> bool:
+    """Whether the user may decide suggestions about ``model_label`` (change both)."""
+    model = apps.get_model(model_label)
+    user = request.user
+    return user.has_perm("similarity.change_categorysuggestion") and user.has_perm(
+        f"{model._meta.app_label}.change_{model._meta.model_name}"
+    )
+
+
+def thumbnails(model_label: str, ids_by_key: dict[Any, list[int]]) -> dict[Any, list[dict[str, Any]]]:
+    """Load the items of several lists in one query and return their cards, per key."""
+    model = apps.get_model(model_label)
+    wanted = {pk for ids in ids_by_key.values() for pk in ids}
+    objects = {obj.pk: obj for obj in model.get_embedding_queryset().filter(pk__in=wanted)}
+    return {key: [card(objects[pk]) for pk in ids if pk in objects] for key, ids in ids_by_key.items()}
+
+
+class OpenFilter(admin.SimpleListFilter):
+    title = _("suggestions")
+    parameter_name = "open"
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", _("with open suggestions")), ("no", _("nothing to decide"))]
+
+    def queryset(self, request: Any, queryset: Any) -> Any:
+        if self.value() == "yes":
+            return queryset.filter(open_suggestions__gt=0)
+        if self.value() == "no":
+            return queryset.filter(open_suggestions=0)
+        return queryset
+
+
+@admin.register(CategoryCluster)
+class CategoryClusterAdmin(ReadOnlyAdmin):
+    """The cluster review page."""
+
+    list_display = ("name", "size", "purity", "majority_label", "open_suggestions", "run")
+    list_filter = (OpenFilter, "model_label")
+    search_fields = ("name", "majority_label")
+    list_per_page = 20
+    change_list_template = "similarity/admin/cluster_review.html"
+    readonly_fields = [f.name for f in CategoryCluster._meta.fields]
+
+    def get_queryset(self, request: Any) -> Any:
+        queryset = super().get_queryset(request).select_related("run")
+        return queryset.annotate(open_suggestions=Count("suggestions", filter=Q(suggestions__status=Decision.OPEN)))
+
+    def get_ordering(self, request: Any) -> list[str]:
+        return ["-open_suggestions", "-run__started_at", "-size", "number"]
+
+    @admin.display(description=_("open suggestions"), ordering="open_suggestions")
+    def open_suggestions(self, obj: CategoryCluster) -> int:
+        return obj.open_suggestions
+
+    def get_urls(self) -> list:
+        view = self.admin_site.admin_view
+        return [
+            path("run/", view(self.run_view), name="similarity_categorycluster_run"),
+            path("<int:pk>/rename/", view(self.rename_view), name="similarity_categorycluster_rename"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request: Any, extra_context: dict[str, Any] | None = None) -> Any:
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        if context and "cl" in context:
+            clusters = list(context["cl"].result_list)
+            context["cards"] = self._cards(clusters)
+            context["latest_run"] = ClusterRun.objects.order_by("-started_at").first()
+        return response
+
+    def _cards(self, clusters: list[CategoryCluster]) -> list[dict[str, Any]]:
+        suggestions = defaultdict(list)
+        for suggestion in CategorySuggestion.objects.filter(cluster__in=clusters).select_related("decided_by"):
+            suggestions[suggestion.cluster_id].append(suggestion)
+        by_label = defaultdict(dict)
+        for cluster in clusters:
+            ids = list(cluster.members.values_list("object_id", flat=True)[:THUMBNAILS])
+            by_label[cluster.model_label][cluster.pk] = ids
+        pictures = {}
+        for label, ids_by_cluster in by_label.items():
+            pictures.update(thumbnails(label, ids_by_cluster))
+        return [
+            {"cluster": c, "thumbnails": pictures.get(c.pk, []), "suggestions": suggestions[c.pk]} for c in clusters
+        ]
+
+    def run_view(self, request: Any) -> HttpResponseRedirect:
+        if request.method != "POST" or not self.has_view_permission(request):
+            raise PermissionDenied
+        for model in embeddable_models():
+            enqueue_clustering(model._meta.label)
+        self.message_user(
+            request, _("Clustering started on the training queue; new clusters appear here when it finishes."), messages.SUCCESS
+        )
+        return HttpResponseRedirect(reverse("admin:similarity_categorycluster_changelist"))
+
+    def rename_view(self, request: Any, pk: int) -> HttpResponseRedirect:
+        cluster = get_object_or_404(CategoryCluster, pk=pk)
+        if request.method != "POST" or not may_decide(request, cluster.model_label):
+            raise PermissionDenied
+        try:
+            rename_cluster(cluster, request.POST.get("name", ""), request.user)
+        except DecisionError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(request, _("Cluster renamed to “%s”.") % cluster.name, messages.SUCCESS)
+        return _back(request)
+
+
+@admin.register(CategorySuggestion)
+class CategorySuggestionAdmin(ReadOnlyAdmin):
+    """Every suggestion, from clusters and from the neighbour vote, with bulk decisions."""
+
+    list_display = ("sentence", "photos", "kind", "size", "confidence", "status", "decided_by", "decided_at", "buttons")
+    list_filter = ("status", "kind", ("cluster", admin.EmptyFieldListFilter), "model_label")
+    list_select_related = ("decided_by", "cluster")
+    search_fields = ("target_label", "source_label", "name")
+    actions = ["accept_selected", "reject_selected"]
+    readonly_fields = [f.name for f in CategorySuggestion._meta.fields]
+
+    def get_urls(self) -> list:
+        view = self.admin_site.admin_view
+        return [
+            path("<int:pk>/accept/", view(self.accept_view), name="similarity_categorysuggestion_accept"),
+            path("<int:pk>/reject/", view(self.reject_view), name="similarity_categorysuggestion_reject"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request: Any, extra_context: dict[str, Any] | None = None) -> Any:
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        if context and "cl" in context:
+            rows = list(context["cl"].result_list)
+            by_label = defaultdict(dict)
+            for row in rows:
+                by_label[row.model_label][row.pk] = row.object_ids[:5]
+            self._photos = {}
+            for label, ids in by_label.items():
+                self._photos.update(thumbnails(label, ids))
+        return response
+
+    @admin.display(description=_("suggestion"))
+    def sentence(self, obj: CategorySuggestion) -> str:
+        return obj.describe()
+
+    @admin.display(description=_("photos"))
+    def photos(self, obj: CategorySuggestion) -> str:
+        cards = getattr(self, "_photos", {}).get(obj.pk, [])
+        return render_to_string("similarity/admin/thumbnails.html", {"cards": cards, "size": 40})
+
+    @admin.display(description="")
+    def buttons(self, obj: CategorySuggestion) -> str:
+        if obj.status != Decision.OPEN:
+            return ""
+        return format_html_join(
+            " ",
+            '<button type="submit" class="button decide-{}" formaction="{}">{}</button>',
+            (
+                (verb, reverse(f"admin:similarity_categorysuggestion_{verb}", args=[obj.pk]), label)
+                for verb, label in (("accept", _("Accept")), ("reject", _("Reject")))
+            ),
+        )
+
+    def accept_view(self, request: Any, pk: int) -> HttpResponseRedirect:
+        return self._decide(request, pk, "accept")
+
+    def reject_view(self, request: Any, pk: int) -> HttpResponseRedirect:
+        return self._decide(request, pk, "reject")
+
+    def _decide(self, request: Any, pk: int, verb: str) -> HttpResponseRedirect:
+        suggestion = get_object_or_404(CategorySuggestion, pk=pk)
+        if request.method != "POST" or not may_decide(request, suggestion.model_label):
+            raise PermissionDenied
+        try:
+            if verb == "accept":
+                suggestion = accept(suggestion, request.user, name=request.POST.get("name"))
+                self.message_user(request, _accepted_message(suggestion), messages.SUCCESS)
+            else:
+                suggestion = reject(suggestion, request.user)
+                self.message_user(request, _("Rejected: %s") % suggestion.describe(), messages.SUCCESS)
+        except DecisionError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        return _back(request)
+
+    @admin.action(description=_("Accept the selected suggestions"))
+    def accept_selected(self, request: Any, queryset: Any) -> None:
+        self._bulk(request, queryset, accept)
+
+    @admin.action(description=_("Reject the selected suggestions"))
+    def reject_selected(self, request: Any, queryset: Any) -> None:
+        self._bulk(request, queryset, reject)
+
+    def _bulk(self, request: Any, queryset: Any, decide: Any) -> None:
+        done, errors = 0, []
+        for suggestion in queryset.filter(status=Decision.OPEN):
+            if not may_decide(request, suggestion.model_label):
+                raise PermissionDenied
+            try:
+                decide(suggestion, request.user)
+                done += 1
+            except DecisionError as exc:
+                errors.append(str(exc))
+        self.message_user(request, _("%d suggestions decided.") % done, messages.SUCCESS)
+        for error in errors:
+            self.message_user(request, error, messages.WARNING)
+
+
+@admin.register(ClusterRun)
+class ClusterRunAdmin(ReadOnlyAdmin):
+    list_display = ("started_at", "model_label", "products", "k", "criterion", "column")
+    readonly_fields = [f.name for f in ClusterRun._meta.fields]
+
+
+def _accepted_message(suggestion: CategorySuggestion) -> str:
+    return _("Accepted: %(changed)d items are now in “%(category)s” and are being re-encoded.") % {
+        "changed": suggestion.changed,
+        "category": suggestion.applied_label,
+    }
+
+
+def _back(request: Any) -> HttpResponseRedirect:
+    """Redirect to the page the form came from (same host only), else the suggestion list."""
+    target = request.POST.get("next") or request.META.get("HTTP_REFERER", "")
+    if not target or not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        target = reverse("admin:similarity_categorysuggestion_changelist")
+    return HttpResponseRedirect(target)

@@ -1,0 +1,72 @@
+"""Admin of trained model versions: scores, activation, a button that starts training."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.translation import gettext_lazy as _
+
+from ..learning import activate_version
+from ..models import ModelVersion, VectorSpace, embeddable_models
+from ..tasks import enqueue_training
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    """Trained models: scores, activation, and a button that starts a training run."""
+
+    list_display = ("name", "model_label", "label_level", "held_out_p10", "baseline_p10", "is_active", "serving", "created_at", "notes")
+    list_filter = ("is_active", "model_label")
+    readonly_fields = [f.name for f in ModelVersion._meta.fields]
+    actions = ["activate_selected"]
+    change_list_template = "similarity/admin/modelversion_change_list.html"
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
+
+    @admin.display(description=_("held-out P@10"))
+    def held_out_p10(self, obj: ModelVersion) -> str:
+        return f"{obj.headline:.3f}" if obj.headline is not None else "-"
+
+    @admin.display(description=_("answers queries"), boolean=True)
+    def serving(self, obj: ModelVersion) -> bool:
+        """True once every product has been re-encoded with it (its vector space is active)."""
+        space = VectorSpace.active_for(obj.model_label)
+        return bool(space and space.spec.get("learned") == obj.name)
+
+    @admin.display(description=_("to beat"))
+    def baseline_p10(self, obj: ModelVersion) -> str:
+        value = (obj.baseline_metrics or {}).get("p@10")
+        return f"{value:.3f} ({obj.baseline_metrics.get('model')})" if value is not None else "-"
+
+    @admin.action(description=_("Activate the selected version (re-encodes everything)"))
+    def activate_selected(self, request: Any, queryset: Any) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, _("Select exactly one version to activate."), messages.ERROR)
+            return
+        version = queryset.get()
+        activate_version(version)
+        self.log_change(request, version, f"Activated {version.name}")
+        self.message_user(request, _("%s is active; every item is being re-encoded.") % version.name, messages.SUCCESS)
+
+    def get_urls(self) -> list:
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return [
+            path("train/", self.admin_site.admin_view(self.train_view), name="%s_%s_train" % info),
+            *super().get_urls(),
+        ]
+
+    def train_view(self, request: Any) -> HttpResponseRedirect:
+        if request.method != "POST" or not self.has_change_permission(request):
+            raise PermissionDenied
+        for model in embeddable_models():
+            enqueue_training(model._meta.label)
+        self.message_user(
+            request,
+            _("Training started on the training queue; the new version appears here when it finishes."),
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:%s_%s_changelist" % (self.model._meta.app_label, self.model._meta.model_name)))

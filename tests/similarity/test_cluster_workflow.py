@@ -1,0 +1,226 @@
+"""Clusters stored and decided: runs, suggestions, accept / reject / rename, re-runs, the command."""
+from __future__ import annotations
+
+import io
+from unittest import mock
+
+import numpy as np
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from catalog.models import Category, Product
+from similarity.clustering import ClusteringUnavailable, run_clustering
+from similarity.decisions import DecisionError, accept, apply_label, reject, rename_cluster, suggest_for
+from similarity.models import CategoryCluster, CategorySuggestion, ClusterMember, ClusterRun, Decision, EmbeddingStatus
+from tests.factories import make_product, put_vectors, space
+
+pytestmark = pytest.mark.django_db
+
+# Three groups of products; their vectors sit around three orthogonal directions.
+GROUPS = {
+    "earphones": ("蓝牙耳机 无线 降噪 {}", "数码 > 耳机"),
+    "tea": ("西湖龙井 绿茶 {} green tea", "饮料 > 茶"),
+    "apples": ("红富士 苹果 {} 斤 apple", "生鲜 > 水果"),
+}
+
+
+def vector(group: int, i: int, dim: int) -> list[float]:
+    rng = np.random.default_rng(1000 * group + i)
+    v = np.zeros(dim)
+    v[group] = 1.0
+    v += rng.normal(0, 0.05, dim)
+    return (v / np.linalg.norm(v)).tolist()
+
+
+@pytest.fixture
+def user():
+    return get_user_model().objects.create_superuser("merch", "m@example.com", "pw")
+
+
+@pytest.fixture
+def catalog():
+    """24 products: 8 per group; per group 2 without category; one tea product filed under fruit.
+
+    The earphone group's category is left out entirely, so clustering must propose to create it.
+    """
+    dim = space().dims["fused"]
+    products = {}
+    for g, (name, (title, path)) in enumerate(GROUPS.items()):
+        for i in range(8):
+            category = "" if i < 2 else path
+            if name == "earphones":
+                category = ""
+            if name == "tea" and i == 7:
+                category = "生鲜 > 水果"
+            p = make_product(f"{name}-{i}", title.format(i), category=category)
+            put_vectors(p, fused=vector(g, i, dim))
+            products.setdefault(name, []).append(p)
+    Product.objects.update(embedding_status=EmbeddingStatus.READY)
+    return products
+
+
+@pytest.fixture
+def sent_clustering():
+    with mock.patch("similarity.tasks.cluster_task.apply_async") as sent:
+        yield sent
+
+
+def suggestions(kind: str | None = None):
+    rows = CategorySuggestion.objects.filter(status=Decision.OPEN)
+    return rows.filter(kind=kind) if kind else rows
+
+
+def test_run_stores_clusters_members_and_the_three_kinds_of_suggestion(catalog):
+    run = run_clustering("catalog.Product", k=3)
+    assert run.k == 3 and run.products == 24 and run.column == "fused"
+    clusters = {c.majority_label: c for c in CategoryCluster.objects.filter(run=run)}
+    assert set(clusters) == {"饮料 > 茶", "生鲜 > 水果", ""}
+    assert {c.size for c in clusters.values()} == {8}
+    assert ClusterMember.objects.filter(cluster__run=run).count() == 24
+    fruit = clusters["生鲜 > 水果"]
+    assert fruit.purity == 1.0 and "苹果" in fruit.keywords
+    members = list(fruit.members.all())
+    assert [m.distance for m in members] == sorted(m.distance for m in members)
+
+    assign = {s.target_label: s for s in suggestions("assign")}
+    tea_ids = sorted(p.pk for p in catalog["tea"][:2])
+    assert sorted(assign["饮料 > 茶"].object_ids) == tea_ids
+    assert sorted(assign["生鲜 > 水果"].object_ids) == sorted(p.pk for p in catalog["apples"][:2])
+    move = suggestions("move").get()
+    assert (move.source_label, move.target_label, move.object_ids) == ("生鲜 > 水果", "饮料 > 茶", [catalog["tea"][7].pk])
+    create = suggestions("create").get()
+    assert sorted(create.object_ids) == sorted(p.pk for p in catalog["earphones"])
+    assert create.parent_label == "" and "耳机" in create.name
+    assert "Create new category" in create.describe()
+
+
+def test_accept_assign_sets_categories_reencodes_and_logs(catalog, user):
+    run_clustering("catalog.Product", k=3)
+    suggestion = suggestions("assign").get(target_label="饮料 > 茶")
+    done = accept(suggestion, user)
+    assert done.status == Decision.ACCEPTED and done.decided_by == user and done.changed == 2
+    tea = Category.objects.get(path="饮料 > 茶")
+    for p in catalog["tea"][:2]:
+        p.refresh_from_db()
+        assert p.category == tea
+        assert p.embedding_status == EmbeddingStatus.PENDING  # re-encoded with the new category
+    logged = LogEntry.objects.filter(user=user)
+    assert logged.filter(object_id=str(suggestion.pk), change_message__startswith="Accepted").exists()
+    assert set(logged.filter(content_type__model="product").values_list("object_id", flat=True)) == {
+        str(p.pk) for p in catalog["tea"][:2]
+    }
+    with pytest.raises(DecisionError, match="already accepted"):
+        accept(suggestion, user)
+
+
+def test_accept_move_leaves_items_that_moved_since(catalog, user):
+    run_clustering("catalog.Product", k=3)
+    move = suggestions("move").get()
+    stray = catalog["tea"][7]
+    stray.category = Category.get_or_create_path("饮料 > 咖啡")  # someone fixed it differently meanwhile
+    stray.save()
+    assert accept(move, user).changed == 0
+    stray.refresh_from_db()
+    assert stray.category.path == "饮料 > 咖啡"
+
+
+def test_accept_create_with_a_new_name_creates_the_category(catalog, user):
+    run_clustering("catalog.Product", k=3)
+    create = suggestions("create").get()
+    done = accept(create, user, name="  蓝牙  耳机 ")
+    assert done.applied_label == "蓝牙 耳机" and done.changed == 8
+    assert set(Product.objects.filter(sku__startswith="earphones").values_list("category__path", flat=True)) == {"蓝牙 耳机"}
+
+
+@pytest.mark.parametrize("name, error", [("", "empty"), ("A > B", "cannot contain"), ("x" * 201, "at most 200")])
+def test_bad_names_are_refused_and_change_nothing(catalog, user, name, error):
+    run_clustering("catalog.Product", k=3)
+    cluster = suggestions("create").get().cluster
+    with pytest.raises(DecisionError, match=error):
+        rename_cluster(cluster, name, user)
+    cluster.refresh_from_db()
+    assert cluster.name == suggestions("create").get().name
+
+
+def test_rename_cluster_renames_its_create_suggestion_and_logs(catalog, user):
+    run_clustering("catalog.Product", k=3)
+    create = suggestions("create").get()
+    rename_cluster(create.cluster, "耳机", user)
+    create.refresh_from_db()
+    assert (create.name, create.target_label) == ("耳机", "耳机")
+    assert LogEntry.objects.filter(object_id=str(create.cluster.pk), change_message__contains="耳机").exists()
+    with pytest.raises(DecisionError, match="Only a suggested new category"):
+        accept(suggestions("assign").first(), user, name="other")
+
+
+def test_rerun_replaces_open_suggestions_keeps_decided_and_does_not_repeat_rejected(catalog, user):
+    first = run_clustering("catalog.Product", k=3)
+    accepted = accept(suggestions("assign").get(target_label="饮料 > 茶"), user)
+    rejected = reject(suggestions("move").get(), user)
+    open_before = set(suggestions().values_list("pk", flat=True))
+
+    second = run_clustering("catalog.Product", k=3)
+    assert CategorySuggestion.objects.filter(pk__in=open_before).count() == 0  # replaced
+    assert CategorySuggestion.objects.get(pk=accepted.pk).status == Decision.ACCEPTED  # kept, with its cluster
+    assert CategorySuggestion.objects.get(pk=rejected.pk).cluster.run_id == first.pk
+    assert not suggestions("move").exists()  # rejected: not suggested again
+    assert not suggestions("assign").filter(target_label="饮料 > 茶").exists()  # done: nothing left to assign
+    assert suggestions("create").get().cluster.run_id == second.pk
+    # clusters of the first run nobody decided on are gone; the run stays for its decided ones
+    assert set(CategoryCluster.objects.filter(run=first).values_list("pk", flat=True)) == {
+        accepted.cluster_id, rejected.cluster_id
+    }
+
+
+def test_clustering_needs_active_vectors():
+    make_product("X1", "无向量的商品")
+    with pytest.raises(ClusteringUnavailable, match="encode it first"):
+        run_clustering("catalog.Product")
+
+
+def test_inactive_products_are_not_clustered(catalog):
+    Product.objects.filter(sku__startswith="apples").update(is_active=False)
+    run = run_clustering("catalog.Product", k=2)
+    assert run.products == 16
+    assert not ClusterMember.objects.filter(object_id__in=[p.pk for p in catalog["apples"]]).exists()
+
+
+def test_neighbour_vote_suggestions_group_by_change(catalog):
+    made = suggest_for("catalog.Product", [p.pk for p in catalog["tea"]] + [catalog["apples"][0].pk])
+    by_change = {(s.kind, s.source_label, s.target_label): s for s in made}
+    assign_tea = by_change[("assign", "", "饮料 > 茶")]
+    assert sorted(assign_tea.object_ids) == sorted(p.pk for p in catalog["tea"][:2])
+    assert by_change[("move", "生鲜 > 水果", "饮料 > 茶")].object_ids == [catalog["tea"][7].pk]
+    assert by_change[("assign", "", "生鲜 > 水果")].object_ids == [catalog["apples"][0].pk]
+    assert all(s.cluster is None and 0.5 <= s.confidence <= 1 for s in made)
+    # asking again for one item takes it out of the earlier suggestion
+    suggest_for("catalog.Product", [catalog["tea"][0].pk])
+    assign_tea.refresh_from_db()
+    assert assign_tea.object_ids == [catalog["tea"][1].pk] and assign_tea.size == 1
+
+
+def test_apply_label_moves_one_item(catalog, user):
+    item = catalog["tea"][7]
+    assert apply_label(item, "饮料 > 茶", user) is True
+    item.refresh_from_db()
+    assert item.category.path == "饮料 > 茶" and item.embedding_status == EmbeddingStatus.PENDING
+    assert apply_label(item, "饮料 > 茶", user) is False
+
+
+def test_command_prints_clusters_and_suggestions(catalog):
+    out = io.StringIO()
+    call_command("similarity_cluster", "--k", "3", stdout=out)
+    text = out.getvalue()
+    assert "24 items -> 3 clusters" in text
+    assert "Create new category" in text and "Move these 1 item" in text
+    assert ClusterRun.objects.count() == 1
+    with pytest.raises(CommandError, match="at least 2"):
+        call_command("similarity_cluster", "--k", "1")
+
+
+def test_task_sends_clustering_to_the_training_queue(sent_clustering):
+    call_command("similarity_cluster", "--async", stdout=io.StringIO())
+    assert sent_clustering.call_args.kwargs["queue"].startswith("similarity-training")
