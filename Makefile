@@ -7,9 +7,22 @@ STAMP  := $(VENV)/.installed
 # Set CELERY_BROKER_URL=redis://... to use Redis instead.
 DEMO_BROKER ?= filesystem://
 
-.PHONY: demo test venv clean-var
+BROWSER := $(VENV)/.browser
+
+.PHONY: demo test venv browser clean-var
 
 venv: $(STAMP)
+
+# The admin browser tests drive Debian's Chromium; fonts-noto-cjk renders the Chinese titles.
+# Installed once as root (CI); elsewhere those tests skip and say how to install it.
+browser: $(BROWSER)
+
+$(BROWSER):
+	@if command -v chromium >/dev/null && fc-list 2>/dev/null | grep -q "CJK"; then touch $@; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq chromium fonts-noto-cjk >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq chromium fonts-noto-cjk >/dev/null)) && touch $@; \
+	else echo "Chromium is not installed (apt-get install chromium fonts-noto-cjk): the browser tests will be skipped"; fi
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +32,7 @@ $(STAMP): requirements.txt
 demo: $(STAMP)
 	CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(DEMO_BROKER)} $(PY) manage.py demo $(if $(CATALOG),--catalog $(CATALOG))
 
-test: $(STAMP)
+test: $(STAMP) $(BROWSER)
 	$(PY) -m pytest -c tests/pytest.ini --rootdir=. $(or $(ARGS),tests)
 
 clean-var:

@@ -23,21 +23,26 @@ def thumbnail(image: Any, size: int = 48) -> str:
 
 
 class CategoryTreeFilter(admin.SimpleListFilter):
-    """Filter by a category and its whole subtree; lists top-level categories, then children."""
+    """Filter by a category and its whole subtree, or products without category; lists
+    top-level categories, then children."""
 
     title = _("category")
     parameter_name = "in_category"
+    NONE = "none"
 
     def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
         selected = Category.objects.filter(pk=self.value()).first() if (self.value() or "").isdigit() else None
-        roots = list(Category.objects.filter(parent=None).values_list("pk", "name"))
+        roots = [(self.NONE, _("(no category)"))] + [
+            (str(pk), name) for pk, name in Category.objects.filter(parent=None).values_list("pk", "name")
+        ]
         if selected is None:
-            return [(str(pk), name) for pk, name in roots]
+            return roots
         children = selected.children.values_list("pk", "name")
-        trail = [(str(pk), name) for pk, name in roots]
-        return trail + [(str(pk), f"{selected.path} > {name}") for pk, name in children]
+        return roots + [(str(pk), f"{selected.path} > {name}") for pk, name in children]
 
     def queryset(self, request: Any, queryset: Any) -> Any:
+        if self.value() == self.NONE:
+            return queryset.filter(category__isnull=True)
         if not (self.value() or "").isdigit():
             return queryset
         category = Category.objects.filter(pk=self.value()).first()

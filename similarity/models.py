@@ -410,10 +410,10 @@ class CategorySuggestion(models.Model):
         items = ngettext("%(n)d item", "%(n)d items", self.size) % {"n": self.size}
         if self.kind == SuggestionKind.CREATE:
             where = self.parent_label or gettext("the top level")
-            return gettext('Create new category "%(name)s" under %(where)s for these %(items)s') % {
+            return gettext('Create new category "%(name)s" under %(where)s for %(items)s') % {
                 "name": self.name, "where": where, "items": items}
         if self.kind == SuggestionKind.MOVE:
-            return gettext('Move these %(items)s from "%(source)s" to "%(target)s"') % {
+            return gettext('Move %(items)s from "%(source)s" to "%(target)s"') % {
                 "items": items, "source": self.source_label, "target": self.target_label}
-        return gettext('Assign these %(items)s without category to "%(target)s"') % {
+        return gettext('Assign %(items)s without category to "%(target)s"') % {
             "items": items, "target": self.target_label}

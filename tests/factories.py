@@ -54,3 +54,44 @@ def put_vectors(obj: Any, *, in_space: Any = None, **columns: Any) -> None:
 def vectors_of(obj: Any, in_space: Any = None) -> Any:
     """The row's vectors (an Embedding) in ``in_space`` or the active space; None if none."""
     return obj.embedding(in_space)
+
+
+# Three groups of products; their vectors sit around three orthogonal directions.
+GROUPS = {
+    "earphones": ("蓝牙耳机 无线 降噪 {}", "数码 > 耳机", (20, 20, 20)),
+    "tea": ("西湖龙井 绿茶 {} green tea", "饮料 > 茶", (40, 160, 60)),
+    "apples": ("红富士 苹果 {} 斤 apple", "生鲜 > 水果", (220, 30, 30)),
+}
+
+
+def grouped_vector(group: int, i: int, dim: int) -> list[float]:
+    """A unit vector near axis ``group`` (seeded by ``group`` and ``i``)."""
+    import numpy as np
+
+    rng = np.random.default_rng(1000 * group + i)
+    v = np.zeros(dim)
+    v[group] = 1.0
+    v += rng.normal(0, 0.05, dim)
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def grouped_catalog(*, images: bool = False) -> dict[str, list[Product]]:
+    """24 encoded products, 8 per group; 2 per group without category; one tea filed under fruit.
+
+    The earphones have no category at all, so clustering proposes to create one for them.
+    """
+    from similarity.models import EmbeddingStatus
+
+    dim = space().dims["fused"]
+    products: dict[str, list[Product]] = {}
+    for g, (name, (title, path, colour)) in enumerate(GROUPS.items()):
+        for i in range(8):
+            category = "" if i < 2 or name == "earphones" else path
+            if name == "tea" and i == 7:
+                category = "生鲜 > 水果"
+            photo = image_bytes(tuple(min(255, c + 6 * i) for c in colour)) if images else None
+            p = make_product(f"{name}-{i}", title.format(i), category=category, image=photo)
+            put_vectors(p, fused=grouped_vector(g, i, dim))
+            products.setdefault(name, []).append(p)
+    Product.objects.update(embedding_status=EmbeddingStatus.READY)
+    return products

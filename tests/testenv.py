@@ -19,3 +19,4 @@ os.environ["SIMILARITY_TRAINING_QUEUE"] = f"similarity-training-test-{_run}"
 os.environ["SIMILARITY_MODELS_DIR"] = tempfile.mkdtemp(prefix="shop-test-models-")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 os.environ["MEDIA_ROOT"] = tempfile.mkdtemp(prefix="shop-test-media-")
+os.environ["SERVE_MEDIA"] = "1"  # the browser tests see uploaded photos

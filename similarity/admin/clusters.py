@@ -83,8 +83,10 @@ class CategoryClusterAdmin(ReadOnlyAdmin):
     readonly_fields = [f.name for f in CategoryCluster._meta.fields]
 
     def get_queryset(self, request: Any) -> Any:
-        queryset = super().get_queryset(request).select_related("run")
-        return queryset.annotate(open_suggestions=Count("suggestions", filter=Q(suggestions__status=Decision.OPEN)))
+        # Annotated before ordering (the admin orders by the annotation).
+        queryset = self.model._default_manager.select_related("run")
+        queryset = queryset.annotate(open_suggestions=Count("suggestions", filter=Q(suggestions__status=Decision.OPEN)))
+        return queryset.order_by(*self.get_ordering(request))
 
     def get_ordering(self, request: Any) -> list[str]:
         return ["-open_suggestions", "-run__started_at", "-size", "number"]

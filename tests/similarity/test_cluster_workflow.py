@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 from unittest import mock
 
-import numpy as np
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
@@ -15,25 +14,9 @@ from catalog.models import Category, Product
 from similarity.clustering import ClusteringUnavailable, run_clustering
 from similarity.decisions import DecisionError, accept, apply_label, reject, rename_cluster, suggest_for
 from similarity.models import CategoryCluster, CategorySuggestion, ClusterMember, ClusterRun, Decision, EmbeddingStatus
-from tests.factories import make_product, put_vectors, space
+from tests.factories import grouped_catalog, make_product
 
 pytestmark = pytest.mark.django_db
-
-# Three groups of products; their vectors sit around three orthogonal directions.
-GROUPS = {
-    "earphones": ("蓝牙耳机 无线 降噪 {}", "数码 > 耳机"),
-    "tea": ("西湖龙井 绿茶 {} green tea", "饮料 > 茶"),
-    "apples": ("红富士 苹果 {} 斤 apple", "生鲜 > 水果"),
-}
-
-
-def vector(group: int, i: int, dim: int) -> list[float]:
-    rng = np.random.default_rng(1000 * group + i)
-    v = np.zeros(dim)
-    v[group] = 1.0
-    v += rng.normal(0, 0.05, dim)
-    return (v / np.linalg.norm(v)).tolist()
-
 
 @pytest.fixture
 def user():
@@ -42,24 +25,7 @@ def user():
 
 @pytest.fixture
 def catalog():
-    """24 products: 8 per group; per group 2 without category; one tea product filed under fruit.
-
-    The earphone group's category is left out entirely, so clustering must propose to create it.
-    """
-    dim = space().dims["fused"]
-    products = {}
-    for g, (name, (title, path)) in enumerate(GROUPS.items()):
-        for i in range(8):
-            category = "" if i < 2 else path
-            if name == "earphones":
-                category = ""
-            if name == "tea" and i == 7:
-                category = "生鲜 > 水果"
-            p = make_product(f"{name}-{i}", title.format(i), category=category)
-            put_vectors(p, fused=vector(g, i, dim))
-            products.setdefault(name, []).append(p)
-    Product.objects.update(embedding_status=EmbeddingStatus.READY)
-    return products
+    return grouped_catalog()
 
 
 @pytest.fixture
@@ -215,7 +181,7 @@ def test_command_prints_clusters_and_suggestions(catalog):
     call_command("similarity_cluster", "--k", "3", stdout=out)
     text = out.getvalue()
     assert "24 items -> 3 clusters" in text
-    assert "Create new category" in text and "Move these 1 item" in text
+    assert "Create new category" in text and "Move 1 item from" in text
     assert ClusterRun.objects.count() == 1
     with pytest.raises(CommandError, match="at least 2"):
         call_command("similarity_cluster", "--k", "1")

@@ -1,0 +1,82 @@
+"""Staff API of clusters: list, accept, reject; validation and permissions."""
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from catalog.models import Product
+from similarity.clustering import run_clustering
+from similarity.models import CategorySuggestion, Decision
+from tests.factories import grouped_catalog
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def clustered():
+    products = grouped_catalog()
+    run_clustering("catalog.Product", k=3)
+    return products
+
+
+@pytest.fixture
+def staff(admin_user):
+    client = APIClient()
+    client.force_authenticate(admin_user)
+    return client
+
+
+def test_clusters_are_staff_only(clustered, django_user_model):
+    assert APIClient().get("/api/clusters/").status_code in (401, 403)
+    shopper = APIClient()
+    shopper.force_authenticate(django_user_model.objects.create_user("shopper"))
+    assert shopper.get("/api/clusters/").status_code == 403
+    assert shopper.post("/api/clusters/1/accept/").status_code == 403
+
+
+def test_list_puts_clusters_with_open_suggestions_first(clustered, staff):
+    body = staff.get("/api/clusters/").json()
+    assert body["count"] == 3
+    first = body["results"][0]
+    assert first["suggestions"] and first["suggestions"][0]["status"] == "open"
+    assert {"name", "keywords", "size", "purity", "majority_label", "sample_ids"} <= set(first)
+    assert len(first["sample_ids"]) == 8
+
+
+def test_accept_a_cluster_with_a_new_name(clustered, staff, admin_user):
+    create = CategorySuggestion.objects.get(kind="create")
+    response = staff.post(f"/api/clusters/{create.cluster_id}/accept/", {"name": "蓝牙耳机"}, format="json")
+    assert response.status_code == 200, response.content
+    decided = response.json()["suggestions"][0]
+    assert (decided["status"], decided["applied_label"], decided["changed"], decided["decided_by"]) == (
+        "accepted", "蓝牙耳机", 8, admin_user.username
+    )
+    assert set(Product.objects.filter(sku__startswith="earphones").values_list("category__path", flat=True)) == {"蓝牙耳机"}
+    again = staff.post(f"/api/clusters/{create.cluster_id}/accept/", {}, format="json")
+    assert again.status_code == 400 and "no open suggestion" in again.content.decode()
+
+
+def test_reject_one_suggestion_of_a_cluster(clustered, staff):
+    move = CategorySuggestion.objects.get(kind="move")
+    others = list(move.cluster.suggestions.exclude(pk=move.pk).values_list("pk", flat=True))
+    response = staff.post(f"/api/clusters/{move.cluster_id}/reject/", {"suggestions": [move.pk]}, format="json")
+    assert response.status_code == 200
+    move.refresh_from_db()
+    assert move.status == Decision.REJECTED
+    assert set(CategorySuggestion.objects.filter(pk__in=others).values_list("status", flat=True)) == {"open"}
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"suggestions": [999999]}, "not open suggestions"),
+        ({"suggestions": "x"}, "list"),
+        ({"name": "A > B"}, "cannot contain"),
+    ],
+)
+def test_bad_decisions_are_400_and_change_nothing(clustered, staff, body, message):
+    create = CategorySuggestion.objects.get(kind="create")
+    response = staff.post(f"/api/clusters/{create.cluster_id}/accept/", body, format="json")
+    assert response.status_code == 400 and message in response.content.decode()
+    assert CategorySuggestion.objects.filter(status=Decision.OPEN).count() == CategorySuggestion.objects.count()
+    assert not Product.objects.filter(sku__startswith="earphones", category__isnull=False).exists()
