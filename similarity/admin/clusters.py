@@ -104,6 +104,7 @@ class CategoryClusterAdmin(ReadOnlyAdmin):
         ]
 
     def changelist_view(self, request: Any, extra_context: dict[str, Any] | None = None) -> Any:
+        extra_context = {"title": _("Review category clusters"), **(extra_context or {})}
         response = super().changelist_view(request, extra_context)
         context = getattr(response, "context_data", None)
         if context and "cl" in context:
