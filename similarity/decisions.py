@@ -46,8 +46,8 @@ def accept(suggestion: CategorySuggestion, user: Any, *, name: str | None = None
         rows = model._default_manager.filter(pk__in=suggestion.object_ids)
         if suggestion.kind == SuggestionKind.ASSIGN:
             rows = model.filter_label(rows, "")
-        elif suggestion.kind == SuggestionKind.MOVE:
-            rows = model.filter_label(rows, suggestion.source_label)
+        elif suggestion.kind == SuggestionKind.MOVE:  # still in the category (or below it)
+            rows = model.filter_category(rows, suggestion.source_label)
         changed = model.set_label(rows, suggestion.target_label)
         enqueue_encode(suggestion.model_label, changed)
         suggestion.status = Decision.ACCEPTED

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from catalog.models import Category, Product
-from similarity.clustering import ClusteringUnavailable, run_clustering
+from similarity.clustering import ClusteringUnavailable, cut_label, run_clustering
 from similarity.decisions import DecisionError, accept, apply_label, reject, rename_cluster, suggest_for
 from similarity.models import CategoryCluster, CategorySuggestion, ClusterMember, ClusterRun, Decision, EmbeddingStatus
 from tests.factories import grouped_catalog, make_product
@@ -190,3 +190,26 @@ def test_command_prints_clusters_and_suggestions(catalog):
 def test_task_sends_clustering_to_the_training_queue(sent_clustering):
     call_command("similarity_cluster", "--async", stdout=io.StringIO())
     assert sent_clustering.call_args.kwargs["queue"].startswith("similarity-training")
+
+
+def test_clusters_compare_with_categories_at_the_label_level(catalog):
+    """Apples each in their own leaf ("生鲜 > 水果 > 苹果 N") still make one pure fruit cluster."""
+    for i, apple in enumerate(catalog["apples"][2:]):
+        apple.category = Category.get_or_create_path(f"生鲜 > 水果 > 苹果 {i}")
+        apple.save()
+    run = run_clustering("catalog.Product", k=3)
+    fruit = CategoryCluster.objects.get(run=run, majority_label="生鲜 > 水果")
+    assert fruit.purity == 1.0 and fruit.labelled == 6
+    assert not fruit.suggestions.filter(kind="create").exists()
+    assert fruit.suggestions.get(kind="assign").size == 2
+    # the tea filed under fruit moves from the fruit subtree, at the label level
+    move = suggestions("move").get()
+    assert (move.source_label, move.target_label) == ("生鲜 > 水果", "饮料 > 茶")
+
+
+@pytest.mark.parametrize(
+    "path, level, cut",
+    [("A > B > C", 2, "A > B"), ("A", 2, "A"), ("", 2, ""), ("A > B > C", None, "A > B > C"), ("A>B > C", 1, "A")],
+)
+def test_cut_label(path, level, cut):
+    assert cut_label(path, level) == cut
