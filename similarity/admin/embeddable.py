@@ -57,7 +57,7 @@ class EmbeddableAdminMixin:
         return super().changelist_view(request, {"encoding_status": status, **(extra_context or {})})
 
     def similarity_fieldset(self) -> tuple[Any, dict[str, Any]]:
-        """Return a fieldset showing the embedding summary and similar items."""
+        """Return a fieldset showing the embedding summary, likely categories and similar items."""
         return (_("Similarity"), {"fields": self.similarity_readonly_fields})
 
     @admin.display(description=_("vectors"), ordering="embedding_status")
@@ -131,7 +131,9 @@ class EmbeddableAdminMixin:
         if request.method != "POST" or obj is None or not self.has_change_permission(request, obj):
             raise PermissionDenied
         label = (request.POST.get("apply_category") or "").strip()
-        if label:
+        if label not in {s.label for s in suggest(obj)}:  # only what the page offered, never a new category
+            self.message_user(request, _("“%s” is not among this item's suggested categories.") % label, messages.ERROR)
+        else:
             changed = apply_label(obj, label, request.user)
             message = _("Category set to “%s”; the item is being re-encoded.") if changed else _("The item is already in “%s”.")
             self.message_user(request, message % label, messages.SUCCESS)

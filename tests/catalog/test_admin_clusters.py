@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.admin.models import LogEntry
 
-from catalog.models import Product
+from catalog.models import Category, Product
 from similarity.clustering import run_clustering
 from similarity.models import CategoryCluster, CategorySuggestion, Decision, EmbeddingStatus
 from tests.factories import grouped_catalog
@@ -35,6 +35,16 @@ def test_stray_product_is_flagged_and_apply_moves_it(admin_client, admin_user, c
     stray.refresh_from_db()
     assert stray.category.path == "饮料 > 茶" and stray.embedding_status == EmbeddingStatus.PENDING
     assert LogEntry.objects.filter(user=admin_user, object_id=str(stray.pk)).exists()
+
+
+def test_apply_takes_only_a_suggested_category(admin_client, catalog):
+    item = catalog["tea"][0]
+    response = admin_client.post(
+        f"/admin/catalog/product/{item.pk}/apply-category/", {"apply_category": "Made > Up"}, follow=True
+    )
+    assert "is not among this item" in response.content.decode()
+    item.refresh_from_db()
+    assert item.category is None and not Category.objects.filter(path="Made > Up").exists()
 
 
 def test_apply_needs_post_and_change_permission(client, django_user_model, catalog):
