@@ -48,7 +48,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
 
 CLUSTERING_OPTIONS = {
     "k", "k_candidates", "sample", "seed", "search_sample", "n_init", "keywords", "name_words",
-    "min_size", "min_purity", "min_votes", "max_stray_share",
+    "min_size", "min_purity", "min_votes", "max_stray_share", "create_min_unlabelled", "method", "graph_neighbours",
+    "resolution",
 }
 
 

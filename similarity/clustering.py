@@ -96,7 +96,8 @@ def _texts_and_labels(model: type, pks: list[int]) -> tuple[list[str], list[str]
     queryset = model.get_embedding_queryset()
     for start in range(0, len(pks), CHUNK):
         for obj in queryset.filter(pk__in=pks[start : start + CHUNK]):
-            texts[obj.pk] = obj.get_learning_text()
+            # Titles name clusters better than descriptions, whose boilerplate can look distinctive.
+            texts[obj.pk] = obj.get_keyword_text()
             labels[obj.pk] = obj.get_similarity_label()
     return [texts.get(pk, "") for pk in pks], [labels.get(pk, "") for pk in pks]
 

@@ -13,7 +13,11 @@ Three steps, also chained by :func:`cluster_catalog`:
    candidate: with 3 or 4 the silhouette curve of real catalogs is so noisy that the chosen k
    jumps between seeds) on at most ``search_sample`` rows. The chosen k is then refitted from
    the search's centres on at most ``sample`` rows (full k-means up to ``SMALL`` rows,
-   MiniBatchKMeans above) and every row is assigned with ``predict``.
+   MiniBatchKMeans above) and every row is assigned with ``predict``. ``method="graph"``
+   instead takes the Louvain communities of the cosine 15-nearest-neighbour graph of the
+   search rows (k comes out of the graph, no search; needs networkx) and gives every other
+   row the community with the nearest centre: on flipkart1050 it reaches NMI 0.723 against
+   level 2 where the silhouette k gives 0.700, on zh-titles 0.731 against 0.764.
 2. :func:`describe` gives each cluster its members (nearest the centre first), keywords (the
    tokens that set its texts apart from the other clusters' texts, by TF-IDF with one
    "document" per cluster), a name, its majority category and purity.
@@ -58,6 +62,8 @@ SEARCH_ROWS = 5000  # rows the k search runs on
 SEARCH_INITS = 10
 MAX_K = 200
 CRITERION = "silhouette (cosine)"
+GRAPH_CRITERION = "modularity (kNN graph)"
+GRAPH_NEIGHBOURS = 15
 
 
 @dataclass
@@ -142,8 +148,11 @@ def choose_k_and_cluster(
     seed: int = 0,
     search_sample: int = SEARCH_ROWS,
     n_init: int = SEARCH_INITS,
+    method: str = "kmeans",
+    graph_neighbours: int = GRAPH_NEIGHBOURS,
+    resolution: float = 1.0,
 ) -> ClusterFit:
-    """Cluster the rows of ``vectors`` with k-means, choosing k by cosine silhouette.
+    """Cluster the rows of ``vectors``: k-means with k by cosine silhouette, or graph communities.
 
     Args:
         vectors: (n, d) float array, one row per product; rows are L2-normalised here and must
@@ -158,6 +167,12 @@ def choose_k_and_cluster(
             full k-means with ``n_init`` starts per candidate, silhouette on the same rows.
         n_init: k-means++ starts per candidate (the best inertia is kept); fewer starts make
             the silhouette curve, hence the chosen k, noticeably noisier.
+        method: "kmeans" (the k search above) or "graph": Louvain communities (modularity,
+            ``resolution``) of the cosine ``graph_neighbours``-nearest-neighbour graph of the
+            search rows, so k comes out of the graph with no search; every other row joins
+            the community whose centre is nearest. Needs networkx. Ignored when ``k`` is given.
+        graph_neighbours: neighbours per row in the graph ("graph" only).
+        resolution: Louvain resolution ("graph" only); above 1 gives more, smaller clusters.
 
     Returns:
         A :class:`ClusterFit`. Clusters left empty by the final assignment are dropped and the
@@ -175,6 +190,11 @@ def choose_k_and_cluster(
     search_rows = np.sort(rng.choice(fit_rows, size=search_sample, replace=False)) if m > search_sample else fit_rows
     Xq = X[search_rows]
     s = len(search_rows)
+
+    if method not in ("kmeans", "graph"):
+        raise ValueError(f'unknown clustering method {method!r}: choose "kmeans" or "graph".')
+    if method == "graph" and k is None and s >= 3:
+        return _graph_communities(X, Xq, search_rows, fit_rows, graph_neighbours, resolution, seed, started)
 
     models = {}
     scores: dict[int, float] = {}
@@ -212,6 +232,51 @@ def choose_k_and_cluster(
         scores=scores,
         method=method,
         sample_size=m,
+        search_size=s,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _graph_communities(X, Xq, search_rows, fit_rows, neighbours, resolution, seed, started) -> ClusterFit:
+    try:
+        import networkx as nx
+    except ImportError as exc:
+        raise ImportError(
+            'method="graph" needs networkx: pip install networkx, or cluster with method="kmeans".'
+        ) from exc
+    s = len(search_rows)
+    depth = min(neighbours, s - 1)
+    graph = nx.Graph()
+    graph.add_nodes_from(range(s))
+    for start in range(0, s, 1024):
+        sims = Xq[start : start + 1024] @ Xq.T
+        rows = np.arange(start, min(start + 1024, s))
+        sims[rows - start, rows] = -np.inf  # no self loops
+        top = np.argpartition(-sims, depth - 1, axis=1)[:, :depth]
+        for i, columns in zip(rows, top):
+            weights = sims[i - start, columns]
+            graph.add_weighted_edges_from(
+                (int(i), int(j), float(w)) for j, w in zip(columns, weights) if w > 0  # cos <= 0: no tie
+            )
+    communities = nx.community.louvain_communities(graph, weight="weight", resolution=resolution, seed=seed)
+    found = np.empty(s, dtype=np.int64)
+    for c, members in enumerate(sorted(communities, key=min)):  # numbered by first member: stable
+        found[sorted(members)] = c
+    k = int(found.max()) + 1
+    sums = np.zeros((k, X.shape[1]), np.float64)
+    np.add.at(sums, found, Xq.astype(np.float64))
+    centres = _unit_rows(sums, allow_zero=True)
+    assigned = np.argmax(X @ centres.T, axis=1)
+    assigned[search_rows] = found
+    scores = {k: round(cosine_silhouette(Xq, found), 6)} if 2 <= k <= s - 1 else {}
+    return ClusterFit(
+        labels=[int(x) for x in assigned],
+        centres=centres,
+        k=k,
+        scores=scores,
+        criterion=GRAPH_CRITERION,
+        method="louvain",
+        sample_size=len(fit_rows),
         search_size=s,
         seconds=round(time.perf_counter() - started, 3),
     )
@@ -333,6 +398,7 @@ def suggest(
     min_purity: float = 0.6,
     min_votes: int = 2,
     max_stray_share: float = 0.5,
+    create_min_unlabelled: float = 0.5,
 ) -> list[Suggestion]:
     """Turn clusters into "assign", "move" and "create" suggestions, cluster by cluster.
 
@@ -341,10 +407,13 @@ def suggest(
     its uncategorised members -> "assign" to B; its members labelled A != B -> one "move" per A,
     but only when A's products are strays here: the cluster holds at most ``max_stray_share``
     of all products labelled A (otherwise the cluster merged A with B, and A is no mistake),
-    and A is not below B in the tree ("B > x" is already in B). Without a clear majority ->
-    "create" a category named after the cluster for all its members, under the parent path
-    most of its labelled members share (top level when none are labelled). Smaller clusters
-    give no suggestion.
+    and A is not below B in the tree ("B > x" is already in B). Without a clear majority, when
+    at least ``create_min_unlabelled`` of the members are uncategorised -> "create" a category
+    named after the cluster for all its members, under the parent path most of its labelled
+    members share (top level when none are labelled). A cluster of categorised products with
+    no majority is left alone: it mixes categories the shop already chose (on a fully
+    categorised demo catalog every "create" it gave was noise). Smaller clusters give no
+    suggestion.
     """
     totals = Counter(label for label in labels if label)
     suggestions: list[Suggestion] = []
@@ -354,6 +423,8 @@ def suggest(
         target = cluster.majority_label
         clear = bool(target) and cluster.purity >= min_purity and cluster.majority_count >= min_votes
         if not clear:
+            if cluster.size - cluster.labelled < create_min_unlabelled * cluster.size:
+                continue
             parent = _common_parent([labels[i] for i in cluster.members if labels[i]])
             where = f'"{parent}"' if parent else "the top level"
             suggestions.append(
@@ -416,15 +487,18 @@ def cluster_catalog(
 ) -> ClusteringResult:
     """Cluster, describe and suggest in one call; ``options`` go to the step that takes them.
 
-    Options: ``k``, ``k_candidates``, ``sample``, ``seed``, ``search_sample``, ``n_init``
-    (:func:`choose_k_and_cluster`);
+    Options: ``k``, ``k_candidates``, ``sample``, ``seed``, ``search_sample``, ``n_init``,
+    ``method``, ``graph_neighbours``, ``resolution`` (:func:`choose_k_and_cluster`);
     ``keywords``, ``name_words`` (:func:`describe`); ``min_size``, ``min_purity``,
-    ``min_votes``, ``max_stray_share`` (:func:`suggest`).
+    ``min_votes``, ``max_stray_share``, ``create_min_unlabelled`` (:func:`suggest`).
     """
     steps = {
-        "fit": {"k", "k_candidates", "sample", "seed", "search_sample", "n_init"},
+        "fit": {
+            "k", "k_candidates", "sample", "seed", "search_sample", "n_init",
+            "method", "graph_neighbours", "resolution",
+        },
         "describe": {"keywords", "name_words"},
-        "suggest": {"min_size", "min_purity", "min_votes", "max_stray_share"},
+        "suggest": {"min_size", "min_purity", "min_votes", "max_stray_share", "create_min_unlabelled"},
     }
     unknown = set(options) - set().union(*steps.values())
     if unknown:

@@ -143,7 +143,9 @@ def test_create_goes_under_the_parent_most_members_share():
         label_counts={"Home > Kitchen > Cups": 2, "Home > Kitchen > Plates": 1, "Toys": 1},
     )
     labels = ["Home > Kitchen > Cups", "Home > Kitchen > Cups", "Home > Kitchen > Plates", "Toys"]
-    (create,) = suggest([cluster], labels)
+    # all four are categorised, in no clear majority: left alone unless asked
+    assert suggest([cluster], labels) == []
+    (create,) = suggest([cluster], labels, create_min_unlabelled=0)
     assert (create.kind, create.parent, create.target_label) == ("create", "Home > Kitchen", "Home > Kitchen > mugs")
     assert create.text == 'Create new category "mugs" under "Home > Kitchen" for these 4 products.'
     # now "Cups" is a clear majority; the only "Plates" and "Toys" products are here, so no move
@@ -204,6 +206,28 @@ def test_fixed_k_and_determinism(catalog):
     # every group split, never merged: each cluster holds one group only
     for c in range(6):
         assert len(set(groups[np.asarray(fit.labels) == c])) == 1
+
+
+def test_graph_communities_find_the_groups_without_a_k_search(catalog):
+    vectors, texts, labels, groups = catalog
+    fit = choose_k_and_cluster(vectors, method="graph", seed=2)
+    assert (fit.k, fit.method, fit.criterion, fit.search_size) == (4, "louvain", "modularity (kNN graph)", 60)
+    assert normalized_mutual_info_score(groups, fit.labels) == pytest.approx(1.0)
+    assert list(fit.scores) == [4] and fit.scores[4] > 0.5  # silhouette of the partition, for the record
+    assert np.allclose(np.linalg.norm(fit.centres, axis=1), 1.0, atol=1e-5)
+    assert choose_k_and_cluster(vectors, method="graph", seed=2).labels == fit.labels
+    assert choose_k_and_cluster(vectors, method="graph", k=6).k == 6  # k given: plain k-means
+    result = cluster_catalog(vectors, texts, labels, tokenize, method="graph")
+    assert result.fit.k == 4 and {s.kind for s in result.suggestions} == {"assign", "move", "create"}
+    with pytest.raises(ValueError, match="unknown clustering method"):
+        choose_k_and_cluster(vectors, method="dbscan")
+
+
+def test_graph_communities_on_a_sample_assign_the_rest_to_the_nearest_centre(catalog):
+    vectors, _, _, groups = catalog
+    fit = choose_k_and_cluster(vectors, method="graph", search_sample=32, seed=0)
+    assert (fit.k, fit.search_size, len(fit.labels)) == (4, 32, 60)
+    assert normalized_mutual_info_score(groups, fit.labels) == pytest.approx(1.0)
 
 
 def test_cosine_silhouette_matches_sklearn():
