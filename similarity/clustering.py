@@ -17,7 +17,7 @@ import numpy as np
 from django.apps import apps
 from django.db import transaction
 
-from .clusters import PATH_SEPARATOR, ClusteringResult, cluster_catalog
+from .clusters import ClusteringResult, cluster_catalog
 from .conf import similarity_settings
 from .models import (
     CategoryCluster,
@@ -30,6 +30,7 @@ from .models import (
     VectorSpace,
 )
 from .queries import column_for
+from .suggestions import cut_label
 from .text_pipeline import tokenize
 
 logger = logging.getLogger(__name__)
@@ -55,23 +56,14 @@ def run_clustering(model_label: str, **options: Any) -> ClusterRun:
     if len(pks) < 3:
         raise ClusteringUnavailable(f"{model_label} has {len(pks)} encoded active items; clustering needs at least 3.")
     texts, full_labels = _texts_and_labels(model, pks)
+    # Compared with the categories at LABEL_LEVEL: leaves holding one or two products would
+    # make every cluster look impure.
     labels = [cut_label(label, similarity_settings.LABEL_LEVEL) for label in full_labels]
     settings_options = dict(similarity_settings.CLUSTERING or {})
     result = cluster_catalog(vectors, texts, labels, tokenize, **{**settings_options, **options})
     run = _store(model_label, space, column, pks, full_labels, result)
     logger.info("clustered %d %s into %d clusters, %d suggestions", len(pks), model_label, run.k, len(result.suggestions))
     return run
-
-
-def cut_label(path: str, level: int | None) -> str:
-    """Return the first ``level`` levels of a category path (all of a shorter one).
-
-    Clusters are compared with the categories at ``SIMILARITY["LABEL_LEVEL"]``: a leaf that
-    holds one or two products would make every cluster look impure.
-    """
-    if not path or not level:
-        return path
-    return PATH_SEPARATOR.join(p.strip() for p in path.split(PATH_SEPARATOR.strip())[:level])
 
 
 def _vectors(model: type, space: VectorSpace, column: str) -> tuple[list[int], np.ndarray]:

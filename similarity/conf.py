@@ -28,8 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "QUEUE": "similarity",
     # Training and clustering run on their own queue, away from encoding.
     "TRAINING_QUEUE": "similarity-training",
-    # Learned fusion: output size, category level of the labels, where checkpoints go,
-    # and TrainConfig overrides (epochs, lr, seed...).
+    # Learned fusion: output size, category level of the labels (also the level category
+    # suggestions and clusters work at), where checkpoints go, and TrainConfig overrides.
     "LEARNED_DIM": 256,
     "LABEL_LEVEL": 2,
     "MODELS_DIR": None,

@@ -20,13 +20,9 @@ from django.utils.translation import gettext as _
 
 from .clusters import PATH_SEPARATOR
 from .models import CategoryCluster, CategorySuggestion, Decision, SuggestionKind
-from .suggestions import suggest
+from .conf import similarity_settings
+from .suggestions import likely_miscategorised, suggest
 from .tasks import enqueue_encode
-
-# A categorised item is suggested a move when its neighbours vote this clearly for another
-# category (the same rule as the API's ``likely_miscategorised``).
-MOVE_CONFIDENCE = 0.5
-
 
 class DecisionError(ValueError):
     """The decision cannot be made (already decided, bad name); the message says why."""
@@ -98,18 +94,20 @@ def apply_label(obj: Any, label: str, user: Any) -> bool:
 def suggest_for(model_label: str, pks: Iterable[Any]) -> list[CategorySuggestion]:
     """Store open suggestions from the neighbour vote of the given items, grouped by change.
 
-    An item without category gets its best category ("assign"); a categorised one a "move"
-    when its neighbours clearly vote for another. Earlier open vote suggestions lose these
+    The vote is over categories at ``SIMILARITY["LABEL_LEVEL"]``. An item without category
+    gets its best category ("assign"); a categorised one a "move" when its neighbours clearly
+    vote for another (``likely_miscategorised``). Earlier open vote suggestions lose these
     items (the new vote replaces them). Returns the new suggestions.
     """
     model = apps.get_model(model_label)
+    level = similarity_settings.LABEL_LEVEL
     groups: dict[tuple[str, str], list[tuple[Any, float]]] = defaultdict(list)
     for obj in model.get_embedding_queryset().filter(pk__in=list(pks)):
-        votes = suggest(obj)
+        votes = suggest(obj, level=level)
         if not votes:
             continue
         current, best = obj.get_similarity_label(), votes[0]
-        if not current or (best.label != current and best.confidence >= MOVE_CONFIDENCE):
+        if not current or likely_miscategorised(current, votes, level):
             groups[(current, best.label)].append((obj.pk, best.confidence))
     chosen = {pk for members in groups.values() for pk, _confidence in members}
     with transaction.atomic():

@@ -23,6 +23,9 @@ from .queries import similar_to
 
 NEIGHBOURS = 10
 SHARPNESS = 16
+# An item looks miscategorised when its neighbours give another category this share of the vote.
+MISCATEGORISED_CONFIDENCE = 0.5
+PATH_SEPARATOR = " > "
 
 
 @dataclass(frozen=True)
@@ -57,3 +60,23 @@ def suggest(
         return []
     ranked = sorted(weights, key=lambda label: (-weights[label], label))[:top]
     return [Suggestion(label, round(weights[label] / total, 4), counts[label]) for label in ranked]
+
+
+def cut_label(path: str, level: int | None) -> str:
+    """Return the first ``level`` levels of a category path (all of a shorter one; None: all)."""
+    if not path or not level:
+        return path
+    return PATH_SEPARATOR.join(p.strip() for p in path.split(PATH_SEPARATOR.strip())[:level])
+
+
+def likely_miscategorised(current: str, suggestions: list[Suggestion], level: int | None = None) -> bool:
+    """Whether the vote clearly prefers another category than ``current`` (cut to ``level``).
+
+    A vote for a subcategory of the current category (a refinement) is no mistake.
+    """
+    current = cut_label(current, level)
+    if not current or not suggestions:
+        return False
+    best = suggestions[0]
+    refines = best.label == current or best.label.startswith(current + PATH_SEPARATOR)
+    return not refines and best.confidence >= MISCATEGORISED_CONFIDENCE

@@ -25,7 +25,7 @@ from ..explain import explain
 from ..models import EmbeddingStatus, VectorSpace
 from ..queries import similar_to
 from ..status import encoding_status
-from ..suggestions import suggest
+from ..suggestions import cut_label, likely_miscategorised, suggest
 from ..tasks import enqueue_category_suggestions, enqueue_encode
 
 STATUS_COLOURS = {
@@ -103,14 +103,15 @@ class EmbeddableAdminMixin:
     def category_suggestions(self, obj: Any) -> str:
         if obj is None or obj.pk is None:
             return "-"
+        level = similarity_settings.LABEL_LEVEL
         current = obj.get_similarity_label()
-        votes = suggest(obj)
+        votes = suggest(obj, level=level)
         return render_to_string(
             "similarity/admin/category_suggestions.html",
             {
-                "current": current,
+                "current": cut_label(current, level),
                 "suggestions": votes,
-                "doubtful": bool(current and votes and votes[0].label != current and votes[0].confidence >= 0.5),
+                "doubtful": likely_miscategorised(current, votes, level),
                 "apply_url": self._url("apply_category", obj.pk),
             },
         )
@@ -131,7 +132,7 @@ class EmbeddableAdminMixin:
         if request.method != "POST" or obj is None or not self.has_change_permission(request, obj):
             raise PermissionDenied
         label = (request.POST.get("apply_category") or "").strip()
-        if label not in {s.label for s in suggest(obj)}:  # only what the page offered, never a new category
+        if label not in {s.label for s in suggest(obj, level=similarity_settings.LABEL_LEVEL)}:  # only what the page offered, never a new category
             self.message_user(request, _("“%s” is not among this item's suggested categories.") % label, messages.ERROR)
         else:
             changed = apply_label(obj, label, request.user)

@@ -37,6 +37,16 @@ def test_stray_product_is_flagged_and_apply_moves_it(admin_client, admin_user, c
     assert LogEntry.objects.filter(user=admin_user, object_id=str(stray.pk)).exists()
 
 
+def test_one_product_leaves_are_compared_at_the_label_level(admin_client, catalog):
+    """Each apple in its own leaf: no false "wrong category" warning, the vote says 生鲜 > 水果."""
+    for i, apple in enumerate(catalog["apples"]):
+        apple.category = Category.get_or_create_path(f"生鲜 > 水果 > 苹果 {i}")
+        apple.save()
+    html = admin_client.get(f"/admin/catalog/product/{catalog['apples'][3].pk}/change/").content.decode()
+    assert "in the wrong category" not in html
+    assert "current category" in html and 'value="生鲜 &gt; 水果 &gt; 苹果' not in html
+
+
 def test_apply_takes_only_a_suggested_category(admin_client, catalog):
     item = catalog["tea"][0]
     response = admin_client.post(

@@ -11,8 +11,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from catalog.models import Category, Product
-from similarity.clustering import ClusteringUnavailable, cut_label, run_clustering
+from similarity.clustering import ClusteringUnavailable, run_clustering
 from similarity.decisions import DecisionError, accept, apply_label, reject, rename_cluster, suggest_for
+from similarity.suggestions import Suggestion, cut_label, likely_miscategorised
 from similarity.models import CategoryCluster, CategorySuggestion, ClusterMember, ClusterRun, Decision, EmbeddingStatus
 from tests.factories import grouped_catalog, make_product
 
@@ -213,3 +214,18 @@ def test_clusters_compare_with_categories_at_the_label_level(catalog):
 )
 def test_cut_label(path, level, cut):
     assert cut_label(path, level) == cut
+
+
+@pytest.mark.parametrize(
+    "current, best, confidence, level, flagged",
+    [
+        ("饮料 > 茶", "生鲜 > 水果", 0.9, 2, True),
+        ("饮料 > 茶", "生鲜 > 水果", 0.4, 2, False),  # no clear vote
+        ("饮料 > 茶 > 龙井", "饮料 > 茶", 0.9, 2, False),  # the leaf is below the winner
+        ("饮料", "饮料 > 茶", 0.9, 2, False),  # a refinement
+        ("", "饮料 > 茶", 0.9, 2, False),  # uncategorised: nothing to flag
+        ("饮料 > 茶 > 龙井", "饮料 > 茶 > 红茶", 0.9, None, True),
+    ],
+)
+def test_likely_miscategorised(current, best, confidence, level, flagged):
+    assert likely_miscategorised(current, [Suggestion(best, confidence, 3)], level) is flagged
