@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 from unittest import mock
+from unittest.mock import ANY
 
 import pytest
 from django.contrib.admin.models import LogEntry
@@ -229,3 +230,18 @@ def test_cut_label(path, level, cut):
 )
 def test_likely_miscategorised(current, best, confidence, level, flagged):
     assert likely_miscategorised(current, [Suggestion(best, confidence, 3)], level) is flagged
+
+
+def test_cluster_task_runs_every_model_and_reports_skips(settings):
+    from similarity.tasks import cluster_task
+
+    assert cluster_task.run() == {"catalog.Product": {"skipped": ANY}}  # nothing encoded yet
+    grouped_catalog()
+    done = cluster_task.run("catalog.Product")["catalog.Product"]
+    assert done["items"] == 24 and done["run"] == ClusterRun.objects.get().pk
+
+
+def test_clustering_is_scheduled_daily_on_the_training_queue(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["similarity-cluster"]
+    assert entry["task"] == "similarity.cluster" and entry["schedule"] == 24 * 3600
+    assert entry["options"]["queue"] == settings.SIMILARITY["TRAINING_QUEUE"]
