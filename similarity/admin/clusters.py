@@ -155,7 +155,7 @@ class CategoryClusterAdmin(ReadOnlyAdmin):
 class CategorySuggestionAdmin(ReadOnlyAdmin):
     """Every suggestion, from clusters and from the neighbour vote, with bulk decisions."""
 
-    list_display = ("sentence", "photos", "kind", "size", "confidence", "status", "decided_by", "decided_at", "buttons")
+    list_display = ("sentence", "photos", "size", "confidence_share", "buttons", "status", "decided_by", "decided_at")
     list_filter = ("status", "kind", ("cluster", admin.EmptyFieldListFilter), "model_label")
     list_select_related = ("decided_by", "cluster")
     search_fields = ("target_label", "source_label", "name")
@@ -171,6 +171,7 @@ class CategorySuggestionAdmin(ReadOnlyAdmin):
         ]
 
     def changelist_view(self, request: Any, extra_context: dict[str, Any] | None = None) -> Any:
+        extra_context = {"title": _("Review category suggestions"), **(extra_context or {})}
         response = super().changelist_view(request, extra_context)
         context = getattr(response, "context_data", None)
         if context and "cl" in context:
@@ -187,6 +188,10 @@ class CategorySuggestionAdmin(ReadOnlyAdmin):
     def sentence(self, obj: CategorySuggestion) -> str:
         return obj.describe()
 
+    @admin.display(description=_("confidence"), ordering="confidence")
+    def confidence_share(self, obj: CategorySuggestion) -> str:
+        return "-" if obj.confidence is None else f"{obj.confidence:.0%}"
+
     @admin.display(description=_("photos"))
     def photos(self, obj: CategorySuggestion) -> str:
         cards = getattr(self, "_photos", {}).get(obj.pk, [])
@@ -198,7 +203,7 @@ class CategorySuggestionAdmin(ReadOnlyAdmin):
             return ""
         return format_html_join(
             " ",
-            '<button type="submit" class="button decide-{}" formaction="{}">{}</button>',
+            '<button type="submit" class="button decide-{}" formaction="{}" style="white-space:nowrap">{}</button>',
             (
                 (verb, reverse(f"admin:similarity_categorysuggestion_{verb}", args=[obj.pk]), label)
                 for verb, label in (("accept", _("Accept")), ("reject", _("Reject")))
