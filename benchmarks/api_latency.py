@@ -1,7 +1,7 @@
 """Latency of GET /api/products/{id}/similar/ over HTTP on 100,000 products, and recall@10.
 
     .venv/bin/python benchmarks/api_latency.py [--products 100000] [--requests 400] [--workers 4]
-        [--vectors real|random] [--cache-dir /tmp/fusion-cache]
+        [--threads 1] [--vectors real|random] [--cache-dir /tmp/fusion-cache]
 
 In a throw-away database (embedded PostgreSQL under a temporary VAR_DIR): N products, 2% of
 them in one category, each with a fused vector of the real size (1792-d: image 1280 + text
@@ -16,8 +16,9 @@ near-variants) with distinct distances. ``--vectors random``: uniform random uni
 which have no neighbourhood structure at all in 1792 dimensions (every cosine is 0 +- 0.03)
 and make any approximate index look bad; reported for reference.
 
-Serves the project with gunicorn (sync workers) and times requests from 1 and 8 client
-threads with keep-alive connections, without and with the 2% category filter. Recall@10:
+Serves the project with gunicorn (sync workers; gthread workers with ``--threads`` > 1) and
+times requests from 1 and 8 client threads with keep-alive connections (sync workers close
+them after each response), without and with the 2% category filter. Recall@10:
 the query layer's answers against an exact scan of the same vectors, for sampled products.
 """
 from __future__ import annotations
@@ -154,12 +155,15 @@ def recall(ids: list[int], vectors: np.ndarray, rare_id: int, samples: int, seed
     return out[0], out[1]
 
 
-def serve(var: Path, port: int, workers: int, ef_search: int) -> subprocess.Popen:
+def serve(var: Path, port: int, workers: int, ef_search: int, threads: int = 1) -> subprocess.Popen:
+    """Start gunicorn: sync workers with ``threads`` 1, else gthread workers (keep-alive)."""
     env = {**os.environ, "VAR_DIR": str(var), "DATABASE_URL": "", "DJANGO_DEBUG": "0", "LOG_LEVEL": "WARNING",
            "SIMILARITY_HNSW_EF_SEARCH": str(ef_search),
            "API_RATE_SIMILAR": "1000000/min", "API_RATE_READ": "1000000/min"}
+    # Sync workers close the connection after each response; gthread workers keep it open.
+    worker = ["--worker-class", "sync"] if threads == 1 else ["--worker-class", "gthread", "--threads", str(threads)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers),
+        [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers), *worker,
          "--keep-alive", "30", "--log-level", "warning"],
         cwd=ROOT, env=env,
     )
@@ -208,7 +212,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=1, help="threads per worker (> 1: gthread workers)")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--recall-samples", type=int, default=100)
     parser.add_argument("--vectors", choices=["real", "random"], default="real")
@@ -230,7 +235,9 @@ def main() -> None:
 
     connection.close()
     stop_embedded_database(var)  # restarted by the first connection, with the new buffers
-    server = serve(var, args.port, args.workers, args.ef_search)
+    server = serve(var, args.port, args.workers, args.ef_search, args.threads)
+    kind = "sync" if args.threads == 1 else f"gthread x {args.threads} threads"
+    print(f"gunicorn: {args.workers} {kind} workers; load average before timing: {_load()}")
     try:
         rng = random.Random(11)
         ef_search_served = args.ef_search
@@ -242,10 +249,16 @@ def main() -> None:
                 p50 = latencies[len(latencies) // 2]
                 p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
                 print(f"ef_search {ef_search_served}: {label:20s} concurrency {threads}: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  ({len(latencies)} requests)")
+        print(f"load average after timing: {_load()}")
     finally:
         server.terminate()
         server.wait(30)
         stop_embedded_database(var)
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages (other work on the machine skews the timings)."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
 """Why two items are similar: per-modality cosines, attention weights, shared keywords.
 
-Web side (SQL and the jieba text pipeline, no torch): one query computes the cosines of the
-query item's stored vectors (or a free query's) with all results' in the database.
+Web side (SQL and the jieba text pipeline, no torch): the database computes the cosines of
+the query item's stored vectors (or a free query's) with all results', in one query of
+their own or, for similar items, in the nearest-neighbour query itself
+(``explanation_annotations``).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from django.db.models import Subquery
+from django.db.models import F
 from pgvector.django import CosineDistance
 
 from .models import Embedding, VectorSpace
+from .queries import stored_vector
 
 
 def explain(
@@ -29,12 +33,16 @@ def explain(
         return []
     model = type(neighbours[0].object)
     if query is not None:
-        mine = Embedding.objects.for_model(model, space).filter(object_id=query.pk)
-        targets = {column: Subquery(mine.values(column)[:1]) for column in ("image", "text")}
         query_text = query_text or query.get_keyword_text()
+    if query is not None and all(hasattr(n.object, _READ_WITH_RESULTS["attention"]) for n in neighbours):
+        # similar_to() read them with explanation_annotations(): no query of our own.
+        stored = {n.object.pk: _read_with_result(n.object) for n in neighbours}
     else:
-        targets = {c: v for c, v in (query_vectors or {}).items() if v is not None and c in ("image", "text")}
-    stored = similarities(space, model, [n.object.pk for n in neighbours], targets)
+        if query is not None:
+            targets = _stored_targets(space, query)
+        else:
+            targets = {c: v for c, v in (query_vectors or {}).items() if v is not None and c in ("image", "text")}
+        stored = similarities(space, model, [n.object.pk for n in neighbours], targets)
     query_tokens = set(keywords(query_text))
     out = []
     for neighbour in neighbours:
@@ -48,6 +56,40 @@ def explain(
             }
         )
     return out
+
+
+# The attributes explanation_annotations() gives each result.
+_READ_WITH_RESULTS = {
+    "image_similarity": "_explain_image_similarity",
+    "text_similarity": "_explain_text_similarity",
+    "attention": "_explain_attention",
+}
+
+
+def explanation_annotations(space: VectorSpace, query: Any) -> dict[str, Any]:
+    """Return annotations for ``similarity.queries.similar_to`` that read what ``explain``
+    needs (cosines, attention) in the nearest-neighbour statement itself: one query fewer.
+
+    ``explain(neighbours, space, query=query)`` then uses the values the results carry.
+    """
+    targets = _stored_targets(space, query)
+    annotations = {
+        _READ_WITH_RESULTS[f"{column}_similarity"]: 1.0 - CosineDistance(f"embeddings__{column}", target)
+        for column, target in targets.items()
+    }
+    annotations[_READ_WITH_RESULTS["attention"]] = F("embeddings__attention")
+    return annotations
+
+
+def _read_with_result(obj: Any) -> dict[str, Any]:
+    """What ``similarities`` returns for one row, from the annotations on ``obj``."""
+    row = {name: getattr(obj, attribute, None) for name, attribute in _READ_WITH_RESULTS.items()}
+    return {**row, **{name: _rounded(row[name]) for name in ("image_similarity", "text_similarity")}}
+
+
+def _stored_targets(space: VectorSpace, query: Any) -> dict[str, Any]:
+    """The query item's stored vectors, as subqueries (they never leave the database)."""
+    return {column: stored_vector(query, space, column) for column in ("image", "text")}
 
 
 def similarities(space: VectorSpace, model: type, ids: list[Any], targets: dict[str, Any]) -> dict[Any, dict[str, Any]]:
@@ -72,6 +114,13 @@ def _rounded(value: float | None) -> float | None:
 
 def keywords(text: str) -> list[str]:
     """The distinct text-pipeline tokens of ``text``, in order."""
+    return list(_keywords(text or ""))
+
+
+# Every similar-items response tokenizes 11 titles, mostly the same popular ones again;
+# the default pipeline is fixed for the life of the process, so its tokens can be kept.
+@functools.lru_cache(maxsize=4096)
+def _keywords(text: str) -> tuple[str, ...]:
     from .text_pipeline import default_pipeline
 
-    return list(dict.fromkeys(default_pipeline().tokenize(text or "")))
+    return tuple(dict.fromkeys(default_pipeline().tokenize(text)))

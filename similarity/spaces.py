@@ -17,6 +17,8 @@ from typing import Any
 
 from django.apps import apps
 from django.db import connection, transaction
+from django.db.models import BigIntegerField
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from .conf import similarity_settings
@@ -25,6 +27,46 @@ from .models import Embedding, EmbeddingStatus, ModelVersion, SpaceState, Vector
 logger = logging.getLogger(__name__)
 
 OPCLASS = "vector_cosine_ops"
+
+
+# Spaces by pk, per process: the web process reads the active space on every query. A
+# space's configuration (spec, key, dims) never changes once created, so caching the row is
+# safe; *which* space is active is still read from the database on every request (see
+# active_space_pk), so a switch is seen by the next request.
+_SPACES: dict[int, VectorSpace] = {}
+_SPACES_MAX = 32
+
+
+def active_space_pk(model_label: str) -> RawSQL:
+    """Return an SQL expression for the pk of ``model_label``'s active space (NULL if none).
+
+    Annotate a query the request makes anyway with it, then pass the value to cached_space():
+    the active space costs no round trip of its own. (SQL rather than a queryset: it is
+    compiled on every request; there is at most one active space per model.)
+    """
+    meta = VectorSpace._meta
+    columns = {f.name: f.column for f in meta.concrete_fields}
+    return RawSQL(
+        f'SELECT s."{meta.pk.column}" FROM "{meta.db_table}" s '
+        f'WHERE s."{columns["model_label"]}" = %s AND s."{columns["state"]}" = %s',
+        (model_label, SpaceState.ACTIVE.value),
+        output_field=BigIntegerField(),
+    )
+
+
+def cached_space(pk: int | None) -> VectorSpace | None:
+    """Return the space ``pk`` from the per-process cache (reading it once), or None."""
+    if pk is None:
+        return None
+    space = _SPACES.get(pk)
+    if space is None:
+        space = VectorSpace.objects.filter(pk=pk).first()
+        if space is None:
+            return None
+        if len(_SPACES) >= _SPACES_MAX:
+            _SPACES.clear()
+        _SPACES[pk] = space
+    return space
 
 
 def configured_spec(model_label: str) -> dict[str, Any]:

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from ..models import Category, Product
+from ..models import Category, Product, ProductImage
+
+# The attribute a queryset annotated with its first photo's file name sets (see
+# catalog.api.views.with_primary_image); without it the photos are read (or prefetched).
+PRIMARY_IMAGE = "_primary_image_name"
 
 
 class CategorySerializer(serializers.ModelSerializer):
@@ -24,9 +28,15 @@ class ProductSerializer(serializers.ModelSerializer):
         ]
 
     def get_image(self, obj: Product) -> str | None:
-        image = obj.primary_image
-        if image is None:
-            return None
+        if hasattr(obj, PRIMARY_IMAGE):  # results: the name came with the row (catalog.api.views)
+            name = getattr(obj, PRIMARY_IMAGE)
+            if name is None:
+                return None
+            url = ProductImage._meta.get_field("image").storage.url(name)
+        else:
+            image = obj.primary_image
+            if image is None:
+                return None
+            url = image.image.url
         request = self.context.get("request")
-        url = image.image.url
         return request.build_absolute_uri(url) if request else url

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import OuterRef, Subquery
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, viewsets
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -15,22 +17,47 @@ from similarity.api.serializers import (
     similar_items_responses,
 )
 
-from ..models import Category, Product
+from ..models import Category, Product, ProductImage
 from .examples import IMAGE_SEARCH_EXAMPLE, SEARCH_EXAMPLES, SIMILAR_EXAMPLE, SUGGESTIONS_EXAMPLE
 from .filters import ProductFilter
-from .serializers import ProductSerializer
+from .serializers import PRIMARY_IMAGE, ProductSerializer
 
 PRODUCTS = Product.objects.select_related("category").prefetch_related("images").order_by("id")
 
 
+class ProductFilterBackend(DjangoFilterBackend):
+    """django-filter, skipped for a request that names none of the filter set's parameters.
+
+    Building and validating the filter form costs over a millisecond per request, and
+    without any of its parameters (the usual similar-items request) it changes nothing: no
+    filter of ``ProductFilter`` has a default value. A filter with one would need this gone.
+    """
+
+    def filter_queryset(self, request: Any, queryset: Any, view: Any) -> Any:
+        filterset_class = self.get_filterset_class(view, queryset)
+        if filterset_class is not None and request.query_params.keys().isdisjoint(filterset_class.base_filters):
+            return queryset
+        return super().filter_queryset(request, queryset, view)
+
+
 class ActiveByDefault:
-    """Results (similar items, searches) show active products unless ``is_active`` is given."""
+    """Results (similar items, searches) show active products unless ``is_active`` is given.
+
+    They carry their first photo's file name (a subquery of the nearest-neighbour query)
+    instead of prefetching their photos: one query fewer per request.
+    """
 
     def get_candidates(self) -> Any:
-        candidates = super().get_candidates()
+        candidates = with_primary_image(super().get_candidates())
         if "is_active" not in self.request.query_params:
             candidates = candidates.filter(is_active=True)
         return candidates
+
+
+def with_primary_image(queryset: Any) -> Any:
+    """Annotate each product with its first photo's file name (see ``Product.primary_image``)."""
+    first = ProductImage.objects.filter(product=OuterRef("pk")).order_by("position", "pk").values("image")[:1]
+    return queryset.prefetch_related(None).annotate(**{PRIMARY_IMAGE: Subquery(first)})
 
 
 @extend_schema_view(
@@ -44,6 +71,7 @@ class ProductViewSet(ActiveByDefault, SimilarItemsMixin, CategorySuggestionsMixi
     items and category suggestions."""
 
     serializer_class = ProductSerializer
+    filter_backends = [ProductFilterBackend]
     filterset_class = ProductFilter
     queryset = PRODUCTS
 
@@ -60,6 +88,7 @@ class SearchView(ActiveByDefault, TextSearchMixin, generics.GenericAPIView):
     """Search products by text (Chinese or English); same filters as the product list."""
 
     serializer_class = ProductSerializer
+    filter_backends = [ProductFilterBackend]
     filterset_class = ProductFilter
     queryset = PRODUCTS
 
@@ -71,6 +100,7 @@ class ImageSearchView(ActiveByDefault, ImageSearchMixin, generics.GenericAPIView
     """Search products by photo (multipart upload); same filters as the product list."""
 
     serializer_class = ProductSerializer
+    filter_backends = [ProductFilterBackend]
     filterset_class = ProductFilter
     queryset = PRODUCTS
     parser_classes = [MultiPartParser, FormParser]

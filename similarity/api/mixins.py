@@ -6,6 +6,9 @@
 
 Candidates always go through the view's ``filter_queryset`` (django-filter), so a filter on
 the list endpoint (category, price, brand...) works the same on similar items and searches.
+
+Similar items are the hot path (two statements): the item is read with the pk of the active
+vector space, and one nearest-neighbour statement reads the explanations' cosines along.
 """
 from __future__ import annotations
 
@@ -20,13 +23,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ..conf import similarity_settings
-from ..explain import explain
+from ..explain import explain, explanation_annotations
 from ..images import ImageRejected, check_upload
 from ..models import VectorSpace
 from ..queries import nearest, similar_to
 from ..query_encoding import QueryEncodingUnavailable, encode_image_query, encode_text_query
 from ..search import search
-from ..suggestions import suggest
+from ..spaces import active_space_pk, cached_space
+from ..suggestions import cut_label, likely_miscategorised, suggest
 from .serializers import (
     ImageSearchRequestSerializer,
     ImageSearchSerializer,
@@ -34,11 +38,15 @@ from .serializers import (
     SimilarQuerySerializer,
     SuggestionQuerySerializer,
     category_suggestions_responses,
+    explanation_data,
     image_search_responses,
-    neighbour_serializer,
     search_responses,
+    serialize_items,
     similar_items_responses,
 )
+
+# The attribute get_query_object() puts the active space's pk in.
+ACTIVE_SPACE = "_similarity_active_space"
 
 
 class ServiceUnavailable(APIException):
@@ -48,22 +56,48 @@ class ServiceUnavailable(APIException):
 
 
 class _ResultsMixin:
+    # Build the item serializer's fields once per thread (see serializers.serialize_items);
+    # set False for a serializer whose fields depend on the request.
+    reuse_item_serializer = True
+
     def get_candidates(self) -> Any:
         """Rows results may come from: the filtered list queryset (override to restrict)."""
         return self.filter_queryset(self.get_queryset())
 
     def results_response(self, rows: list[dict[str, Any]], **extra: Any) -> Response:
-        serializer_class = neighbour_serializer(self.get_serializer_class())
-        data = serializer_class(rows, many=True, context=self.get_serializer_context()).data
-        return Response({**extra, "results": data})
+        """Return ``{**extra, "results": [...]}``; each row is ``{"score", "object", "explanation"}``.
 
-    def active_space(self) -> VectorSpace | None:
+        The body is what ``neighbour_serializer(self.get_serializer_class())`` writes, built
+        without a serializer per row (the results are read-only and their shape fixed).
+        """
+        objects, context = [row["object"] for row in rows], self.get_serializer_context()
+        if self.reuse_item_serializer:
+            items = serialize_items(self.get_serializer_class(), objects, context)
+        else:
+            items = self.get_serializer_class()(objects, many=True, context=context).data
+        results = [
+            {"score": float(row["score"]), "item": item, "explanation": explanation_data(row["explanation"])}
+            for row, item in zip(rows, items)
+        ]
+        return Response({**extra, "results": results})
+
+    def active_space(self, obj: Any = None) -> VectorSpace | None:
+        """Return the active vector space (read with ``obj`` when get_query_object loaded it)."""
+        if obj is not None and hasattr(obj, ACTIVE_SPACE):
+            return cached_space(getattr(obj, ACTIVE_SPACE))
         return VectorSpace.active_for(self.get_queryset().model._meta.label)
 
     def get_query_object(self) -> Any:
-        """The detail item, found without the list filters (they apply to the results)."""
+        """The detail item, found without the list filters (they apply to the results).
+
+        It is not serialized, so nothing is prefetched for it; the pk of the active vector
+        space comes with it (see ``active_space``), which saves a query per request.
+        """
         lookup = self.lookup_url_kwarg or self.lookup_field
-        obj = get_object_or_404(self.get_queryset(), **{self.lookup_field: self.kwargs[lookup]})
+        queryset = self.get_queryset()
+        active = active_space_pk(queryset.model._meta.label)
+        queryset = queryset.prefetch_related(None).annotate(**{ACTIVE_SPACE: active})
+        obj = get_object_or_404(queryset, **{self.lookup_field: self.kwargs[lookup]})
         self.check_object_permissions(self.request, obj)
         return obj
 
@@ -98,8 +132,12 @@ class SimilarItemsMixin(_ResultsMixin):
         candidates = self.get_candidates()
         if not params.validated_data["include_variants"]:
             candidates = self.exclude_variants(candidates, obj)
-        space = self.active_space()
-        neighbours = similar_to(obj, k=k, mode=mode, queryset=candidates, space=space) if space else []
+        space = self.active_space(obj)
+        neighbours = []
+        if space is not None:
+            # The explanations' cosines come with the results: one statement for both.
+            reasons_sql = explanation_annotations(space, obj)
+            neighbours = similar_to(obj, k=k, mode=mode, queryset=candidates, space=space, annotations=reasons_sql)
         reasons = explain(neighbours, space, query=obj) if neighbours else []
         rows = [{"score": n.score, "object": n.object, "explanation": r} for n, r in zip(neighbours, reasons)]
         return self.results_response(
@@ -132,11 +170,8 @@ class CategorySuggestionsMixin(_ResultsMixin):
         obj = self.get_query_object()
         candidates = self.get_queryset().exclude(pk=obj.pk)
         suggestions = suggest(obj, queryset=candidates, level=level)
-        current = obj.get_similarity_label()
-        if current and level:
-            from ..evaluation import category_at_level
-
-            current = category_at_level(current, level)
+        label = obj.get_similarity_label()
+        current = cut_label(label, level)
         return Response(
             {
                 "id": obj.pk,
@@ -146,9 +181,7 @@ class CategorySuggestionsMixin(_ResultsMixin):
                     for s in suggestions
                 ],
                 # The neighbours vote for another category with a clear majority.
-                "likely_miscategorised": bool(
-                    current and suggestions and suggestions[0].label != current and suggestions[0].confidence >= 0.5
-                ),
+                "likely_miscategorised": likely_miscategorised(label, suggestions, level),
             }
         )
 

@@ -1,14 +1,21 @@
 """Similar items with filters and explanations, text search, category suggestions."""
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from unittest import mock
 
 import numpy as np
 import pytest
 
+from catalog.api.serializers import ProductSerializer
 from catalog.models import Product
-from similarity.index import encode_objects
+from similarity.api.serializers import neighbour_serializer, serialize_items
+from similarity.explain import explain
+from similarity.index import encode_claimed, encode_objects
+from similarity.models import VectorSpace
+from similarity.queries import Neighbour
+from similarity.spaces import ensure_configured_space
 from similarity.tasks import encode_task
 from tests.factories import image_bytes, make_product, vectors_of
 
@@ -129,3 +136,56 @@ def test_search_uses_the_list_filters(client, shop):
 @pytest.mark.parametrize("params", [{}, {"q": ""}, {"q": "   "}, {"q": "x" * 501}, {"q": "红色", "k": 0}])
 def test_bad_search_parameters_are_400(client, shop, params):
     assert client.get("/api/search/", params).status_code == 400
+
+
+def test_the_body_is_what_the_serializers_write(client, shop, rf):
+    """The fast path (fields built once, explanations read with the results) writes exactly
+    what ProductSerializer and the neighbour serializer write, photos and prices included."""
+    body = similar(client, shop["query"], k=20)
+    assert len(body["results"]) >= 5
+    request = rf.get("/", HTTP_HOST="testserver")
+    products = Product.objects.prefetch_related("images")
+    rows = [{"score": r["score"], "object": products.get(pk=r["item"]["id"])} for r in body["results"]]
+    # Explanations recomputed the other way: one query of their own.
+    neighbours = [Neighbour(object=row["object"], score=row["score"]) for row in rows]
+    for row, reason in zip(rows, explain(neighbours, VectorSpace.active_for("catalog.Product"), query=shop["query"])):
+        row["explanation"] = reason
+    expected = neighbour_serializer(ProductSerializer)(rows, many=True, context={"request": request}).data
+    assert json.loads(json.dumps(expected)) == body["results"]
+    assert any(r["item"]["image"].startswith("http://testserver/media/") for r in body["results"])
+    assert any(r["item"]["price"] == "59.00" for r in body["results"])
+
+
+def test_similar_items_take_few_queries(client, shop, django_assert_max_num_queries):
+    similar(client, shop["query"], k=3)  # warm: content types, the space row
+    # The item with the active space's pk; the scan (in a savepoint, after the scan
+    # settings) reads the photo names and the explanations' cosines along.
+    with django_assert_max_num_queries(5):
+        body = similar(client, shop["query"], k=3)
+    assert len(body["results"]) == 3
+
+
+def test_an_item_without_vectors_has_no_results(client, shop):
+    fresh = make_product("N1", "红色 连衣裙 新品")  # pending: not encoded yet
+    body = similar(client, fresh)
+    assert body["results"] == [] and body["embedding_status"] == "pending"
+
+
+def test_a_switch_of_vector_space_is_seen_by_the_next_request(client, shop, settings, sent):
+    old = VectorSpace.active_for("catalog.Product")
+    assert similar(client, shop["query"])["space"] == old.key
+    settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_DIM": 64, "BATCH_SIZE": 100}
+    new = ensure_configured_space("catalog.Product")
+    encode_claimed("catalog.Product", "switch")
+    assert VectorSpace.active_for("catalog.Product") == new
+    body = similar(client, shop["query"], k=3)
+    assert body["space"] == new.key and len(body["results"]) == 3
+
+
+def test_the_reused_item_serializer_writes_each_request_its_own_urls(shop, rf):
+    products = list(Product.objects.select_related("category").prefetch_related("images").order_by("sku"))
+    for host in ("localhost", "127.0.0.1"):
+        context = {"request": rf.get("/", HTTP_HOST=host)}
+        data = serialize_items(ProductSerializer, products, context)
+        assert data == ProductSerializer(products, many=True, context=context).data
+        assert any(item["image"] and item["image"].startswith(f"http://{host}/") for item in data)

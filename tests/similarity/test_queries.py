@@ -7,9 +7,11 @@ from django.db import connection
 
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import Subquery
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from catalog.models import Product
+from similarity.explain import explain, explanation_annotations
 from similarity.models import Embedding
 from similarity.queries import nearest_queryset, similar_to
 from similarity.spaces import index_name
@@ -95,6 +97,16 @@ def test_plan_uses_the_hnsw_cosine_index():
     stored = Embedding.objects.filter(space=current, object_id=products[0].pk).values("fused")[:1]
     plan = nearest_queryset(Subquery(stored), k=10, mode="fused", queryset=Product.objects.all(), space=current).explain()
     assert f"Index Scan using {index_name(current, 'fused')}" in plan, plan
+    # And the statement similar_to() runs: the query vector, the check that there is one
+    # and the explanations' cosines are scalar subqueries of the same statement.
+    with CaptureQueriesContext(connection) as captured:
+        found = similar_to(products[0], k=10, space=current, annotations=explanation_annotations(current, products[0]))
+    assert len(found) == 10
+    scan = next(q["sql"] for q in captured.captured_queries if q["sql"].startswith('SELECT "catalog_product"'))
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {scan}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert f"Index Scan using {index_name(current, 'fused')}" in plan, plan
 
 
 def test_short_index_scan_falls_back_to_an_exact_answer():
@@ -111,3 +123,35 @@ def test_short_index_scan_falls_back_to_an_exact_answer():
         put_vectors(p, fused=vec(1, int(p.sku[4:]) / 10))
     result = similar_to(q, k=10)
     assert [n.object.sku for n in result] == [f"live{i}" for i in range(10)]
+
+
+def test_explanations_read_with_the_results_equal_their_own_query():
+    rng = np.random.default_rng(3)
+    current = space()
+    dims = current.dims
+
+    def unit(n: int) -> list[float]:
+        v = rng.normal(size=n)
+        return (v / np.linalg.norm(v)).tolist()
+
+    products = [product_with(f"e{i}", vec(1, i / 5)) for i in range(6)]
+    for p in products:
+        put_vectors(
+            p, fused=vec(1, int(p.sku[1:]) / 5), image=unit(dims["image"]), text=unit(dims["text"]),
+            attention={"image": 0.25, "text": 0.75},
+        )
+    query = products[0]
+    together = similar_to(query, k=5, annotations=explanation_annotations(current, query))
+    apart = similar_to(query, k=5)
+    assert [n.object.pk for n in together] == [n.object.pk for n in apart]
+    assert [n.score for n in together] == [n.score for n in apart]
+    expected = explain(apart, current, query=query)
+    assert explain(together, current, query=query) == expected
+    assert expected[0]["image_similarity"] is not None and expected[0]["attention"] == {"image": 0.25, "text": 0.75}
+
+
+def test_an_item_without_a_vector_in_the_space_gets_no_neighbours_even_with_explanations():
+    q = Product.objects.create(sku="fresh", title="not encoded yet")
+    for i in range(3):
+        product_with(f"p{i}", vec(1, i))
+    assert similar_to(q, k=2, annotations=explanation_annotations(space(), q)) == []
