@@ -20,7 +20,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ..decisions import DecisionError, accept, reject
-from ..models import CategoryCluster, CategorySuggestion, Decision, SuggestionKind
+from ..models import CategoryCluster, CategorySuggestion, ClusterMember, Decision, SuggestionKind
+
+SAMPLE = 8
 
 
 class ClusterSuggestionSerializer(serializers.ModelSerializer):
@@ -50,7 +52,7 @@ class ClusterSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_sample_ids(self, obj: CategoryCluster) -> list[int]:
-        return [m.object_id for m in obj.members.all()[:8]]
+        return [m.object_id for m in obj.sample_members]
 
 
 class DecisionRequestSerializer(serializers.Serializer):
@@ -76,7 +78,8 @@ class ClusterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     def get_queryset(self) -> Any:
         queryset = CategoryCluster.objects.select_related("run").prefetch_related(
             Prefetch("suggestions", queryset=CategorySuggestion.objects.select_related("decided_by").order_by("pk")),
-            "members",
+            # 8 members per cluster, not all of them (clusters of thousands of items)
+            Prefetch("members", queryset=ClusterMember.objects.order_by("distance", "object_id")[:SAMPLE], to_attr="sample_members"),
         )
         if self.model_labels:
             queryset = queryset.filter(model_label__in=self.model_labels)

@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 
 from catalog.models import Product
 from similarity.clustering import run_clustering
-from similarity.models import CategorySuggestion, Decision
+from similarity.models import CategorySuggestion, ClusterMember, Decision
 from tests.factories import grouped_catalog
 
 pytestmark = pytest.mark.django_db
@@ -40,7 +40,8 @@ def test_list_puts_clusters_with_open_suggestions_first(clustered, staff):
     first = body["results"][0]
     assert first["suggestions"] and first["suggestions"][0]["status"] == "open"
     assert {"name", "keywords", "size", "purity", "majority_label", "sample_ids"} <= set(first)
-    assert len(first["sample_ids"]) == 8
+    nearest = ClusterMember.objects.filter(cluster_id=first["id"]).order_by("distance", "object_id")
+    assert first["sample_ids"] == list(nearest.values_list("object_id", flat=True)[:8])
 
 
 def test_accept_a_cluster_with_a_new_name(clustered, staff, admin_user):
