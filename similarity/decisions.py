@@ -99,10 +99,10 @@ def suggest_for(model_label: str, pks: Iterable[Any]) -> list[CategorySuggestion
     vote for another (``likely_miscategorised``). Earlier open vote suggestions lose these
     items (the new vote replaces them). Returns the new suggestions.
     """
-    model = apps.get_model(model_label)
+    model, pks = apps.get_model(model_label), list(pks)
     level = similarity_settings.LABEL_LEVEL
     groups: dict[tuple[str, str], list[tuple[Any, float]]] = defaultdict(list)
-    for obj in model.get_embedding_queryset().filter(pk__in=list(pks)):
+    for obj in model.get_embedding_queryset().filter(pk__in=pks):
         votes = suggest(obj, level=level)
         if not votes:
             continue
