@@ -133,3 +133,14 @@ def test_from_products_without_category_to_all_categorised(admin_client, catalog
     assert {paths[f"tea-{i}"] for i in range(2)} == {"饮料 > 茶"}
     assert {paths[f"apples-{i}"] for i in range(2)} == {"生鲜 > 水果"}
     assert {paths[f"earphones-{i}"] for i in range(8)} == {"耳机"}
+
+
+def test_suggest_categories_for_many_items_goes_to_the_worker(admin_client, catalog, settings, monkeypatch):
+    settings.SIMILARITY = {**settings.SIMILARITY, "SUGGEST_SYNC_LIMIT": 3}
+    sent = []
+    monkeypatch.setattr("similarity.admin.embeddable.enqueue_category_suggestions", lambda label, pks: sent.append((label, pks)))
+    pks = [p.pk for p in catalog["tea"][:2] + catalog["apples"][:2]]
+    response = admin_client.post("/admin/catalog/product/", {"action": "suggest_categories", "_selected_action": pks}, follow=True)
+    assert "are being computed" in response.content.decode()
+    assert [(label, sorted(ids)) for label, ids in sent] == [("catalog.Product", sorted(pks))]
+    assert not CategorySuggestion.objects.exists()
