@@ -13,7 +13,6 @@ from typing import Any
 
 from django.apps import apps
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -167,13 +166,5 @@ def _decide(suggestion: CategorySuggestion, user: Any) -> None:
 
 def _log(user: Any, objects: Iterable[Any], message: str) -> None:
     """Write one admin log entry per object (bulk); nothing without a signed-in user."""
-    if not getattr(user, "pk", None):
-        return
-    entries = [
-        LogEntry(
-            user_id=user.pk, content_type=ContentType.objects.get_for_model(obj), object_id=str(obj.pk),
-            object_repr=str(obj)[:200], action_flag=CHANGE, change_message=message,
-        )
-        for obj in objects
-    ]
-    LogEntry.objects.bulk_create(entries, batch_size=1000)
+    if getattr(user, "pk", None):
+        LogEntry.objects.log_actions(user.pk, list(objects), CHANGE, message)

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from pgvector.django import VectorField
 
@@ -361,6 +362,11 @@ class ClusterMember(models.Model):
         constraints = [models.UniqueConstraint(fields=["cluster", "object_id"], name="similarity_one_membership")]
 
 
+def sample_members(count: int) -> models.QuerySet:
+    """A queryset for ``Prefetch("members", ...)``: each cluster's ``count`` members nearest its centre."""
+    return ClusterMember.objects.order_by("distance", "object_id")[:count]
+
+
 class SuggestionKind(models.TextChoices):
     ASSIGN = "assign", _("assign uncategorised items")
     MOVE = "move", _("move items to another category")
@@ -405,8 +411,6 @@ class CategorySuggestion(models.Model):
 
     def describe(self) -> str:
         """Return the suggestion as a sentence a merchandiser reads (translated)."""
-        from django.utils.translation import gettext, ngettext
-
         items = ngettext("%(n)d item", "%(n)d items", self.size) % {"n": self.size}
         if self.kind == SuggestionKind.CREATE:
             where = self.parent_label or gettext("the top level")

@@ -15,7 +15,7 @@ from typing import Any
 from django.apps import apps
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q
+from django.db.models import Count, Prefetch, Q, prefetch_related_objects
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
@@ -25,7 +25,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 
 from ..decisions import DecisionError, accept, reject, rename_cluster
-from ..models import CategoryCluster, CategorySuggestion, ClusterRun, Decision, embeddable_models
+from ..models import CategoryCluster, CategorySuggestion, ClusterRun, Decision, embeddable_models, sample_members
 from ..tasks import enqueue_clustering
 from .embeddable import card
 
@@ -48,12 +48,21 @@ def may_decide(request: Any, model_label: str) -> bool:
     )
 
 
-def thumbnails(model_label: str, ids_by_key: dict[Any, list[int]]) -> dict[Any, list[dict[str, Any]]]:
-    """Load the items of several lists in one query and return their cards, per key."""
-    model = apps.get_model(model_label)
-    wanted = {pk for ids in ids_by_key.values() for pk in ids}
-    objects = {obj.pk: obj for obj in model.get_embedding_queryset().filter(pk__in=wanted)}
-    return {key: [card(objects[pk]) for pk in ids if pk in objects] for key, ids in ids_by_key.items()}
+def attach_thumbnails(rows: list[Any], ids_of: Any) -> None:
+    """Set ``row.thumbnails`` (item cards) on each row; ``ids_of(row)`` gives its item ids.
+
+    One query per model for all rows (a page may mix models). The cards live on the rows, not
+    on the ModelAdmin, which every request shares.
+    """
+    by_label: dict[str, set[int]] = defaultdict(set)
+    for row in rows:
+        by_label[row.model_label].update(ids_of(row))
+    objects = {}
+    for label, wanted in by_label.items():
+        for obj in apps.get_model(label).get_embedding_queryset().filter(pk__in=wanted):
+            objects[label, obj.pk] = obj
+    for row in rows:
+        row.thumbnails = [card(objects[row.model_label, pk]) for pk in ids_of(row) if (row.model_label, pk) in objects]
 
 
 class OpenFilter(admin.SimpleListFilter):
@@ -109,24 +118,15 @@ class CategoryClusterAdmin(ReadOnlyAdmin):
         context = getattr(response, "context_data", None)
         if context and "cl" in context:
             clusters = list(context["cl"].result_list)
-            context["cards"] = self._cards(clusters)
+            prefetch_related_objects(
+                clusters,
+                Prefetch("suggestions", queryset=CategorySuggestion.objects.select_related("decided_by").order_by("pk")),
+                Prefetch("members", queryset=sample_members(THUMBNAILS), to_attr="sample_members"),
+            )
+            attach_thumbnails(clusters, lambda cluster: [m.object_id for m in cluster.sample_members])
+            context["clusters"] = clusters
             context["latest_run"] = ClusterRun.objects.order_by("-started_at").first()
         return response
-
-    def _cards(self, clusters: list[CategoryCluster]) -> list[dict[str, Any]]:
-        suggestions = defaultdict(list)
-        for suggestion in CategorySuggestion.objects.filter(cluster__in=clusters).select_related("decided_by"):
-            suggestions[suggestion.cluster_id].append(suggestion)
-        by_label = defaultdict(dict)
-        for cluster in clusters:
-            ids = list(cluster.members.values_list("object_id", flat=True)[:THUMBNAILS])
-            by_label[cluster.model_label][cluster.pk] = ids
-        pictures = {}
-        for label, ids_by_cluster in by_label.items():
-            pictures.update(thumbnails(label, ids_by_cluster))
-        return [
-            {"cluster": c, "thumbnails": pictures.get(c.pk, []), "suggestions": suggestions[c.pk]} for c in clusters
-        ]
 
     def run_view(self, request: Any) -> HttpResponseRedirect:
         if request.method != "POST" or not self.has_view_permission(request):
@@ -174,14 +174,8 @@ class CategorySuggestionAdmin(ReadOnlyAdmin):
         extra_context = {"title": _("Review category suggestions"), **(extra_context or {})}
         response = super().changelist_view(request, extra_context)
         context = getattr(response, "context_data", None)
-        if context and "cl" in context:
-            rows = list(context["cl"].result_list)
-            by_label = defaultdict(dict)
-            for row in rows:
-                by_label[row.model_label][row.pk] = row.object_ids[:5]
-            self._photos = {}
-            for label, ids in by_label.items():
-                self._photos.update(thumbnails(label, ids))
+        if context and "cl" in context:  # the rows the list renders next
+            attach_thumbnails(list(context["cl"].result_list), lambda suggestion: suggestion.object_ids[:5])
         return response
 
     @admin.display(description=_("suggestion"))
@@ -194,7 +188,7 @@ class CategorySuggestionAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("photos"))
     def photos(self, obj: CategorySuggestion) -> str:
-        cards = getattr(self, "_photos", {}).get(obj.pk, [])
+        cards = getattr(obj, "thumbnails", [])
         return render_to_string("similarity/admin/thumbnails.html", {"cards": cards, "size": 40})
 
     @admin.display(description="")

@@ -105,7 +105,7 @@ class EmbeddableAdminMixin:
             return "-"
         level = similarity_settings.LABEL_LEVEL
         current = obj.get_similarity_label()
-        votes = suggest(obj, level=level)
+        votes = self.offered_categories(obj)
         return render_to_string(
             "similarity/admin/category_suggestions.html",
             {
@@ -115,6 +115,10 @@ class EmbeddableAdminMixin:
                 "apply_url": self._url("apply_category", obj.pk),
             },
         )
+
+    def offered_categories(self, obj: Any) -> list:
+        """The categories the change page offers for ``obj`` (its neighbours' vote at LABEL_LEVEL)."""
+        return suggest(obj, level=similarity_settings.LABEL_LEVEL)
 
     def get_urls(self) -> list:
         return [
@@ -132,7 +136,7 @@ class EmbeddableAdminMixin:
         if request.method != "POST" or obj is None or not self.has_change_permission(request, obj):
             raise PermissionDenied
         label = (request.POST.get("apply_category") or "").strip()
-        if label not in {s.label for s in suggest(obj, level=similarity_settings.LABEL_LEVEL)}:  # only what the page offered, never a new category
+        if label not in {s.label for s in self.offered_categories(obj)}:  # only what the page offered, never a new category
             self.message_user(request, _("“%s” is not among this item's suggested categories.") % label, messages.ERROR)
         else:
             changed = apply_label(obj, label, request.user)

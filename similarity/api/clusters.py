@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ..decisions import DecisionError, accept, reject
-from ..models import CategoryCluster, CategorySuggestion, ClusterMember, Decision, SuggestionKind
+from ..models import CategoryCluster, CategorySuggestion, Decision, SuggestionKind, sample_members
 
 SAMPLE = 8
 
@@ -79,7 +79,7 @@ class ClusterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         queryset = CategoryCluster.objects.select_related("run").prefetch_related(
             Prefetch("suggestions", queryset=CategorySuggestion.objects.select_related("decided_by").order_by("pk")),
             # 8 members per cluster, not all of them (clusters of thousands of items)
-            Prefetch("members", queryset=ClusterMember.objects.order_by("distance", "object_id")[:SAMPLE], to_attr="sample_members"),
+            Prefetch("members", queryset=sample_members(SAMPLE), to_attr="sample_members"),
         )
         if self.model_labels:
             queryset = queryset.filter(model_label__in=self.model_labels)

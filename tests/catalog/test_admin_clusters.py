@@ -78,6 +78,7 @@ def test_suggest_categories_action_stores_suggestions_to_review(admin_client, ca
     assert sorted(tea.object_ids) == sorted(p.pk for p in catalog["tea"][:2])
     listing = admin_client.get(response["Location"]).content.decode()
     assert "Assign 2 items without category to" in listing
+    assert catalog["tea"][0].images.get().image.url in listing  # the items' photos
     # accept from the list's own button (it posts the list form to the accept view)
     admin_client.post(f"/admin/similarity/categorysuggestion/{tea.pk}/accept/", HTTP_REFERER=response["Location"])
     assert set(Product.objects.filter(pk__in=tea.object_ids).values_list("category__path", flat=True)) == {"饮料 > 茶"}
