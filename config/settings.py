@@ -195,6 +195,7 @@ SIMILARITY = {
         for name, kind in (
             ("BATCH_SIZE", int),
             ("HNSW_EF_SEARCH", int),
+            ("SCAN_SETTINGS", str),
             ("DECODE_THREADS", int),
             ("COALESCE_SECONDS", float),
             ("CLAIM_TIMEOUT", float),

@@ -1,7 +1,9 @@
-"""App config: connect the save signal of every Embeddable model and register checks."""
+"""App config: connect the save signal of every Embeddable model, the scan settings of new
+database connections, and register checks."""
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_save
 from django.utils.translation import gettext_lazy as _
 
@@ -14,8 +16,10 @@ class SimilarityConfig(AppConfig):
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers system checks)
         from .models import embeddable_models
+        from .scan import configure_connection
         from .signal_handlers import schedule_encode_on_save
 
+        connection_created.connect(configure_connection, dispatch_uid="similarity_scan_settings")
         for model in embeddable_models():
             post_save.connect(
                 schedule_encode_on_save,

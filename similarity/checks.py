@@ -43,6 +43,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         )
     if not (isinstance(s.QUEUE, str) and s.QUEUE):
         errors.append(Error("SIMILARITY['QUEUE'] must be a non-empty queue name.", id="similarity.E005"))
+    if s.SCAN_SETTINGS not in ("connection", "transaction"):
+        errors.append(
+            Error(
+                f"SIMILARITY['SCAN_SETTINGS'] must be 'connection' or 'transaction', got {s.SCAN_SETTINGS!r}.",
+                id="similarity.E010",
+            )
+        )
     return errors + _check_queue_numbers() + _check_clustering()
 
 

@@ -63,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_K": 10,
     "MAX_K": 100,
     "HNSW_EF_SEARCH": 100,
+    # "connection": scan settings set once per database connection; "transaction": with every
+    # query (behind PgBouncer in transaction mode). See similarity.scan.
+    "SCAN_SETTINGS": "connection",
     # Input limits: larger inputs fail with a readable reason instead of exhausting memory.
     "MAX_IMAGE_BYTES": 20 * 1024 * 1024,
     "MAX_IMAGE_PIXELS": 50_000_000,

@@ -4,8 +4,9 @@ Pure SQL through the ORM; never imports torch. Every query reads the active vect
 only (one space = one encoder configuration), so vectors of two configurations are never
 compared, even while a new one is being built. Each space has partial HNSW indexes on
 ``(column::vector(n)) WHERE space_id = <id>``; the queries below use the same expression.
-Queries run in a transaction with pgvector 0.8's iterative index scan enabled, so filters
-(active only, a category...) do not starve the result list, and ``ef_search`` covers ``k``.
+Queries run with pgvector 0.8's iterative index scan enabled, so filters (active only, a
+category...) do not starve the result list, and an ``ef_search`` that covers ``k``: both are
+set once per connection, or per query transaction (``similarity.scan``).
 ``similar_to`` is one statement: the item's own vector (and whether it has one) is a
 subquery of the scan.
 """
@@ -21,6 +22,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
 from pgvector.django import CosineDistance, VectorField
 
+from . import scan
 from .conf import similarity_settings
 from .models import Embedding, VectorSpace
 
@@ -104,13 +106,18 @@ def nearest(
     if space is None:
         return []
     ordered = nearest_queryset(vector, k=k, mode=mode, queryset=queryset, space=space, annotations=annotations)
-    with transaction.atomic(using=queryset.db):
-        _tune_scan(queryset.db, k)
+    using = queryset.db
+    if scan.needs_transaction(using, k):
+        with transaction.atomic(using=using):
+            scan.tune_scan(using, k)
+            rows = list(ordered)
+    else:  # the connection carries the scan settings: one autocommit statement
         rows = list(ordered)
-        if len(rows) < k:
-            # The index scan can come back short (a selective filter, or many dead index
-            # entries after a bulk re-encode until VACUUM runs): answer exactly instead.
-            _exact_scan(queryset.db)
+    if len(rows) < k:
+        # The index scan can come back short (a selective filter, or many dead index
+        # entries after a bulk re-encode until VACUUM runs): answer exactly instead.
+        with transaction.atomic(using=using):
+            scan.exact_scan(using)
             rows = list(ordered.all())
     # relaxed_order may return rows slightly out of order: sort by the exact distance.
     rows.sort(key=lambda row: row._distance)
@@ -138,20 +145,3 @@ def nearest_queryset(
         .annotate(_distance=CosineDistance(typed, vector), **(annotations or {}))
         .order_by("_distance")[:k]
     )
-
-
-def _tune_scan(using: str, k: int) -> None:
-    ef_search = max(int(similarity_settings.HNSW_EF_SEARCH), 2 * k)
-    with transaction.get_connection(using).cursor() as cursor:
-        # One round trip; scan_mem_multiplier lets the iterative scan keep more candidates
-        # in memory before it gives up.
-        cursor.execute(
-            "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-            "set_config('hnsw.scan_mem_multiplier', '4', true), set_config('hnsw.ef_search', %s, true)",
-            [str(ef_search)],
-        )
-
-
-def _exact_scan(using: str) -> None:
-    with transaction.get_connection(using).cursor() as cursor:
-        cursor.execute("SET LOCAL enable_indexscan = off")

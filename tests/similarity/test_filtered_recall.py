@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from catalog.models import Category, Product
 from similarity.models import Embedding
-from similarity.queries import _tune_scan, nearest_queryset
+from similarity.queries import nearest_queryset
+from similarity.scan import tune_scan
 from tests.factories import space
 
 pytestmark = pytest.mark.django_db(transaction=True)  # TRUNCATE afterwards: 20k rows
@@ -58,7 +59,7 @@ def test_filtered_hnsw_scan_keeps_k_results_and_recall(catalog, client):
         exact = set(ids[in_filter][np.argsort(-(vectors[in_filter] @ query))[:K]])
         # The index path alone (no exact fallback), as the query layer runs it.
         with transaction.atomic():
-            _tune_scan("default", K)
+            tune_scan("default", K)
             plan = nearest_queryset(query.tolist(), k=K, mode="fused", queryset=queryset, space=current).explain()
             found = [row.pk for row in nearest_queryset(query.tolist(), k=K, mode="fused", queryset=queryset, space=current)]
         assert "similarity_emb_s" in plan, plan  # the space's HNSW index answers
