@@ -19,11 +19,12 @@ def database_settings(url: str | None, var_dir: Path) -> dict:
             "CONN_MAX_AGE": 60,
             "CONN_HEALTH_CHECKS": True,
         }
-    # Parameters bound by the server: psycopg prepares repeated statements and quotes nothing
-    # in Python, about 5 ms less per similar-items request (docs/BENCHMARKS.md). Behind
-    # PgBouncer in transaction mode older than 1.21, set DATABASE_SERVER_SIDE_BINDING=0.
+    # Parameters bound by the server: nothing is quoted into the SQL in Python (docs/BENCHMARKS.md).
+    # Statements are not prepared: PostgreSQL's generic plan for a prepared neighbour scan
+    # returned different (and at ef_search 100 fewer true) neighbours than the planned one.
+    # DATABASE_SERVER_SIDE_BINDING=0 restores psycopg's client-side binding.
     if os.environ.get("DATABASE_SERVER_SIDE_BINDING", "1") != "0":
-        database.setdefault("OPTIONS", {})["server_side_binding"] = True
+        database.setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=None)
     if os.environ.get("DATABASE_TEST_NAME"):  # test runs side by side on one server
         database["TEST"] = {"NAME": os.environ["DATABASE_TEST_NAME"]}
     return database
