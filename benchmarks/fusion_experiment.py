@@ -1,7 +1,7 @@
 """Held-out retrieval quality of the learned attention fusion against its baselines.
 
     .venv/bin/python benchmarks/fusion_experiment.py [--data flipkart|zh|both] [--set dim=128 ...]
-        [--save /tmp/fusion-flipkart] [--cache-dir /tmp]
+        [--save /tmp/fusion-flipkart] [--cache-dir /tmp] [--image-features /tmp/finetune/features.npz]
 
 flipkart1050 (level 2): image only, sentence-encoder text only, recurrent text only, fixed
 30/70 cosine mix, learned attention fusion and TF-IDF (word 1-2 grams on title + description).
@@ -51,6 +51,11 @@ def main() -> None:
         "--dedupe", action="store_true", help="keep each token's first occurrence only (descriptions repeat the title)"
     )
     parser.add_argument("--tokenizer", choices=["auto", "jieba", "pipeline"], default="auto")
+    parser.add_argument(
+        "--image-features", type=Path, metavar="NPZ",
+        help="fine-tuned image features from finetune_image.py: the fusion trains on the cross-fitted "
+        "ones and is scored on the final network's",
+    )
     parser.add_argument("--save", type=Path, help="write the flipkart1050 checkpoint here")
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp"))
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
@@ -94,23 +99,27 @@ def run_flipkart(config: TrainConfig, tokenize, args: argparse.Namespace) -> Non
         split_keys=[r["sku"] for r in rows],
     )
     gallery = data.has_image.copy()  # the protocol's 1,047 products with a photo
+    deployed = data.image
+    if args.image_features:
+        data.image, deployed = _tuned_features(args.image_features, data)
     if args.cv:
         return _cross_validate(data, config, args)
     if args.nested:
         return _nested(data, config, args)
-    result = _train(data, config, args)
+    result = _train(data, config, args, deploy_image=deployed)
     model = result.model
-    vectors, attention = model.encode(data.image, data.has_image, data.sentence, data.has_text, data.tokens)
+    vectors, attention = model.encode(deployed, data.has_image, data.sentence, data.has_text, data.tokens)
     branch = {
-        name: model.encode_branch(name, data.image, data.has_image, data.sentence, data.has_text, data.tokens)
+        name: model.encode_branch(name, deployed, data.has_image, data.sentence, data.has_text, data.tokens)
         for name in ("image", "sentence", "recurrent")
     }
     mixed = np.stack([
         fuse(i if hi else None, s if ht else None, image_dim=i.size, text_dim=s.size, image_weight=0.3, text_weight=0.7)
-        for i, hi, s, ht in zip(data.image, data.has_image, data.sentence, data.has_text)
+        for i, hi, s, ht in zip(features["image"], data.has_image, data.sentence, data.has_text)
     ])
     table = {
-        "image only (EfficientNet-Lite0)": data.image,
+        "image only (EfficientNet-Lite0)": features["image"],
+        **({"image only (fine-tuned EfficientNet-Lite0)": deployed} if args.image_features else {}),
         "text only (sentence encoder)": data.sentence,
         "recurrent text only (learned branch)": branch["recurrent"],
         "fixed 30/70 cosine mix": mixed,
@@ -166,7 +175,17 @@ def run_zh(config: TrainConfig, tokenize, args: argparse.Namespace) -> None:
     _print_training(result)
 
 
-def _train(data: FusionData, config: TrainConfig, args: argparse.Namespace):
+def _tuned_features(path: Path, data: FusionData) -> tuple[np.ndarray, np.ndarray]:
+    """Return (training, deployed) image features of a finetune_image.py run, rows in data's order."""
+    with np.load(path) as tuned:
+        if list(tuned["skus"]) != list(data.split_keys):
+            sys.exit(f"{path} was computed for other products (skus differ): rerun finetune_image.py.")
+        training, deployed = tuned["training"].astype(np.float32), tuned["features"].astype(np.float32)
+    print(f"image features: fine-tuned, cross-fitted for training ({path})")
+    return np.where(data.has_image[:, None], training, 0), np.where(data.has_image[:, None], deployed, 0)
+
+
+def _train(data: FusionData, config: TrainConfig, args: argparse.Namespace, deploy_image=None):
     print(f"training with {config}", flush=True)
 
     def progress(epoch: int, point: dict[str, float]) -> None:
@@ -177,7 +196,7 @@ def _train(data: FusionData, config: TrainConfig, args: argparse.Namespace):
                 flush=True,
             )
 
-    return train(data, config, progress=progress)
+    return train(data, config, progress=progress, deploy_image=deploy_image)
 
 
 def _cross_validate(data: FusionData, config: TrainConfig, args: argparse.Namespace) -> None:

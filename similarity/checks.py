@@ -50,7 +50,35 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="similarity.E010",
             )
         )
-    return errors + _check_queue_numbers() + _check_clustering()
+    return errors + _check_queue_numbers() + _check_clustering() + _check_image_finetune()
+
+
+# The fields of similarity.fusion.finetune.FinetuneConfig (that module imports torch).
+FINETUNE_OPTIONS = {
+    "blocks", "epochs", "patience", "batch_size", "lr", "head_lr", "weight_decay", "warmup_epochs", "class_scale",
+    "temperature", "supcon_weight", "min_crop", "folds", "validation_digit", "seed", "device",
+}
+
+
+def _check_image_finetune() -> list[Error]:
+    options = similarity_settings.IMAGE_FINETUNE
+    if not isinstance(options, dict) or set(options) - FINETUNE_OPTIONS:
+        unknown = sorted(set(options) - FINETUNE_OPTIONS) if isinstance(options, dict) else options
+        return [
+            Error(
+                f"SIMILARITY['IMAGE_FINETUNE'] must be a dict of {', '.join(sorted(FINETUNE_OPTIONS))}; got {unknown!r}.",
+                id="similarity.E011",
+            )
+        ]
+    blocks = options.get("blocks", 0)
+    if not (isinstance(blocks, int) and 0 <= blocks <= 16):
+        return [
+            Error(
+                f"SIMILARITY['IMAGE_FINETUNE']['blocks'] must be 0-16 (0: off, 16: the whole network), got {blocks!r}.",
+                id="similarity.E011",
+            )
+        ]
+    return []
 
 
 CLUSTERING_OPTIONS = {

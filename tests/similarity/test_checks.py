@@ -1,6 +1,8 @@
 """System checks reject settings the vectors cannot work with."""
 from __future__ import annotations
 
+import pytest
+
 from similarity.checks import check_settings
 
 
@@ -33,3 +35,13 @@ def test_encoding_queue_numbers(settings):
     (error,) = check_settings()
     assert error.id == "similarity.E006"
     assert "'BATCH_SIZE': 0" in error.msg and "'CLAIM_TIMEOUT': '10 minutes'" in error.msg
+
+
+@pytest.mark.parametrize(
+    "value", [{"blocks": 17}, {"blocks": "all"}, {"block": 4}, [("blocks", 4)]],
+)
+def test_image_finetune_settings_are_checked(settings, value):
+    settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_FINETUNE": value}
+    assert "similarity.E011" in [e.id for e in check_settings()]
+    settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_FINETUNE": {"blocks": 16, "epochs": 30}}
+    assert "similarity.E011" not in [e.id for e in check_settings()]

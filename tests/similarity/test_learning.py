@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -180,3 +181,61 @@ def test_admin_train_button_queues_training_on_the_training_queue(admin_client, 
     assert "Training started" in response.content.decode()
     assert sent.call_args.kwargs["queue"] == settings.SIMILARITY["TRAINING_QUEUE"]
     assert sent.call_args.kwargs["args"] == ["catalog.Product"]
+
+
+LITE0 = "similarity.encoders.image.EfficientNetLiteImageEncoder"
+TUNE = {"blocks": 1, "epochs": 2, "patience": 2, "folds": 2, "batch_size": 32, "device": "cpu"}
+
+
+@pytest.mark.weights
+def test_training_with_image_finetuning_gives_the_version_its_own_image_network(catalog, settings):
+    from similarity.encoders.image import EfficientNetLiteImageEncoder
+    from similarity.images import decode_image
+
+    settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_ENCODER": LITE0, "DEVICE": "cpu"}
+    with mock.patch.object(encode_task, "apply_async"):
+        version = train_new_version("catalog.Product", level=2, overrides=FAST, finetune=TUNE, activate="force")
+    tuned = version.metrics["image_finetune"]
+    assert tuned["config"]["blocks"] == 1 and tuned["unreadable_photos"] == 0
+    assert version.image_weights == str(Path(version.path) / "image.pth") and Path(version.image_weights).is_file()
+
+    encode_objects("catalog.Product", [p.pk for p in catalog])
+    phone = Product.objects.get(sku="手机-1")
+    vectors = vectors_of(phone)
+    assert vectors.space.spec["learned"] == version.name
+    assert vectors.space.spec["image_weights"] == version.image_weights  # the worker used the tuned network
+    with phone.get_embedding_image().open("rb") as fh:
+        photo = decode_image(fh.read(), max_bytes=10**7, max_pixels=10**7)
+    tuned_encoder = EfficientNetLiteImageEncoder(weights_path=version.image_weights, device="cpu")
+    assert np.allclose(vectors.image, tuned_encoder.encode([photo])[0], atol=1e-4)
+    assert not np.allclose(vectors.image, EfficientNetLiteImageEncoder(device="cpu").encode([photo])[0], atol=1e-3)
+    assert len(vectors.learned) == 256
+
+
+def test_image_finetuning_needs_the_efficientnet_encoder(catalog):
+    with pytest.raises(ValueError, match="EfficientNet-Lite0"):
+        train_new_version("catalog.Product", level=2, overrides=FAST, finetune={"blocks": 1}, activate="never")
+    assert not ModelVersion.objects.exists()
+
+
+def test_train_command_passes_the_finetuning_options():
+    from django.core.management.base import CommandError
+
+    with mock.patch("similarity.management.commands.similarity_train.train_new_version", side_effect=ValueError("stop")) as train:
+        with pytest.raises(CommandError, match="stop"):
+            call_command(
+                "similarity_train", "--finetune-image-blocks", "16", "--finetune-set", "epochs=30",
+                "--finetune-set", "device=cuda", "--set", "lr=0.001",
+            )
+    assert train.call_args.kwargs["finetune"] == {"blocks": 16, "epochs": 30, "device": "cuda"}
+    assert train.call_args.kwargs["overrides"] == {"lr": 0.001}
+
+
+def test_two_identical_trainings_in_one_second_get_two_versions(catalog):
+    from django.utils import timezone
+
+    moment = timezone.now()
+    with mock.patch.object(encode_task, "apply_async"), mock.patch("similarity.learning.timezone.now", return_value=moment):
+        first = train_new_version("catalog.Product", level=2, overrides=FAST, activate="never")
+        second = train_new_version("catalog.Product", level=2, overrides=FAST, activate="never")
+    assert second.name == f"{first.name}-2" and second.path != first.path

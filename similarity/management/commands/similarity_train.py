@@ -23,18 +23,25 @@ class Command(BaseCommand):
         parser.add_argument("--epochs", type=int)
         parser.add_argument("--seed", type=int)
         parser.add_argument("--set", action="append", default=[], metavar="NAME=JSON", help="any TrainConfig field, e.g. --set lr=0.002")
+        parser.add_argument(
+            "--finetune-image-blocks", type=int, metavar="N",
+            help="fine-tune the last N of the 16 EfficientNet-Lite0 blocks first (16: the whole network, 0: off; "
+            "default SIMILARITY['IMAGE_FINETUNE']); meant for a GPU",
+        )
+        parser.add_argument(
+            "--finetune-set", action="append", default=[], metavar="NAME=JSON",
+            help="any FinetuneConfig field, e.g. --finetune-set epochs=30",
+        )
         group = parser.add_mutually_exclusive_group()
         group.add_argument("--force-activate", action="store_true", help="activate even if it does not beat the active model")
         group.add_argument("--no-activate", action="store_true", help="register the model without activating it")
 
     def handle(self, *args, **opts) -> None:
         overrides = {k: opts[k] for k in ("epochs", "seed") if opts[k] is not None}
-        for item in opts["set"]:
-            name, _, raw = item.partition("=")
-            try:
-                overrides[name] = json.loads(raw)
-            except json.JSONDecodeError:
-                overrides[name] = raw
+        overrides.update(_fields(opts["set"]))
+        finetune = _fields(opts["finetune_set"])
+        if opts["finetune_image_blocks"] is not None:
+            finetune["blocks"] = opts["finetune_image_blocks"]
         activate = "force" if opts["force_activate"] else "never" if opts["no_activate"] else "auto"
         bar = tqdm(desc="training", unit="epoch")
 
@@ -44,7 +51,7 @@ class Command(BaseCommand):
 
         try:
             version = train_new_version(
-                model_label(opts["model"]), level=opts["level"], overrides=overrides,
+                model_label(opts["model"]), level=opts["level"], overrides=overrides, finetune=finetune,
                 activate=activate, progress=progress,
             )
         except (ValueError, TypeError) as exc:
@@ -58,5 +65,25 @@ class Command(BaseCommand):
             f"compared with {b.get('model')}: P@10 {b.get('p@10') or 0:.3f}\n"
             f"checkpoint: {version.path}"
         )
+        tuned = m.get("image_finetune")
+        if tuned:
+            scores = tuned["image_only_held_out"]
+            self.stdout.write(
+                f"image network fine-tuned ({tuned['config']['blocks']} blocks, {tuned['epochs']} epochs, "
+                f"{tuned['seconds']}s on {tuned['device']}): image-only held-out P@10 "
+                f"{scores['frozen_p@10']:.3f} -> {scores['tuned_p@10']:.3f}; weights {tuned['weights']}"
+            )
         style = self.style.SUCCESS if version.is_active else self.style.WARNING
         self.stdout.write(style("activated; every product is being re-encoded" if version.is_active else version.notes))
+
+
+def _fields(items: list[str]) -> dict[str, object]:
+    """Parse NAME=JSON pairs (a value that is not JSON stays a string)."""
+    fields: dict[str, object] = {}
+    for item in items:
+        name, _, raw = item.partition("=")
+        try:
+            fields[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            fields[name] = raw
+    return fields
