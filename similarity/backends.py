@@ -79,8 +79,13 @@ def _text_encoder(path: str, weights: str | None, dim: int) -> Any:
 
 def get_image_encoder() -> Any:
     """Return this process's image encoder of the configured settings."""
+    return image_encoder_with(similarity_settings.IMAGE_WEIGHTS)
+
+
+def image_encoder_with(weights: str | None) -> Any:
+    """Return this process's configured image encoder loaded with ``weights`` instead."""
     s = similarity_settings
-    return _image_encoder(s.IMAGE_ENCODER, s.IMAGE_WEIGHTS, s.IMAGE_DIM)
+    return _image_encoder(s.IMAGE_ENCODER, weights, s.IMAGE_DIM)
 
 
 def get_text_encoder() -> Any:

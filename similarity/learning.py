@@ -23,13 +23,13 @@ import numpy as np
 from django.apps import apps
 from django.db import transaction
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from . import backends
 from .conf import similarity_settings
 from .evaluation import category_at_level, evaluate_neighbours, is_held_out
 from .fusion.fixed import fuse
 from .models import ModelVersion
+from .photos import finetune_images, image_features
 
 logger = logging.getLogger(__name__)
 
@@ -79,21 +79,18 @@ class Catalog:
         return out
 
 
-def collect_catalog(model_label: str) -> Catalog:
-    """Read every row's stored image vector and learning text; encode and tokenise the text."""
+def collect_catalog(model_label: str, image_weights: str | None = None) -> Catalog:
+    """Read every row's image features and learning text; encode and tokenise the text.
+
+    Image features are those of the configured image encoder with ``image_weights`` (None:
+    ``SIMILARITY['IMAGE_WEIGHTS']``): see ``similarity.photos.image_features``.
+    """
     from .text_pipeline import default_pipeline
 
     model = apps.get_model(model_label)
     rows = list(model.get_embedding_queryset().order_by("pk"))
     s = similarity_settings
-    image = np.zeros((len(rows), s.IMAGE_DIM), dtype=np.float32)
-    has_image = np.zeros(len(rows), dtype=bool)
-    stored = _stored_image_vectors(model)
-    for i, row in enumerate(rows):
-        vector = stored.get(row.pk)
-        if vector is not None and len(vector) == s.IMAGE_DIM:
-            image[i] = np.asarray(vector, dtype=np.float32)
-            has_image[i] = True
+    image, has_image = image_features(model_label, rows, image_weights or s.IMAGE_WEIGHTS)
     texts = [(row.get_learning_text() or "")[: s.MAX_TEXT_CHARS] for row in rows]
     sentence = backends.get_text_encoder().encode(texts) if rows else np.zeros((0, s.TEXT_DIM), np.float32)
     pipeline = default_pipeline()
@@ -107,18 +104,6 @@ def collect_catalog(model_label: str) -> Catalog:
         paths=[row.get_similarity_label() or "" for row in rows],
         split_keys=[row.get_split_key() for row in rows],
     )
-
-
-def _stored_image_vectors(model: type) -> dict[Any, Any]:
-    """The image vectors the worker stored in the active space (the configured encoder's,
-    once a switch is complete), by primary key."""
-    from .models import Embedding, VectorSpace
-
-    space = VectorSpace.active_for(model._meta.label)
-    if space is None:
-        return {}
-    rows = Embedding.objects.for_model(model, space).filter(image__isnull=False)
-    return dict(rows.values_list("object_id", "image"))
 
 
 def train_new_version(
@@ -153,7 +138,7 @@ def train_new_version(
         )
     config = TrainConfig(**{"dim": s.LEARNED_DIM, **s.TRAINING, **(overrides or {})})
     tuning = FinetuneConfig(**{"seed": config.seed, "device": s.DEVICE, **s.IMAGE_FINETUNE, **(finetune or {})})
-    tuned = finetune_images(model_label, catalog, labels, tuning) if tuning.blocks else None
+    tuned = finetune_images(model_label, catalog.pks, labels, catalog.split_keys, tuning) if tuning.blocks else None
     data = catalog.fusion_data(level)
     if tuned is not None:  # the fusion learns from features of photos the network has not fitted
         data.image, data.has_image = tuned.training_features, tuned.present
@@ -199,46 +184,6 @@ def _unique_name(name: str) -> str:
         n += 1
         candidate = f"{name}-{n}"
     return candidate
-
-
-def finetune_images(model_label: str, catalog: Catalog, labels: list[str], config: Any) -> Any:
-    """Fine-tune the image network on the catalog's photos (``similarity.fusion.finetune``).
-
-    A photo that cannot be read or decoded only leaves its product out of fine-tuning (and
-    out of the fusion's image branch while it trains).
-    """
-    from .encoders.image import EfficientNetLiteImageEncoder
-    from .encoding import read
-    from .fusion.finetune import Photos, finetune
-    from .images import ImageRejected, decode_image
-
-    s = similarity_settings
-    encoder = import_string(s.IMAGE_ENCODER)
-    if not (isinstance(encoder, type) and issubclass(encoder, EfficientNetLiteImageEncoder)):
-        raise ValueError(
-            f"Image fine-tuning works on EfficientNet-Lite0, but SIMILARITY['IMAGE_ENCODER'] is {s.IMAGE_ENCODER}: "
-            "set IMAGE_FINETUNE['blocks'] to 0, or use similarity.encoders.image.EfficientNetLiteImageEncoder."
-        )
-    model = apps.get_model(model_label)
-    rows = model.get_embedding_queryset().in_bulk(catalog.pks)
-    photos, unreadable = Photos.allocate(len(catalog.pks)), 0
-    for i, pk in enumerate(catalog.pks):
-        item = read(rows[pk])
-        if item.image_bytes is None:
-            unreadable += bool(item.error)
-            continue
-        try:
-            photos.add(i, decode_image(item.image_bytes, max_bytes=s.MAX_IMAGE_BYTES, max_pixels=s.MAX_IMAGE_PIXELS))
-        except (ImageRejected, OSError, ValueError):
-            unreadable += 1
-    logger.info("fine-tuning the image network on %d photos (%d unreadable)", int(photos.present.sum()), unreadable)
-
-    def progress(stage: str, epoch: int, point: dict[str, float]) -> None:
-        logger.info("image fine-tuning, %s: epoch %d %s", stage, epoch, point)
-
-    result = finetune(photos, labels, catalog.split_keys, s.IMAGE_WEIGHTS, config, progress=progress)
-    result.metrics["unreadable_photos"] = unreadable
-    return result
 
 
 def _headline(raw: dict[str, Any], level: int) -> dict[str, Any]:

@@ -18,7 +18,10 @@ from ..tasks import enqueue_training
 class ModelVersionAdmin(admin.ModelAdmin):
     """Trained models: scores, activation, and a button that starts a training run."""
 
-    list_display = ("name", "model_label", "label_level", "held_out_p10", "baseline_p10", "is_active", "serving", "created_at", "notes")
+    list_display = (
+        "name", "model_label", "label_level", "held_out_p10", "baseline_p10", "image_network", "is_active", "serving",
+        "created_at", "notes",
+    )
     list_filter = ("is_active", "model_label")
     readonly_fields = [f.name for f in ModelVersion._meta.fields]
     actions = ["activate_selected"]
@@ -30,6 +33,16 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description=_("held-out P@10"))
     def held_out_p10(self, obj: ModelVersion) -> str:
         return f"{obj.headline:.3f}" if obj.headline is not None else "-"
+
+    @admin.display(description=_("image network"))
+    def image_network(self, obj: ModelVersion) -> str:
+        tuned = (obj.metrics or {}).get("image_finetune")
+        if not tuned:
+            return _("ImageNet (as configured)")
+        scores = tuned.get("image_only_held_out", {})
+        return _("fine-tuned, last %(blocks)s blocks: image-only P@10 %(before).3f → %(after).3f") % {
+            "blocks": tuned["config"]["blocks"], "before": scores.get("frozen_p@10", 0.0), "after": scores.get("tuned_p@10", 0.0),
+        }
 
     @admin.display(description=_("answers queries"), boolean=True)
     def serving(self, obj: ModelVersion) -> bool:

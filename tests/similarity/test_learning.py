@@ -16,7 +16,7 @@ from django.core.management import call_command
 
 from catalog.models import Product
 from similarity.index import encode_objects
-from similarity.learning import train_new_version
+from similarity.learning import collect_catalog, train_new_version
 from similarity.conf import similarity_settings
 from similarity.models import ModelVersion, VectorSpace
 from similarity.queries import similar_to
@@ -171,6 +171,7 @@ def test_admin_explains_attention_and_lists_versions(catalog, admin_client):
     assert f"{shares[0]}% image · {shares[1]}% pretrained text · {shares[2]}% recurrent text" in html
     listing = admin_client.get("/admin/similarity/modelversion/").content.decode()
     assert version.name in listing and f"{version.headline:.3f}" in listing and "Train a new model" in listing
+    assert "ImageNet (as configured)" in listing
 
 
 def test_admin_train_button_queues_training_on_the_training_queue(admin_client, settings):
@@ -188,7 +189,7 @@ TUNE = {"blocks": 1, "epochs": 2, "patience": 2, "folds": 2, "batch_size": 32, "
 
 
 @pytest.mark.weights
-def test_training_with_image_finetuning_gives_the_version_its_own_image_network(catalog, settings):
+def test_training_with_image_finetuning_gives_the_version_its_own_image_network(catalog, settings, tmp_path, admin_client):
     from similarity.encoders.image import EfficientNetLiteImageEncoder
     from similarity.images import decode_image
 
@@ -196,7 +197,7 @@ def test_training_with_image_finetuning_gives_the_version_its_own_image_network(
     with mock.patch.object(encode_task, "apply_async"):
         version = train_new_version("catalog.Product", level=2, overrides=FAST, finetune=TUNE, activate="force")
     tuned = version.metrics["image_finetune"]
-    assert tuned["config"]["blocks"] == 1 and tuned["unreadable_photos"] == 0
+    assert tuned["config"]["blocks"] == 1 and tuned["unusable_photos"] == 0
     assert version.image_weights == str(Path(version.path) / "image.pth") and Path(version.image_weights).is_file()
 
     encode_objects("catalog.Product", [p.pk for p in catalog])
@@ -208,8 +209,21 @@ def test_training_with_image_finetuning_gives_the_version_its_own_image_network(
         photo = decode_image(fh.read(), max_bytes=10**7, max_pixels=10**7)
     tuned_encoder = EfficientNetLiteImageEncoder(weights_path=version.image_weights, device="cpu")
     assert np.allclose(vectors.image, tuned_encoder.encode([photo])[0], atol=1e-4)
-    assert not np.allclose(vectors.image, EfficientNetLiteImageEncoder(device="cpu").encode([photo])[0], atol=1e-3)
+    imagenet = EfficientNetLiteImageEncoder(device="cpu").encode([photo])[0]
+    assert not np.allclose(vectors.image, imagenet, atol=1e-3)
     assert len(vectors.learned) == 256
+
+    # Training without fine-tuning now reads ImageNet features (encoded again), not the stored tuned ones.
+    catalog_rows = collect_catalog("catalog.Product")
+    assert np.allclose(catalog_rows.image[catalog_rows.pks.index(phone.pk)], imagenet, atol=1e-4)
+    # The evaluation scores the version with its own network, and shows that network alone.
+    call_command("similarity_evaluate", "--output", str(tmp_path), "--levels", "2")
+    report = json.loads((tmp_path / "evaluation.json").read_text(encoding="utf-8"))
+    assert {"image only", "image only (fine-tuned network)", "learned attention fusion"} <= set(report["results"])
+    assert report["results"]["learned attention fusion"]["2"]["p@10"] == pytest.approx(version.metrics["p@10"], abs=1e-6)
+    scores = tuned["image_only_held_out"]
+    listing = admin_client.get("/admin/similarity/modelversion/").content.decode()
+    assert f"fine-tuned, last 1 blocks: image-only P@10 {scores['frozen_p@10']:.3f} → {scores['tuned_p@10']:.3f}" in listing
 
 
 def test_image_finetuning_needs_the_efficientnet_encoder(catalog):
@@ -239,3 +253,17 @@ def test_two_identical_trainings_in_one_second_get_two_versions(catalog):
         first = train_new_version("catalog.Product", level=2, overrides=FAST, activate="never")
         second = train_new_version("catalog.Product", level=2, overrides=FAST, activate="never")
     assert second.name == f"{first.name}-2" and second.path != first.path
+
+
+def test_image_features_of_other_weights_are_encoded_from_the_photos(catalog):
+    from similarity import backends
+    from similarity.photos import image_features
+
+    rows = list(Product.objects.order_by("pk"))
+    stored, stored_has = image_features("catalog.Product", rows, None)  # the active space's vectors
+    with mock.patch.object(backends, "image_encoder_with", wraps=backends.image_encoder_with) as loaded:
+        encoded, encoded_has = image_features("catalog.Product", rows, "/elsewhere/tuned.pth")
+    loaded.assert_called_once_with("/elsewhere/tuned.pth")
+    # The fake encoder ignores weights: encoding the photos again gives the stored vectors.
+    assert np.array_equal(stored_has, encoded_has) and stored_has.sum() == 96
+    assert np.allclose(stored, encoded, atol=1e-5)

@@ -14,17 +14,19 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from django.apps import apps
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from similarity.evaluation import category_at_level, nearest_neighbours, score_neighbours, tfidf_vectors
 from similarity.learning import collect_catalog
+from similarity.photos import image_features
 from similarity.models import ModelVersion
 
 from ._options import model_label
 
-ROWS = ["image only", "pretrained text only", "recurrent text only", "fixed-weight fusion", "learned attention fusion", "TF-IDF (text pipeline tokens)"]
+ROWS = ["image only", "image only (fine-tuned network)", "pretrained text only", "recurrent text only", "fixed-weight fusion", "learned attention fusion", "TF-IDF (text pipeline tokens)"]
 MODALITIES = ("image", "sentence", "recurrent")
 
 
@@ -49,7 +51,7 @@ class Command(BaseCommand):
             ModelVersion.objects.filter(name=opts["model_version"]).first() if opts["model_version"] else ModelVersion.active_for(label)
         )
         if opts["model_version"] and version is None:
-            raise CommandError(f"No model version named {opts['version']!r}.")
+            raise CommandError(f"No model version named {opts['model_version']!r}.")
         depth = max(p.count(">") + 1 if p else 0 for p in catalog.paths)
         levels = [int(x) for x in opts["levels"].split(",") if x] or list(range(1, depth + 1))
         has_any = catalog.has_image | catalog.has_text
@@ -65,7 +67,11 @@ class Command(BaseCommand):
         attention = None
         if version is not None:
             model = FusionModel.load(version.path)
-            inputs = (catalog.image, catalog.has_image, catalog.sentence, catalog.has_text, catalog.tokens)
+            image, has_image = catalog.image, catalog.has_image
+            if version.image_weights:  # the version brought its own image network
+                image, has_image = image_features(label, _rows(label, catalog.pks), version.image_weights)
+                rows["image only (fine-tuned network)"] = (image, has_image)
+            inputs = (image, has_image, catalog.sentence, catalog.has_text, catalog.tokens)
             learned, attention = model.encode(*inputs)
             rows["learned attention fusion"] = (learned, has_any)
             rows["recurrent text only"] = (model.encode_branch("recurrent", *inputs), np.array([bool(t) for t in catalog.tokens]))
@@ -125,3 +131,9 @@ def _markdown(report: dict, levels: list[int], title: str) -> str:
         for top, w in report["attention_by_top_category"].items():
             lines.append(f"| {top} | {w['products']} | {w['image']:.2f} | {w['sentence']:.2f} | {w['recurrent']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _rows(label: str, pks: list) -> list:
+    """The rows of ``pks``, in that order."""
+    found = apps.get_model(label).get_embedding_queryset().in_bulk(pks)
+    return [found[pk] for pk in pks]
