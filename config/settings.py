@@ -208,6 +208,8 @@ SIMILARITY = {
     "CLUSTER_INTERVAL": float(os.environ.get("SIMILARITY_CLUSTER_INTERVAL") or 24 * 3600),
     # Reads of the API need a signed-in user (token or session) when true.
     "API_REQUIRE_TOKEN": env_bool("SIMILARITY_API_REQUIRE_TOKEN"),
+    # Training (admin button, similarity_train) fine-tunes the last N image blocks first; 0: off.
+    "IMAGE_FINETUNE": {"blocks": int(os.environ.get("SIMILARITY_IMAGE_FINETUNE_BLOCKS") or 0)},
 }
 # The sweeper re-sends rows left pending by a broker outage or a dead worker (run beat:
 # `celery -A config beat`, or `worker -B` on one machine).
