@@ -145,6 +145,13 @@ def test_evaluate_command_writes_every_row(catalog, tmp_path):
     assert "| learned attention fusion |" in markdown and "### fixture" in markdown
 
 
+def test_evaluate_command_names_an_unknown_version(catalog):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="No model version named 'nope'"):
+        call_command("similarity_evaluate", "--model-version", "nope")
+
+
 def test_train_command_reports_and_activates(catalog, capsys):
     with mock.patch.object(encode_task, "apply_async"):
         call_command("similarity_train", "--level", "2", "--epochs", "12", "--seed", "7")

@@ -21,12 +21,15 @@ from django.utils import timezone
 
 from similarity.evaluation import category_at_level, nearest_neighbours, score_neighbours, tfidf_vectors
 from similarity.learning import collect_catalog
-from similarity.photos import image_features
 from similarity.models import ModelVersion
+from similarity.photos import image_features
 
 from ._options import model_label
 
-ROWS = ["image only", "image only (fine-tuned network)", "pretrained text only", "recurrent text only", "fixed-weight fusion", "learned attention fusion", "TF-IDF (text pipeline tokens)"]
+ROWS = [
+    "image only", "image only (fine-tuned network)", "pretrained text only", "recurrent text only",
+    "fixed-weight fusion", "learned attention fusion", "TF-IDF (text pipeline tokens)",
+]
 MODALITIES = ("image", "sentence", "recurrent")
 
 
