@@ -90,6 +90,8 @@ def finetune_images(model_label: str, pks: Sequence[Any], labels: list[str], spl
     rows = apps.get_model(model_label).get_embedding_queryset().in_bulk(list(pks))
     photos, unusable = Photos.allocate(len(pks)), 0
     for i, pk in enumerate(pks):
+        if pk not in rows:  # deleted since the catalog was read
+            continue
         image, problem = photo(rows[pk])
         if image is not None:
             photos.add(i, image)
