@@ -7,7 +7,7 @@ row without an image; training goes on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,8 +16,7 @@ from django.utils.module_loading import import_string
 
 from . import backends
 from .conf import similarity_settings
-from .encoding import read
-from .images import ImageRejected, decode_image
+from .encoding import Item, decode_async, read
 
 logger = logging.getLogger(__name__)
 
@@ -48,27 +47,22 @@ def image_features(model_label: str, rows: Sequence[Any], weights: str | None) -
         return image, has_image
     logger.info("encoding the photos of %d rows with %s (weights %s)", len(rows), s.IMAGE_ENCODER, weights or "default")
     encoder = backends.image_encoder_with(weights)
-    batch = max(1, int(s.BATCH_SIZE))
-    for start in range(0, len(rows), batch):
-        photos = [(i, photo(rows[i])[0]) for i in range(start, min(start + batch, len(rows)))]
-        present = [(i, p) for i, p in photos if p is not None]
+    for batch in _decoded(list(enumerate(rows))):
+        present = [(i, item.image) for i, item in batch if item.image is not None]
         if present:
             image[[i for i, _ in present]] = encoder.encode([p for _, p in present])
             has_image[[i for i, _ in present]] = True
     return image, has_image
 
 
-def photo(obj: Any) -> tuple[Any, str]:
-    """Return ``(decoded photo or None, why it is unusable)``; the reason is "" when the row
-    simply has no photo."""
-    s = similarity_settings
-    item = read(obj)
-    if item.image_bytes is None:
-        return None, item.error
-    try:
-        return decode_image(item.image_bytes, max_bytes=s.MAX_IMAGE_BYTES, max_pixels=s.MAX_IMAGE_PIXELS), ""
-    except (ImageRejected, OSError, ValueError) as exc:
-        return None, f"image: {exc}"
+def _decoded(indexed: list[tuple[int, Any]]) -> Iterator[list[tuple[int, Item]]]:
+    """Read the rows' photos and decode them on the worker's decode threads, a batch at a time
+    (``Item.image`` is None, with ``Item.error`` saying why when the photo is unusable)."""
+    size = max(1, int(similarity_settings.BATCH_SIZE))
+    for start in range(0, len(indexed), size):
+        batch = [(i, read(obj)) for i, obj in indexed[start : start + size]]
+        decode_async([item for _, item in batch])()
+        yield batch
 
 
 def finetune_images(model_label: str, pks: Sequence[Any], labels: list[str], split_keys: list[str], config: Any) -> Any:
@@ -89,15 +83,14 @@ def finetune_images(model_label: str, pks: Sequence[Any], labels: list[str], spl
         )
     rows = apps.get_model(model_label).get_embedding_queryset().in_bulk(list(pks))
     photos, unusable = Photos.allocate(len(pks)), 0
-    for i, pk in enumerate(pks):
-        if pk not in rows:  # deleted since the catalog was read
-            continue
-        image, problem = photo(rows[pk])
-        if image is not None:
-            photos.add(i, image)
-        elif problem:
-            unusable += 1
-            logger.warning("photo of %s left out of fine-tuning: %s", pk, problem)
+    # A row deleted since the catalog was read is simply absent.
+    for batch in _decoded([(i, rows[pk]) for i, pk in enumerate(pks) if pk in rows]):
+        for i, item in batch:
+            if item.image is not None:
+                photos.add(i, item.image)
+            elif item.error:
+                unusable += 1
+                logger.warning("photo of %s left out of fine-tuning: %s", item.obj.pk, item.error)
     logger.info("fine-tuning the image network on %d photos (%d unusable)", int(photos.present.sum()), unusable)
 
     def progress(stage: str, epoch: int, point: dict[str, float]) -> None:

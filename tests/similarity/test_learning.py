@@ -274,3 +274,15 @@ def test_image_features_of_other_weights_are_encoded_from_the_photos(catalog):
     # The fake encoder ignores weights: encoding the photos again gives the stored vectors.
     assert np.array_equal(stored_has, encoded_has) and stored_has.sum() == 96
     assert np.allclose(stored, encoded, atol=1e-5)
+
+
+def test_an_unusable_photo_only_leaves_its_row_without_image_features(catalog):
+    from similarity.photos import image_features
+
+    with mock.patch.object(encode_task, "apply_async"):
+        broken = make_product("broken-photo", "坏图 商品", category="数码 > 手机", image=b"not an image at all")
+    rows = list(Product.objects.order_by("pk"))
+    image, has_image = image_features("catalog.Product", rows, "/elsewhere/tuned.pth")
+    position = [row.pk for row in rows].index(broken.pk)
+    assert not has_image[position] and not image[position].any()
+    assert has_image.sum() == 96  # every readable photo was still encoded
