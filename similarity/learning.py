@@ -28,7 +28,7 @@ from . import backends
 from .conf import similarity_settings
 from .evaluation import category_at_level, evaluate_neighbours, is_held_out
 from .fusion.fixed import fuse
-from .models import ModelVersion
+from .models import ModelVersion, VectorSpace
 from .photos import finetune_images, image_features
 
 logger = logging.getLogger(__name__)
@@ -129,15 +129,19 @@ def train_new_version(
 
     s = similarity_settings
     level = level or s.LABEL_LEVEL
-    catalog = collect_catalog(model_label)
+    config = TrainConfig(**{"dim": s.LEARNED_DIM, **s.TRAINING, **(overrides or {})})
+    tuning = FinetuneConfig(**{"seed": config.seed, "device": s.DEVICE, **s.IMAGE_FINETUNE, **(finetune or {})})
+    # Fine-tuning replaces the image features; the catalog's own then only feed the fixed-fusion
+    # baseline, which counts when no version is active, i.e. when the active space holds the
+    # configured encoder's vectors: read what that space stores instead of encoding every photo.
+    space = VectorSpace.active_for(model_label) if tuning.blocks else None
+    catalog = collect_catalog(model_label, space.spec.get("image_weights") if space else None)
     labels = catalog.labels(level)
     if sum(1 for label, held in zip(labels, catalog.held_out) if label and not held) < 10:
         raise ValueError(
             f"Too few labelled training products at category level {level}: give products a "
             "category (at least 10 in the train split), or train at a lower --level."
         )
-    config = TrainConfig(**{"dim": s.LEARNED_DIM, **s.TRAINING, **(overrides or {})})
-    tuning = FinetuneConfig(**{"seed": config.seed, "device": s.DEVICE, **s.IMAGE_FINETUNE, **(finetune or {})})
     tuned = finetune_images(model_label, catalog.pks, labels, catalog.split_keys, tuning) if tuning.blocks else None
     data = catalog.fusion_data(level)
     if tuned is not None:  # the fusion learns from features of photos the network has not fitted

@@ -223,6 +223,14 @@ def test_training_with_image_finetuning_gives_the_version_its_own_image_network(
     # Training without fine-tuning now reads ImageNet features (encoded again), not the stored tuned ones.
     catalog_rows = collect_catalog("catalog.Product")
     assert np.allclose(catalog_rows.image[catalog_rows.pks.index(phone.pk)], imagenet, atol=1e-4)
+    # Fine-tuning again replaces the image features: no photo is encoded for the catalog first.
+    from similarity import backends
+
+    with mock.patch("similarity.learning.finetune_images", side_effect=RuntimeError("stop")) as tuning, \
+            mock.patch.object(backends, "image_encoder_with", wraps=backends.image_encoder_with) as loaded:
+        with pytest.raises(RuntimeError, match="stop"):
+            train_new_version("catalog.Product", level=2, overrides=FAST, finetune=TUNE, activate="never")
+    assert tuning.called and not loaded.called
     # The evaluation scores the version with its own network, and shows that network alone.
     call_command("similarity_evaluate", "--output", str(tmp_path), "--levels", "2")
     report = json.loads((tmp_path / "evaluation.json").read_text(encoding="utf-8"))
