@@ -22,6 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.fusion_experiment import _config  # noqa: E402
 from similarity.evaluation import category_at_level  # noqa: E402
 from similarity.fusion.finetune import FinetuneConfig, Photos, finetune  # noqa: E402
 from similarity.images import ImageRejected, decode_image  # noqa: E402
@@ -51,11 +52,7 @@ def main() -> None:
         except (OSError, ImageRejected) as exc:
             print(f"no photo for {row['sku']}: {exc}")
             images.append(None)
-    fields = {"blocks": args.blocks}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        fields[name] = type(getattr(FinetuneConfig(), name))(value)
-    config = FinetuneConfig(**fields)
+    config = _config(FinetuneConfig(blocks=args.blocks), args.set)
     started = time.perf_counter()
 
     def progress(stage: str, epoch: int, point: dict[str, float]) -> None:

@@ -330,13 +330,14 @@ def _unique(tokens: list[str]) -> list[str]:
     return list(dict.fromkeys(tokens))
 
 
-def _config(config: TrainConfig, overrides: list[str]) -> TrainConfig:
-    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+def _config(config, overrides: list[str]):
+    """Return the dataclass ``config`` (a TrainConfig, a FinetuneConfig...) with FIELD=VALUE overrides."""
+    types = {f.name: f.type for f in dataclasses.fields(config)}
     changes = {}
     for item in overrides:
         name, _, value = item.partition("=")
         if name not in types:
-            sys.exit(f"unknown TrainConfig field {name!r}: choose from {', '.join(types)}.")
+            sys.exit(f"unknown {type(config).__name__} field {name!r}: choose from {', '.join(types)}.")
         kind = type(getattr(config, name))
         if kind is bool:
             changes[name] = value.lower() in ("1", "true", "yes")
