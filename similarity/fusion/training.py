@@ -12,7 +12,8 @@ Loss: supervised contrastive loss over the batch on the fused vector, plus cross
 cosine classifier on the fused vector and (down-weighted) on each branch's own vector, so
 every branch is useful alone and lands in the same space. Modality dropout hides whole
 branches from random products while training, so the attention learns to cope with missing
-images or text.
+images or text. Epochs draw products class-balanced (square-root sampling by default), so
+categories with a handful of products are not drowned out by the big ones.
 """
 from __future__ import annotations
 
@@ -110,6 +111,10 @@ class TrainConfig:
     refit: bool = True
     unlabelled_weight: float = 0.0
     confidence: float = 0.8
+    # Each epoch draws as many products as the fit split holds, a product of a class of size n
+    # with weight n ** -class_balance: 0 is a plain shuffle, 1 shows every class equally
+    # often, 0.5 (square-root sampling) lifts small categories without starving big ones.
+    class_balance: float = 0.5
     patience: int = 25
     validation_digit: int = 3
     seed: int = 0
@@ -292,6 +297,17 @@ def retrieval_metrics(
     return {key.replace("@", "_at_"): value for key, value in scores.items()}
 
 
+def class_balanced_weights(targets: np.ndarray, exponent: float) -> np.ndarray:
+    """Return each row's probability of being drawn, proportional to (its class size) ** -exponent.
+
+    A class of n rows then gets n ** (1 - exponent) of the mass: exponent 0 keeps the catalog's
+    proportions, 1 gives every class the same share.
+    """
+    _, inverse, sizes = np.unique(targets, return_inverse=True, return_counts=True)
+    weights = sizes[inverse].astype(np.float64) ** -float(exponent)
+    return weights / weights.sum()
+
+
 def supcon_loss(vectors: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020, "L_out") over the rows of a batch.
 
@@ -375,6 +391,7 @@ def _fit(
         point = {"epoch": epoch, "loss": loss, "val_p_at_1": scores["p_at_1"], "val_p_at_k": scores[f"p_at_{config.k}"]}
         return point
 
+    draw = class_balanced_weights(tensors.targets[fit_rows].cpu().numpy(), config.class_balance)
     curve = [validate(0, None)]
     best_epoch, best_score = 0, curve[0]["val_p_at_k"]
     best_state = copy.deepcopy(evaluated.state_dict())
@@ -382,7 +399,10 @@ def _fit(
         progress(0, curve[0])
     for epoch in range(1, (epochs or config.epochs) + 1):
         module.train()
-        order = fit_rows[shuffler.permutation(len(fit_rows))]
+        if config.class_balance > 0:
+            order = shuffler.choice(fit_rows, size=len(fit_rows), p=draw)
+        else:
+            order = fit_rows[shuffler.permutation(len(fit_rows))]
         total, batches = 0.0, 0
         for start in range(0, len(order), config.batch_size):
             rows = order[start : start + config.batch_size]

@@ -17,7 +17,15 @@ from similarity.evaluation import is_held_out
 from similarity.fusion.attention import BRANCHES, AttentionFusion
 from similarity.fusion.checkpoint import FusionModel
 from similarity.fusion.recurrent import RecurrentTextEncoder
-from similarity.fusion.training import FusionData, TrainConfig, retrieval_metrics, supcon_loss, train
+from similarity.fusion import training
+from similarity.fusion.training import (
+    FusionData,
+    TrainConfig,
+    class_balanced_weights,
+    retrieval_metrics,
+    supcon_loss,
+    train,
+)
 from similarity.fusion.vocab import PAD_ID, UNK_ID, Vocabulary
 
 CATEGORY_WORDS = [
@@ -241,7 +249,34 @@ def test_retrieval_metrics_values():
     assert scores["p_at_1"] == 0.5 and scores["p_at_2"] == 0.5 and scores["map_at_2"] == 0.5
 
 
+def test_class_balanced_weights():
+    targets = np.array([0, 0, 0, 0, 1])
+    assert np.allclose(class_balanced_weights(targets, 0.0), 0.2)
+    assert np.allclose(class_balanced_weights(targets, 1.0), [0.125] * 4 + [0.5])
+    square_root = class_balanced_weights(targets, 0.5)  # class mass 4 ** 0.5 : 1 ** 0.5
+    assert square_root[:4].sum() == pytest.approx(2 / 3) and square_root[4] == pytest.approx(1 / 3)
+
+
 # -- training -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exponent, rare_share", [(0.0, (0.02, 0.08)), (1.0, (0.4, 0.6))])
+def test_epochs_draw_classes_by_the_balance_exponent(catalog, monkeypatch, exponent, rare_share):
+    # Two classes, 95 % / 5 % of the labelled products: count what the loss is shown.
+    labels = ["big" if i % 20 else "rare" for i in range(len(catalog))]
+    seen = []
+
+    def recording(module, out, targets, config):
+        seen.append(targets.cpu().numpy())
+        return original(module, out, targets, config)
+
+    original = training._loss
+    monkeypatch.setattr(training, "_loss", recording)
+    config = dataclasses.replace(SMALL, epochs=6, patience=6, class_balance=exponent)
+    train(dataclasses.replace(catalog, labels=labels), config)
+    targets = np.concatenate(seen)
+    rare = 1  # classes are sorted: big, rare
+    assert rare_share[0] <= np.mean(targets == rare) <= rare_share[1]
 
 
 def test_training_beats_the_untrained_model_on_held_out_products(catalog, trained):
