@@ -128,6 +128,9 @@ def run_flipkart(config: TrainConfig, tokenize, args: argparse.Namespace) -> Non
     tfidf = _tfidf([f"{r['title']} {r['description']}" for r in rows], analyzer="word")
     if tfidf is not None:
         table["TF-IDF word 1-2 grams (title+description)"] = tfidf
+    table["(diagnostic) learned fusion, no category evidence"] = model.encode(
+        deployed, data.has_image, data.sentence, data.has_text, data.tokens, evidence=False
+    )[0]
     table["(diagnostic) learned image branch"] = branch["image"]
     table["(diagnostic) learned sentence branch"] = branch["sentence"]
     _print_table("flipkart1050, level 2", table, labels, data, gallery, config.k)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .probe import CategoryProbe, blend
 from .recurrent import RecurrentTextEncoder
 
 BRANCHES = ("image", "sentence", "recurrent")
@@ -45,6 +46,9 @@ class AttentionFusion(nn.Module):
         embedding_dim, rnn_hidden, cell: shape of the recurrent branch.
         attention_dim: width of the modality attention scorer.
         class_scale: logit scale of the cosine classification head (1 / temperature).
+        probe_weight: weight of the category evidence in the product vector
+            (``with_evidence``); 0 builds no probe.
+        probe_image_scale: weight of the image features against the text ones in the probe.
     """
 
     def __init__(
@@ -62,6 +66,8 @@ class AttentionFusion(nn.Module):
         cell: str = "gru",
         attention_dim: int = 128,
         class_scale: float = 16.0,
+        probe_weight: float = 0.0,
+        probe_image_scale: float = 0.6,
     ) -> None:
         super().__init__()
         self.dim = dim
@@ -85,6 +91,11 @@ class AttentionFusion(nn.Module):
         # which pulls the three branches into one aligned space.
         self.prototypes = nn.Parameter(torch.randn(max(n_classes, 1), dim) * 0.01)
         self.class_scale = class_scale
+        # Category evidence blended in after training (``similarity.fusion.probe``); 0 = none.
+        self.probe_weight = float(probe_weight)
+        self.probe = (
+            CategoryProbe(n_classes, sentence_dim, image_dim, probe_image_scale) if probe_weight > 0 else None
+        )
 
     def branch_vectors(
         self,
@@ -128,6 +139,24 @@ class AttentionFusion(nn.Module):
         attention = torch.softmax(scores, dim=1) * present
         fused = F.normalize((attention[..., None] * branches).sum(dim=1), dim=-1, eps=EPS)
         return FusionOutput(fused=fused, attention=attention, branches=branches, present=present)
+
+    def with_evidence(
+        self,
+        fused: torch.Tensor,
+        image: torch.Tensor,
+        has_image: torch.Tensor,
+        sentence: torch.Tensor,
+        has_text: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return the product vectors: ``fused`` with the probe's category evidence blended in.
+
+        Without a probe (``probe_weight`` 0, or a checkpoint from before probes) ``fused`` is
+        returned as it is. Training never calls this: the probe is fitted afterwards.
+        """
+        if self.probe is None:
+            return fused
+        evidence = self.probe.evidence(self.prototypes, image, has_image, sentence, has_text)
+        return blend(fused, evidence, self.probe_weight)
 
     def classify(self, vectors: torch.Tensor) -> torch.Tensor:
         """Return class logits of unit vectors (fused or branch) for the training loss."""

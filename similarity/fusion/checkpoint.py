@@ -75,11 +75,13 @@ class FusionModel:
         tokens: Sequence[Sequence[str]],
         *,
         batch_size: int = 256,
+        evidence: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(vectors (n, dim) float32 unit rows, attention (n, 3) float32)``.
 
         Attention columns follow ``BRANCHES`` (image, sentence, recurrent); a product with
-        no modality at all gets a zero vector and zero attention.
+        no modality at all gets a zero vector and zero attention. A model trained with a
+        category probe blends its evidence into the vectors (``AttentionFusion.with_evidence``).
 
         Args:
             image: (n, image_dim) features, or None when no product has an image.
@@ -88,13 +90,39 @@ class FusionModel:
             has_text: (n,) bool, or None (True where the sentence row is non-zero).
             tokens: one token list per product (``[]`` for no text).
             batch_size: products per forward pass; bounds memory only.
+            evidence: False leaves the category evidence out (a diagnostic: what the
+                network alone makes of the products).
         """
-        outputs = list(self._forward(image, has_image, sentence, has_text, tokens, batch_size))
+        outputs = list(self._forward(image, has_image, sentence, has_text, tokens, batch_size, evidence))
         if not outputs:
             return np.zeros((0, self.dim), np.float32), np.zeros((0, len(BRANCHES)), np.float32)
         vectors = np.concatenate([o.fused.float().cpu().numpy() for o in outputs])
         attention = np.concatenate([o.attention.float().cpu().numpy() for o in outputs])
         return vectors.astype(np.float32), attention.astype(np.float32)
+
+    def category_posterior(
+        self,
+        image: np.ndarray | None,
+        has_image: np.ndarray | None,
+        sentence: np.ndarray | None,
+        has_text: np.ndarray | None,
+    ) -> np.ndarray | None:
+        """Return the category probe's (n, len(classes)) probabilities, or None without a probe.
+
+        Args:
+            image, has_image, sentence, has_text: as for ``encode``; at least one of the
+                feature arrays is given.
+        """
+        probe = self.module.probe
+        if probe is None:
+            return None
+        given = image if image is not None else sentence
+        if given is None:
+            raise ValueError("category_posterior needs image or sentence features.")
+        arrays = self._arrays(image, has_image, sentence, has_text, len(given))
+        inputs = [torch.from_numpy(array).to(self.device) for array in arrays]
+        with torch.inference_mode():
+            return probe.posterior(*inputs).float().cpu().numpy()
 
     def encode_branch(
         self,
@@ -185,6 +213,22 @@ class FusionModel:
             )
         return model
 
+    def _arrays(
+        self,
+        image: np.ndarray | None,
+        has_image: np.ndarray | None,
+        sentence: np.ndarray | None,
+        has_text: np.ndarray | None,
+        n: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Return validated ``(image, has_image, sentence, has_text)`` arrays for ``n`` products."""
+        arch = self.architecture
+        image_arr, has_image_arr = _features(image, has_image, n, int(arch.get("image_dim", 1280)), "image", "has_image")
+        sentence_arr, has_text_arr = _features(
+            sentence, has_text, n, int(arch.get("sentence_dim", 512)), "sentence", "has_text"
+        )
+        return image_arr, has_image_arr, sentence_arr, has_text_arr
+
     def _forward(
         self,
         image: np.ndarray | None,
@@ -193,26 +237,22 @@ class FusionModel:
         has_text: np.ndarray | None,
         tokens: Sequence[Sequence[str]],
         batch_size: int,
+        evidence: bool = True,
     ):
         n = len(tokens)
-        arch = self.architecture
-        image_arr, has_image_arr = _features(
-            image, has_image, n, int(arch.get("image_dim", 1280)), "image", "has_image"
-        )
-        sentence_arr, has_text_arr = _features(
-            sentence, has_text, n, int(arch.get("sentence_dim", 512)), "sentence", "has_text"
-        )
+        image_arr, has_image_arr, sentence_arr, has_text_arr = self._arrays(image, has_image, sentence, has_text, n)
         ids = self.vocabulary.encode_batch(tokens, self.max_len, unique=self.unique_tokens)
         with torch.inference_mode(), autocast(self.device):
             for start in range(0, n, batch_size):
                 stop = start + batch_size
-                yield self.module(
-                    torch.from_numpy(image_arr[start:stop]).to(self.device),
-                    torch.from_numpy(has_image_arr[start:stop]).to(self.device),
-                    torch.from_numpy(sentence_arr[start:stop]).to(self.device),
-                    torch.from_numpy(has_text_arr[start:stop]).to(self.device),
-                    torch.from_numpy(ids[start:stop]).to(self.device),
-                )
+                inputs = [
+                    torch.from_numpy(array[start:stop]).to(self.device)
+                    for array in (image_arr, has_image_arr, sentence_arr, has_text_arr, ids)
+                ]
+                output = self.module(*inputs)
+                if evidence:
+                    output.fused = self.module.with_evidence(output.fused, *inputs[:4])
+                yield output
 
 
 def weights_version(state: dict[str, torch.Tensor]) -> str:

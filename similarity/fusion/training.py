@@ -115,6 +115,11 @@ class TrainConfig:
     # with weight n ** -class_balance: 0 is a plain shuffle, 1 shows every class equally
     # often, 0.5 (square-root sampling) lifts small categories without starving big ones.
     class_balance: float = 0.5
+    # Category evidence (``similarity.fusion.probe``): a logistic regression on the frozen
+    # features, fitted after the network, blended into the vector with this weight; 0 = off.
+    probe_weight: float = 0.75
+    probe_c: float = 100.0
+    probe_image_scale: float = 0.6
     patience: int = 25
     validation_digit: int = 3
     seed: int = 0
@@ -198,6 +203,7 @@ def train(
             unlabelled=np.flatnonzero(~fit),
         )
         module.load_state_dict(best_state)
+        final_rows, targets = fit, _targets(data, classes)
         if config.refit and best_epoch > 0:
             # Same seed, same schedule, train + validation labels, stopped at the chosen epoch.
             _seed_everything(config.seed)
@@ -213,6 +219,8 @@ def train(
                 unlabelled=np.flatnonzero(~everything),
             )
             module.load_state_dict(state)
+            final_rows, targets = everything, tensors.targets.cpu().numpy()
+        probe = _fit_probe(module, data, final_rows, targets, config)
     model = FusionModel(
         module,
         vocabulary,
@@ -240,6 +248,7 @@ def train(
         },
         "seconds": round(time.perf_counter() - started, 1),
         "device": str(device),
+        "probe": probe,
     }
     model.metrics = metrics
     return TrainResult(model=model, metrics=metrics)
@@ -271,8 +280,22 @@ def _build(
         "cell": config.cell,
         "attention_dim": config.attention_dim,
         "class_scale": config.class_scale,
+        "probe_weight": config.probe_weight,
+        "probe_image_scale": config.probe_image_scale,
     }
     return AttentionFusion(**architecture).to(device), vocabulary, architecture
+
+
+def _fit_probe(
+    module: AttentionFusion, data: FusionData, rows: np.ndarray, targets: np.ndarray, config: TrainConfig
+) -> dict[str, int] | None:
+    """Fit the module's category probe on the rows the network was finally trained on."""
+    if module.probe is None:
+        return None
+    keep = np.asarray(rows, bool) & (targets >= 0)
+    return module.probe.fit(
+        data.image[keep], data.has_image[keep], data.sentence[keep], data.has_text[keep], targets[keep], c=config.probe_c
+    )
 
 
 def retrieval_metrics(

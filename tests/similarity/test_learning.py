@@ -136,6 +136,7 @@ def test_evaluate_command_writes_every_row(catalog, tmp_path):
     assert set(report["results"]) == {
         "image only", "pretrained text only", "recurrent text only", "fixed-weight fusion",
         "learned attention fusion", "TF-IDF (text pipeline tokens)",
+        "learned fusion, network only (no category evidence)", "category probe only (its probabilities as vectors)",
     }
     for per_level in report["results"].values():
         assert set(per_level) == {"1", "2"}

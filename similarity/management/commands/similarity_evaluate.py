@@ -26,9 +26,12 @@ from similarity.photos import image_features
 
 from ._options import model_label
 
+# Diagnostics of a model with category evidence: its two parts scored apart.
+NETWORK_ONLY = "learned fusion, network only (no category evidence)"
+PROBE_ONLY = "category probe only (its probabilities as vectors)"
 ROWS = [
     "image only", "image only (fine-tuned network)", "pretrained text only", "recurrent text only",
-    "fixed-weight fusion", "learned attention fusion", "TF-IDF (text pipeline tokens)",
+    "fixed-weight fusion", "learned attention fusion", "TF-IDF (text pipeline tokens)", NETWORK_ONLY, PROBE_ONLY,
 ]
 MODALITIES = ("image", "sentence", "recurrent")
 
@@ -78,6 +81,10 @@ class Command(BaseCommand):
             learned, attention = model.encode(*inputs)
             rows["learned attention fusion"] = (learned, has_any)
             rows["recurrent text only"] = (model.encode_branch("recurrent", *inputs), np.array([bool(t) for t in catalog.tokens]))
+            posterior = model.category_posterior(*inputs[:4])
+            if posterior is not None:
+                rows[NETWORK_ONLY] = (model.encode(*inputs, evidence=False)[0], has_any)
+                rows[PROBE_ONLY] = (posterior / np.linalg.norm(posterior, axis=1, keepdims=True), has_any)
         held_out = catalog.held_out
         results = {}
         for name in (n for n in ROWS if n in rows):
