@@ -2,8 +2,8 @@
 
 Imports torch and (to fit) scikit-learn, no Django. On a catalog of a few hundred labelled
 products the attention fusion and a multinomial logistic regression on the frozen sentence +
-image features make different mistakes: the regression, being linear and convex, generalises
-to a category's rare products where the deep model has memorised its common ones. The probe's
+image features make different mistakes, and blending the two beats either alone on held-out
+products (docs/EVALUATION.md). The probe's
 category posterior ``p`` is mapped through the fusion's own (unit) class prototypes into the
 fused space, ``e = normalize(p @ prototypes)``, and the product vector becomes
 ``normalize(fused + weight * e)``: products the probe places in the same categories move
@@ -78,7 +78,7 @@ class CategoryProbe(nn.Module):
         targets: np.ndarray,
         *,
         c: float = 100.0,
-        max_iter: int = 1000,
+        max_iter: int = 300,
     ) -> dict[str, int]:
         """Fit the regression (scikit-learn, L-BFGS, L2 strength ``1 / c``) and load its weights.
 
