@@ -203,7 +203,7 @@ def train(
             unlabelled=np.flatnonzero(~fit),
         )
         module.load_state_dict(best_state)
-        final_rows, targets = fit, _targets(data, classes)
+        final_rows = fit
         if config.refit and best_epoch > 0:
             # Same seed, same schedule, train + validation labels, stopped at the chosen epoch.
             _seed_everything(config.seed)
@@ -219,8 +219,8 @@ def train(
                 unlabelled=np.flatnonzero(~everything),
             )
             module.load_state_dict(state)
-            final_rows, targets = everything, tensors.targets.cpu().numpy()
-        probe = _fit_probe(module, data, final_rows, targets, config)
+            final_rows = everything
+        probe = _fit_probe(module, data, final_rows, tensors.targets.cpu().numpy(), config)
     model = FusionModel(
         module,
         vocabulary,
@@ -292,9 +292,8 @@ def _fit_probe(
     """Fit the module's category probe on the rows the network was finally trained on."""
     if module.probe is None:
         return None
-    keep = np.asarray(rows, bool) & (targets >= 0)
     return module.probe.fit(
-        data.image[keep], data.has_image[keep], data.sentence[keep], data.has_text[keep], targets[keep], c=config.probe_c
+        data.image[rows], data.has_image[rows], data.sentence[rows], data.has_text[rows], targets[rows], c=config.probe_c
     )
 
 
