@@ -1,31 +1,32 @@
 """Import a catalog CSV (sku,title,description,brand,price,category_path,image[,variant_group]).
 
-Upserts by SKU: a row equal to what is stored changes nothing (no save, no re-encode). Image
-paths are relative to the CSV; an image is copied into MEDIA_ROOT once and recognised by its
-SHA-1 afterwards. Bad rows are skipped with a reason and the import goes on. Encoding is
-scheduled in full batches when the import ends.
+Runs in the process that imports (``manage.py import_products``). Upserts by SKU: a row equal
+to what is stored changes nothing (no save, no re-encode). Image paths are relative to the
+images folder (the CSV's folder unless given) and must stay inside it; a photo is stored in
+MEDIA_ROOT under a name made from its content and recognised by its SHA-1 afterwards. A bad
+row is skipped with its line number and reason and the import goes on; the first row of a
+SKU wins over later ones. Encoding is scheduled in full batches when the import ends.
 """
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-from collections.abc import Iterator
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from django.core.files.base import ContentFile
-from django.db import transaction
-from PIL import Image, UnidentifiedImageError
+from django.db import DatabaseError, transaction
 
 from similarity.tasks import collect_encodes
 
-from .models import Category, Product, ProductImage
+from .csvfile import DEFAULT_ENCODING, read_records
+from .models import PATH_SEPARATOR, Category, Product, ProductImage
+from .photos import Photo, PhotoFolder, PhotoRejected
+from .prices import PriceRejected, parse_price
 
 COLUMNS = ("sku", "title", "description", "brand", "price", "category_path", "image", "variant_group")
 REQUIRED = ("sku", "title")
-MAX_IMAGE_BYTES = 50 * 1024 * 1024
+MAX_FIELD_CHARS = 128 * 1024
 
 
 class RowError(ValueError):
@@ -47,51 +48,51 @@ class ImportReport:
         return self.created + self.updated + self.unchanged + len(self.skipped)
 
 
-def read_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
-    """Open the CSV and return its header and an iterator of (line number, row)."""
-    handle = path.open(newline="", encoding="utf-8-sig")
-    reader = csv.DictReader(handle)
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in REQUIRED if c not in header]
-    if missing:
-        handle.close()
-        raise ValueError(f"{path}: missing required column(s) {', '.join(missing)}; expected header {','.join(COLUMNS)}")
-    reader.fieldnames = header
+def import_csv(
+    path: Path,
+    *,
+    currency: str | None = None,
+    encoding: str = DEFAULT_ENCODING,
+    images_root: Path | None = None,
+    progress: Callable[[], object] | None = None,
+) -> ImportReport:
+    """Import every row of ``path``; ``progress`` is called once per row if given.
 
-    def rows() -> Iterator[tuple[int, dict[str, str]]]:
-        with handle:
-            for row in reader:
-                yield reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}
-
-    return header, rows()
-
-
-def count_rows(path: Path) -> int:
-    """Count data rows (for the progress bar)."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        return max(0, sum(1 for _ in csv.reader(handle)) - 1)
-
-
-def import_csv(path: Path, *, currency: str | None = None, progress=None) -> ImportReport:
-    """Import every row of ``path``; ``progress`` is called once per row if given."""
+    Raises ValueError, before anything is imported, for a file that cannot be imported at all
+    (it does not decode in ``encoding``, a required column is missing, no images folder).
+    """
     path = Path(path)
-    header, rows = read_rows(path)
+    currency = _check_currency(currency)
+    photos = PhotoFolder(images_root if images_root is not None else path.parent)
+    header, records = read_records(path, columns=COLUMNS, required=REQUIRED, encoding=encoding)
     report = ImportReport(ignored_columns=[h for h in header if h not in COLUMNS])
+    imported_on: dict[str, int] = {}  # sku -> line
     with collect_encodes():
-        for line, row in rows:
+        for record in records:
+            sku = record.values.get("sku", "")
             try:
+                if record.error:
+                    raise RowError(record.error)
+                if sku in imported_on:
+                    raise RowError(f"sku {sku!r} repeats line {imported_on[sku]}, which was imported; the first row of a sku wins")
                 with transaction.atomic():
-                    outcome = import_row(row, base_dir=path.parent, currency=currency)
-                setattr(report, outcome, getattr(report, outcome) + 1)
+                    outcome = import_row(record.values, photos=photos, currency=currency)
             except RowError as exc:
-                report.skipped.append((line, row.get("sku", ""), str(exc)))
+                report.skipped.append((record.line, sku, str(exc)))
+            except DatabaseError as exc:  # a limit the checks in import_row do not know about
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                report.skipped.append((record.line, sku, f"the database refused the row ({reason}); fix the row"))
+            else:
+                imported_on[sku] = record.line
+                setattr(report, outcome, getattr(report, outcome) + 1)
             if progress:
                 progress()
     return report
 
 
-def import_row(row: dict[str, str], *, base_dir: Path, currency: str | None = None) -> str:
+def import_row(row: dict[str, str], *, photos: PhotoFolder, currency: str | None = None) -> str:
     """Upsert one row; return "created", "updated" or "unchanged"."""
+    _check_fields(row)
     sku = row.get("sku", "")
     if not sku:
         raise RowError("missing sku")
@@ -100,9 +101,12 @@ def import_row(row: dict[str, str], *, base_dir: Path, currency: str | None = No
     title = row.get("title", "")
     if not title:
         raise RowError("missing title")
-    price = _parse_price(row.get("price", ""))
-    image = _read_image(row.get("image", ""), base_dir)
-    category = Category.get_or_create_path(row.get("category_path", ""))
+    try:
+        price = parse_price(row.get("price", ""))
+        photo = photos.read(row["image"]) if row.get("image") else None
+    except (PriceRejected, PhotoRejected) as exc:
+        raise RowError(str(exc)) from None
+    category = Category.get_or_create_path(_check_category(row.get("category_path", "")))
 
     values = {
         "title": title[: Product._meta.get_field("title").max_length],
@@ -124,52 +128,54 @@ def import_row(row: dict[str, str], *, base_dir: Path, currency: str | None = No
             setattr(product, k, v)
         product.save()
         outcome = "updated"
-    if image is not None and _set_primary_image(product, *image) and outcome == "unchanged":
+    if photo is not None and _set_primary_image(product, photo) and outcome == "unchanged":
         outcome = "updated"
     return outcome
 
 
-def _parse_price(raw: str) -> Decimal | None:
-    if not raw:
-        return None
-    try:
-        price = Decimal(raw.replace(",", ""))
-    except InvalidOperation:
-        raise RowError(f"bad price {raw!r}: expected a number such as 19.99") from None
-    if not price.is_finite() or price < 0 or price >= Decimal("1e10"):
-        raise RowError(f"bad price {raw!r}: expected a non-negative number below 10,000,000,000")
-    return price.quantize(Decimal("0.01"))
+def _check_currency(currency: str | None) -> str | None:
+    if currency and not re.fullmatch(r"[A-Za-z]{3}", currency):
+        raise ValueError(f"currency {currency!r}: use a three-letter ISO code such as CNY, USD or EUR")
+    return currency.upper() if currency else None
 
 
-def _read_image(relative: str, base_dir: Path) -> tuple[str, bytes, str] | None:
-    """Return (file name, bytes, sha1) of a readable image, None for no image."""
-    if not relative:
-        return None
-    path = (base_dir / relative).resolve()
-    if not path.is_file():
-        raise RowError(f"unreadable image {relative!r}: file not found")
-    data = path.read_bytes()
-    if not data:
-        raise RowError(f"unreadable image {relative!r}: file is empty")
-    if len(data) > MAX_IMAGE_BYTES:
-        raise RowError(f"unreadable image {relative!r}: over {MAX_IMAGE_BYTES // 2**20} MB")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise RowError(f"unreadable image {relative!r}: {exc}") from None
-    return path.name, data, hashlib.sha1(data).hexdigest()
+def _check_fields(row: dict[str, str]) -> None:
+    for column in COLUMNS:
+        value = row.get(column, "")
+        if "\x00" in value:
+            raise RowError(f"column {column} contains a NUL byte (\\x00), which the database cannot store; remove it")
+        if len(value) > MAX_FIELD_CHARS:
+            raise RowError(f"column {column} is {len(value):,} characters long; the limit is {MAX_FIELD_CHARS:,}")
 
 
-def _set_primary_image(product: Product, name: str, data: bytes, checksum: str) -> bool:
-    """Make this image the primary photo unless it already is; return True if changed."""
+def _check_category(path: str) -> str:
+    """Return ``path`` if its levels and full path fit the Category columns."""
+    names = [name.strip() for name in path.split(PATH_SEPARATOR.strip()) if name.strip()]
+    name_limit = Category._meta.get_field("name").max_length
+    for name in names:
+        if len(name) > name_limit:
+            raise RowError(
+                f"category level {name[:30]!r}... is {len(name):,} characters long; the limit is {name_limit}"
+            )
+    path_limit = Category._meta.get_field("path").max_length
+    full = PATH_SEPARATOR.join(names)
+    if len(full) > path_limit:
+        raise RowError(f"category path is {len(full):,} characters long; the limit is {path_limit:,}")
+    return path
+
+
+def _set_primary_image(product: Product, photo: Photo) -> bool:
+    """Make this photo the primary one unless it already is; return True if changed."""
     primary = product.primary_image
-    if primary is not None and primary.checksum == checksum:
+    if primary is not None and primary.checksum == photo.checksum:
         return False
-    existing = product.images.filter(checksum=checksum).first()
+    existing = product.images.filter(checksum=photo.checksum).first()
     if existing is None:
-        existing = ProductImage(product=product, checksum=checksum, position=0)
-        existing.image.save(name, ContentFile(data), save=False)
+        existing = ProductImage(product=product, checksum=photo.checksum, position=0)
+        try:
+            existing.image.save(photo.file_name, ContentFile(photo.data), save=False)
+        except OSError as exc:
+            raise RowError(f"could not store the photo in MEDIA_ROOT ({exc}); check the disk and its permissions") from None
     existing.position = 0
     existing.save()
     product.images.exclude(pk=existing.pk).filter(position=0).update(position=1)

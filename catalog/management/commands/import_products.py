@@ -6,23 +6,48 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from catalog.importer import COLUMNS, count_rows, import_csv
+from catalog.csvfile import DEFAULT_ENCODING, count_rows
+from catalog.importer import COLUMNS, import_csv
 
 
 class Command(BaseCommand):
-    help = f"Import products from a UTF-8 CSV with header {','.join(COLUMNS)} (upsert by sku)."
+    help = f"Import products from a CSV with header {','.join(COLUMNS)} (upsert by sku)."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("csv_path", type=Path)
         parser.add_argument("--currency", help="ISO currency of the prices (default: CATALOG_DEFAULT_CURRENCY)")
+        parser.add_argument(
+            "--encoding",
+            default=DEFAULT_ENCODING,
+            help=f"text encoding of the CSV (default: {DEFAULT_ENCODING}; Chinese exports are often gb18030)",
+        )
+        parser.add_argument(
+            "--images-root",
+            type=Path,
+            help="folder the image paths are relative to; photos outside it are refused (default: the CSV's folder)",
+        )
         parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    def handle(self, *args, csv_path: Path, currency: str | None, no_progress: bool, **options) -> None:
+    def handle(
+        self,
+        *args,
+        csv_path: Path,
+        currency: str | None,
+        encoding: str,
+        images_root: Path | None,
+        no_progress: bool,
+        **options,
+    ) -> None:
         if not csv_path.is_file():
             raise CommandError(f"{csv_path}: no such file")
-        bar = tqdm(total=count_rows(csv_path), unit="row", disable=no_progress, desc="import")
         try:
-            report = import_csv(csv_path, currency=currency, progress=lambda: bar.update())
+            bar = tqdm(total=count_rows(csv_path, encoding), unit="row", disable=no_progress, desc="import")
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        try:
+            report = import_csv(
+                csv_path, currency=currency, encoding=encoding, images_root=images_root, progress=lambda: bar.update()
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         finally:
