@@ -6,7 +6,9 @@ its sku, read as an integer, modulo 10, is 0, 1 or 2 (about 30 %).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,8 +72,11 @@ def nearest_neighbours(vectors, valid: np.ndarray, queries: np.ndarray, *, k: in
     return query_idx, np.concatenate(found)
 
 
-def score_neighbours(query_idx: np.ndarray, neighbours: np.ndarray, labels: Sequence[str], *, k: int = 10) -> dict[str, float]:
-    """P@1, P@k and mAP@k of precomputed neighbour lists; unlabelled queries are skipped."""
+def score_neighbours(query_idx: np.ndarray, neighbours: np.ndarray, labels: Sequence[str], *, k: int = 10) -> dict[str, float | None]:
+    """P@1, P@k and mAP@k of precomputed neighbour lists; unlabelled queries are skipped.
+
+    With no labelled query the scores cannot be computed and are None (``queries`` 0).
+    """
     labels_arr = np.asarray(labels, dtype=object)
     p1, pk, apk = [], [], []
     for row, found_rows in zip(query_idx, neighbours):
@@ -81,13 +86,12 @@ def score_neighbours(query_idx: np.ndarray, neighbours: np.ndarray, labels: Sequ
         p1.append(precision_at_k(labels_arr[row], found, 1))
         pk.append(precision_at_k(labels_arr[row], found, k))
         apk.append(average_precision_at_k(labels_arr[row], found, k))
-    if not p1:
-        nan = float("nan")
-        return {"p@1": nan, f"p@{k}": nan, f"map@{k}": nan, "queries": 0}
+    if not p1:  # nothing to measure: say so (None is JSON null; NaN is not JSON)
+        return {"p@1": None, f"p@{k}": None, f"map@{k}": None, "queries": 0}
     return {"p@1": float(np.mean(p1)), f"p@{k}": float(np.mean(pk)), f"map@{k}": float(np.mean(apk)), "queries": len(p1)}
 
 
-def evaluate_neighbours(vectors, valid: np.ndarray, labels: Sequence[str], queries: np.ndarray, *, k: int = 10) -> dict[str, float]:
+def evaluate_neighbours(vectors, valid: np.ndarray, labels: Sequence[str], queries: np.ndarray, *, k: int = 10) -> dict[str, float | None]:
     """Exact cosine kNN evaluation of ``queries`` against every valid row: P@1, P@k, mAP@k.
 
     Labels: "" means unlabelled (never a query, never a match).
@@ -95,6 +99,22 @@ def evaluate_neighbours(vectors, valid: np.ndarray, labels: Sequence[str], queri
     labelled = np.asarray([bool(label) for label in labels], dtype=bool)
     query_idx, neighbours = nearest_neighbours(vectors, valid, queries & labelled, k=k)
     return score_neighbours(query_idx, neighbours, labels, k=k)
+
+
+def format_score(value: float | None) -> str:
+    """``0.812`` for a score, ``n/a`` for one that could not be computed."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON has neither)."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def tfidf_vectors(texts: Sequence[str], tokenize):

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from . import backends
 from .conf import similarity_settings
-from .evaluation import category_at_level, evaluate_neighbours, is_held_out
+from .evaluation import category_at_level, evaluate_neighbours, is_held_out, json_safe
 from .fusion.fixed import fuse
 from .models import ModelVersion, VectorSpace
 from .photos import finetune_images, image_features
@@ -165,19 +165,38 @@ def train_new_version(
         metrics["image_finetune"] = {**tuned.metrics, "weights": str(tuned.save_weights(path / IMAGE_WEIGHTS_FILE))}
     version = ModelVersion.objects.create(
         name=name, model_label=model_label, path=str(path), dim=config.dim, label_level=level,
-        metrics=metrics, baseline_metrics=baseline,
+        metrics=json_safe(metrics), baseline_metrics=json_safe(baseline),
     )
-    beats = (metrics.get("p@10") or 0) > (baseline.get("p@10") or 0)
-    logger.info("trained %s: held-out P@10 %.3f vs %s %.3f", name, metrics.get("p@10", 0), baseline["model"], baseline.get("p@10") or 0)
+    beats, verdict = compare_to_baseline(metrics, baseline, level)
+    logger.info("trained %s: %s", name, verdict)
     if activate == "force" or (activate == "auto" and beats):
         activate_version(version)
     else:
-        version.notes = (
-            f"Not activated: held-out P@10 {metrics.get('p@10', 0):.3f} does not beat "
-            f"{baseline['model']} ({baseline.get('p@10') or 0:.3f})." if activate == "auto" else "Not activated (--no-activate)."
-        )
+        version.notes = f"Not activated: {verdict}" if activate == "auto" else "Not activated (--no-activate)."
         version.save(update_fields=["notes"])
     return version
+
+
+def compare_to_baseline(metrics: dict[str, Any], baseline: dict[str, Any], level: int) -> tuple[bool, str]:
+    """Return whether a new model beats the one in use on held-out P@10, and the reason in words.
+
+    Only what can be measured decides: with no labelled held-out product (a catalog whose
+    uncategorised products fall in the test split) there is no score, and the model is not
+    activated automatically.
+    """
+    new, old, queries = metrics.get("p@10"), baseline.get("p@10"), metrics.get("queries") or 0
+    if new is None:
+        return False, (
+            f"its quality cannot be measured: no held-out product (the sku-hash test split) has a category "
+            f"at level {level}. Give some of them a category and train again, or activate it by hand."
+        )
+    if old is None:
+        return False, (
+            f"held-out P@10 {new:.3f} on {queries} products, but {baseline['model']} has no score to compare "
+            "with. Activate it by hand if it looks right."
+        )
+    relation = "beats" if new > old else "does not beat"
+    return new > old, f"held-out P@10 {new:.3f} on {queries} products {relation} {baseline['model']} ({old:.3f})."
 
 
 def _unique_name(name: str) -> str:

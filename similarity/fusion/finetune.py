@@ -327,7 +327,8 @@ class _Tuner:
 
     def _score(self, model: EfficientNetLite, queries: np.ndarray, gallery: np.ndarray, labels: list[str]) -> float:
         vectors = self.features(model, np.flatnonzero(gallery))
-        return retrieval_metrics(vectors, labels, queries, gallery)["p_at_10"]
+        score = retrieval_metrics(vectors, labels, queries, gallery)["p_at_10"]
+        return 0.0 if score is None else score  # no validation photo: nothing to stop early on
 
 
 def _augment(squares: torch.Tensor, generator: torch.Generator, min_crop: float) -> torch.Tensor:

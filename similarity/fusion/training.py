@@ -311,11 +311,12 @@ def retrieval_metrics(
         queries: (n,) bool, the rows to query with.
         gallery: (n,) bool, the rows that may be returned as neighbours.
         k: list length.
+
+    Returns:
+        The scores, None where there is no labelled query to score (``queries`` 0).
     """
     query_idx, neighbours = nearest_neighbours(vectors, np.asarray(gallery, bool), np.asarray(queries, bool), k=k)
     scores = score_neighbours(query_idx, neighbours, labels, k=k)
-    if not scores["queries"]:
-        return {"p_at_1": 0.0, f"p_at_{k}": 0.0, f"map_at_{k}": 0.0, "queries": 0}
     return {key.replace("@", "_at_"): value for key, value in scores.items()}
 
 

@@ -295,3 +295,39 @@ def test_an_unusable_photo_only_leaves_its_row_without_image_features(catalog):
     position = [row.pk for row in rows].index(broken.pk)
     assert not has_image[position] and not image[position].any()
     assert has_image.sum() == 96  # every readable photo was still encoded
+
+
+def test_training_on_a_catalog_whose_held_out_products_are_uncategorised(catalog):
+    """The shop that needs suggestions most: its uncategorised products are the held-out ones.
+
+    Nothing can be measured on the test split, so training reports that instead of NaN,
+    saves the version and leaves the model in use alone, saying why.
+    """
+    from similarity.evaluation import is_held_out
+
+    held = [p.pk for p in catalog if is_held_out(p.sku)]
+    assert held, "the fixture has held-out products"
+    Product.objects.filter(pk__in=held).update(category=None)
+    with mock.patch.object(encode_task, "apply_async"):
+        version = train_new_version("catalog.Product", level=2, overrides=FAST)
+    version.refresh_from_db()
+    assert (version.metrics["p@10"], version.metrics["p@1"], version.metrics["queries"]) == (None, None, 0)
+    assert version.baseline_metrics["p@10"] is None and version.baseline_metrics["queries"] == 0
+    assert not version.is_active and ModelVersion.active_for("catalog.Product") is None
+    assert "cannot be measured" in version.notes and "level 2" in version.notes
+    json.dumps(version.metrics, allow_nan=False)  # no NaN anywhere in what was stored
+
+
+def test_the_command_reports_unmeasurable_scores_as_such(catalog):
+    from io import StringIO
+
+    from similarity.evaluation import is_held_out
+
+    Product.objects.filter(pk__in=[p.pk for p in catalog if is_held_out(p.sku)]).update(category=None)
+    out = StringIO()
+    with mock.patch.object(encode_task, "apply_async"):
+        call_command(
+            "similarity_train", "--level", "2", *[f"--set={k}={v}" for k, v in FAST.items()], stdout=out, stderr=StringIO()
+        )
+    text = out.getvalue()
+    assert "P@10 n/a" in text and "0 labelled held-out products" in text and "cannot be measured" in text

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from similarity.evaluation import category_at_level, nearest_neighbours, score_neighbours, tfidf_vectors
+from similarity.evaluation import category_at_level, format_score, json_safe, nearest_neighbours, score_neighbours, tfidf_vectors
 from similarity.learning import collect_catalog
 from similarity.models import ModelVersion
 from similarity.photos import image_features
@@ -106,7 +106,7 @@ class Command(BaseCommand):
         self.stdout.write(markdown)
         output = opts["output"] or Path(settings.VAR_DIR) / "evaluation" / timezone.now().strftime("%Y%m%d-%H%M%S")
         output.mkdir(parents=True, exist_ok=True)
-        (output / "evaluation.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        (output / "evaluation.json").write_text(json.dumps(json_safe(report), indent=2, ensure_ascii=False), encoding="utf-8")
         (output / "evaluation.md").write_text(markdown, encoding="utf-8")
         self.stderr.write(f"written to {output}/evaluation.json and evaluation.md")
 
@@ -133,7 +133,7 @@ def _markdown(report: dict, levels: list[int], title: str) -> str:
         cells = []
         for level in levels:
             m = per_level[str(level)]
-            cells += [f"{m['p@1']:.3f}", f"{m['p@10']:.3f}", f"{m['map@10']:.3f}"]
+            cells += [format_score(m["p@1"]), format_score(m["p@10"]), format_score(m["map@10"])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if report["attention_by_top_category"]:
         lines += ["", "Mean attention weights of the learned fusion per top-level category:", ""]

@@ -6,6 +6,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from similarity.evaluation import format_score
 from similarity.learning import train_new_version
 
 from ._options import model_label
@@ -60,9 +61,10 @@ class Command(BaseCommand):
             bar.close()
         m, b = version.metrics, version.baseline_metrics
         self.stdout.write(
-            f"{version.name}: held-out level-{version.label_level} P@1 {m.get('p@1', 0):.3f}, "
-            f"P@10 {m.get('p@10', 0):.3f}, mAP@10 {m.get('map@10', 0):.3f}\n"
-            f"compared with {b.get('model')}: P@10 {b.get('p@10') or 0:.3f}\n"
+            f"{version.name}: held-out level-{version.label_level} P@1 {format_score(m.get('p@1'))}, "
+            f"P@10 {format_score(m.get('p@10'))}, mAP@10 {format_score(m.get('map@10'))} "
+            f"({m.get('queries') or 0} labelled held-out products)\n"
+            f"compared with {b.get('model')}: P@10 {format_score(b.get('p@10'))}\n"
             f"checkpoint: {version.path}"
         )
         tuned = m.get("image_finetune")
@@ -71,7 +73,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"image network fine-tuned ({tuned['config']['blocks']} blocks, {tuned['epochs']} epochs, "
                 f"{tuned['seconds']}s on {tuned['device']}): image-only held-out P@10 "
-                f"{scores['frozen_p@10']:.3f} -> {scores['tuned_p@10']:.3f}; weights {tuned['weights']}"
+                f"{format_score(scores['frozen_p@10'])} -> {format_score(scores['tuned_p@10'])}; weights {tuned['weights']}"
             )
         style = self.style.SUCCESS if version.is_active else self.style.WARNING
         self.stdout.write(style("activated; every product is being re-encoded" if version.is_active else version.notes))
