@@ -121,7 +121,7 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 0.5,
 }
 REST_FRAMEWORK = {
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "similarity.api.pagination.PageNumberPagination",  # bad ?page= is a 400
     "PAGE_SIZE": 20,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     # Token first: an anonymous request that needs a user gets 401 with
@@ -141,7 +141,8 @@ REST_FRAMEWORK = {
         "image-search": os.environ.get("API_RATE_IMAGE_SEARCH", "30/min"),
         "suggestions": os.environ.get("API_RATE_SUGGESTIONS", "120/min"),
     },
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus anonymous access and error responses read from each view's classes.
+    "DEFAULT_SCHEMA_CLASS": "similarity.api.schema.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Shop similarity API",

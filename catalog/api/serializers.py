@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from similarity.api.serializers import EmbeddingModalitiesField
+
 from ..models import Category, Product, ProductImage
 
 # The attribute a queryset annotated with its first photo's file name sets (see
@@ -11,14 +13,18 @@ PRIMARY_IMAGE = "_primary_image_name"
 
 
 class CategorySerializer(serializers.ModelSerializer):
+    # Unicode ("连衣裙"): JSON Schema reads the model field's pattern [-\w] as ASCII only.
+    slug = serializers.CharField(read_only=True, help_text="the category's slug (Unicode letters allowed)")
+
     class Meta:
         model = Category
         fields = ["id", "name", "slug", "path", "parent"]
 
 
 class ProductSerializer(serializers.ModelSerializer):
-    category = CategorySerializer(read_only=True)
+    category = CategorySerializer(read_only=True, allow_null=True)  # null: not categorised
     image = serializers.SerializerMethodField()
+    embedding_modalities = EmbeddingModalitiesField()
 
     class Meta:
         model = Product

@@ -4,9 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import OuterRef, Subquery
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, viewsets
+from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, MultiPartParser
 
 from similarity.api.mixins import CategorySuggestionsMixin, ImageSearchMixin, SimilarItemsMixin, TextSearchMixin
@@ -104,3 +107,9 @@ class ImageSearchView(ActiveByDefault, ImageSearchMixin, generics.GenericAPIView
     filterset_class = ProductFilter
     queryset = PRODUCTS
     parser_classes = [MultiPartParser, FormParser]
+
+
+@csrf_exempt
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Answer a path under /api/ that no route matches with DRF's JSON 404, not an HTML page."""
+    return JsonResponse({"detail": str(NotFound.default_detail)}, status=404)

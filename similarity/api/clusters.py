@@ -11,23 +11,24 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Count, Prefetch, Q
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ..decisions import DecisionError, accept, reject
 from ..models import CategoryCluster, CategorySuggestion, Decision, SuggestionKind, sample_members
+from .serializers import FIELD_ERRORS, QueryParametersSerializer, TextField
 
 SAMPLE = 8
 
 
 class ClusterSuggestionSerializer(serializers.ModelSerializer):
     text = serializers.CharField(source="describe", read_only=True, help_text="the suggestion as a sentence")
-    decided_by = serializers.StringRelatedField(help_text="username of who decided, null while open")
+    decided_by = serializers.StringRelatedField(allow_null=True, help_text="username of who decided, null while open")
 
     class Meta:
         model = CategorySuggestion
@@ -55,15 +56,42 @@ class ClusterSerializer(serializers.ModelSerializer):
         return [m.object_id for m in obj.sample_members]
 
 
+NAME_WITH_SEPARATOR = "A category name cannot contain “>” (it separates the levels of a path)."
+
+
 class DecisionRequestSerializer(serializers.Serializer):
     suggestions = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), required=False, allow_empty=False,
+        child=serializers.IntegerField(min_value=1), required=False, allow_empty=False, min_length=1,
         help_text="ids of the cluster's open suggestions to decide (default: all of them)",
     )
-    name = serializers.CharField(
-        required=False, max_length=200, help_text='accept only: the name of the category a "create" suggestion makes'
+    name = TextField(
+        required=False, max_length=200, forbidden=">", forbidden_message=NAME_WITH_SEPARATOR,
+        help_text='accept only: the name of the category a "create" suggestion makes',
     )
 
+
+class ClusterQuerySerializer(QueryParametersSerializer):
+    open = serializers.BooleanField(required=False, help_text="only clusters with open suggestions")
+
+
+class Conflict(APIException):
+    """A well-formed decision the cluster's state refuses: its suggestions are not open (any more)."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The cluster has no such open suggestion."
+    default_code = "conflict"
+
+
+DECISION_RESPONSES = {
+    200: ClusterSerializer,
+    409: OpenApiResponse(
+        FIELD_ERRORS,
+        description="the chosen suggestions are not open suggestions of this cluster, or it has none left to decide",
+        examples=[
+            OpenApiExample("decided already", value={"suggestions": ["cluster 4 has no open suggestion to decide"]})
+        ],
+    ),
+}
 
 ACCEPT_EXAMPLE = OpenApiExample("accept, renaming the new category", value={"name": "蓝牙耳机"}, request_only=True)
 
@@ -84,15 +112,18 @@ class ClusterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         if self.model_labels:
             queryset = queryset.filter(model_label__in=self.model_labels)
         queryset = queryset.annotate(_open=Count("suggestions", filter=Q(suggestions__status=Decision.OPEN)))
-        if self.request.query_params.get("open") in ("true", "1"):
+        if getattr(self, "only_open", False):
             queryset = queryset.filter(_open__gt=0)
         return queryset.order_by("-_open", "-run__started_at", "-size", "number")
 
-    @extend_schema(parameters=[OpenApiParameter("open", bool, description="only clusters with open suggestions")])
+    @extend_schema(parameters=[ClusterQuerySerializer])
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        params = ClusterQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)  # "?open=maybe" is a 400, not "all clusters"
+        self.only_open = params.validated_data.get("open", False)
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request=DecisionRequestSerializer, responses=ClusterSerializer, examples=[ACCEPT_EXAMPLE])
+    @extend_schema(request=DecisionRequestSerializer, responses=DECISION_RESPONSES, examples=[ACCEPT_EXAMPLE])
     @action(detail=True, methods=["post"])
     def accept(self, request: Request, pk: Any = None) -> Response:
         """Accept open suggestions of the cluster: their items change category and are re-encoded."""
@@ -100,7 +131,7 @@ class ClusterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             request, lambda s, name: accept(s, request.user, name=name if s.kind == SuggestionKind.CREATE else None)
         )
 
-    @extend_schema(request=DecisionRequestSerializer, responses=ClusterSerializer)
+    @extend_schema(request=DecisionRequestSerializer, responses=DECISION_RESPONSES)
     @action(detail=True, methods=["post"])
     def reject(self, request: Request, pk: Any = None) -> Response:
         """Reject open suggestions of the cluster; clustering will not make them again."""
@@ -115,10 +146,10 @@ class ClusterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         if chosen is not None:
             unknown = set(chosen) - {s.pk for s in open_ones}
             if unknown:
-                raise ValidationError({"suggestions": [f"not open suggestions of cluster {cluster.pk}: {sorted(unknown)}"]})
+                raise Conflict({"suggestions": [f"not open suggestions of cluster {cluster.pk}: {sorted(unknown)}"]})
             open_ones = [s for s in open_ones if s.pk in set(chosen)]
         if not open_ones:
-            raise ValidationError({"suggestions": [f"cluster {cluster.pk} has no open suggestion to decide"]})
+            raise Conflict({"suggestions": [f"cluster {cluster.pk} has no open suggestion to decide"]})
         try:
             with transaction.atomic():  # all of the cluster's decisions, or none
                 for suggestion in open_ones:

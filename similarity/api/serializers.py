@@ -3,18 +3,74 @@ OpenAPI schema (drf-spectacular) documents."""
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from typing import Any
 
 from django.core.signals import setting_changed
+from django.core.validators import RegexValidator
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 
 from ..conf import similarity_settings
-from ..models import EmbeddingStatus
+from ..images import UPLOAD_FORMATS
+from ..models import EmbeddingStatus, Modalities
 from ..queries import MODES
+
+
+EMPTY_VALUE = "This parameter is empty: give it a value or leave it out."
+
+
+class QueryParametersSerializer(serializers.Serializer):
+    """Query (or form) parameters: one given empty (``?k=``) is a 400 naming it.
+
+    DRF would read an empty value of an optional field as "not given" and use its default;
+    a client that sends ``mode=`` has a bug worth telling. Text fields that allow blanks keep
+    them.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        blank = {
+            name: [EMPTY_VALUE]
+            for name, field in self.fields.items()
+            if not field.read_only and not getattr(field, "allow_blank", False) and "" in _values(data, name)
+        }
+        if blank:
+            raise serializers.ValidationError(blank)
+        return super().to_internal_value(data)
+
+
+def _values(data: Any, name: str) -> list[Any]:
+    if hasattr(data, "getlist"):  # QueryDict: every value of a repeated parameter
+        return data.getlist(name)
+    return [data[name]] if isinstance(data, dict) and name in data else []
+
+
+# What Python's str.strip() removes (str.isspace), spelled out for the schema: JSON Schema's
+# \s is another set. A text parameter never holds NUL (DRF refuses it; PostgreSQL cannot store it).
+WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+class TextField(serializers.CharField):
+    """Text that must hold something besides whitespace (it is trimmed), without NUL or ``forbidden``.
+
+    The schema states it as a ``pattern`` (see ``similarity.api.schema``), so that a client
+    knows "   " is refused before sending it.
+    """
+
+    def __init__(self, *, forbidden: str = "", forbidden_message: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.forbidden = forbidden
+        if forbidden:
+            self.validators.append(RegexValidator(f"[{re.escape(forbidden)}]", forbidden_message, inverse_match=True))
+
+    @property
+    def schema_pattern(self) -> str:
+        other = "\\x00" + re.escape(self.forbidden)
+        return f"^[^{other}]*[^{other}{WHITESPACE}][^{other}]*$"
 
 
 class KField(serializers.IntegerField):
@@ -23,6 +79,12 @@ class KField(serializers.IntegerField):
     def __init__(self, **kwargs) -> None:
         super().__init__(required=False, min_value=1, help_text="number of results (default DEFAULT_K, at most MAX_K)", **kwargs)
 
+    def bind(self, field_name: str, parent: Any) -> None:
+        super().bind(field_name, parent)
+        # Read when a serializer is used, not at import: the schema's ``maximum`` follows the
+        # setting. Validation is to_internal_value's (no MaxValueValidator bound to one value).
+        self.max_value = similarity_settings.MAX_K
+
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
         if value > similarity_settings.MAX_K:
@@ -30,7 +92,7 @@ class KField(serializers.IntegerField):
         return value
 
 
-class SimilarQuerySerializer(serializers.Serializer):
+class SimilarQuerySerializer(QueryParametersSerializer):
     """``?k=`` and ``?mode=``; filters are the list endpoint's filter parameters."""
 
     k = KField()
@@ -40,18 +102,32 @@ class SimilarQuerySerializer(serializers.Serializer):
     )
 
 
-class SearchQuerySerializer(serializers.Serializer):
-    q = serializers.CharField(max_length=500, trim_whitespace=True, help_text="search text, Chinese or English")
+class SearchQuerySerializer(QueryParametersSerializer):
+    q = TextField(max_length=500, help_text="search text, Chinese or English")
     k = KField()
 
 
-class ImageSearchSerializer(serializers.Serializer):
+class ImageSearchSerializer(QueryParametersSerializer):
     image = serializers.FileField(help_text="a JPEG, PNG, WebP or GIF photo")
     k = KField()
 
 
-class SuggestionQuerySerializer(serializers.Serializer):
+class SuggestionQuerySerializer(QueryParametersSerializer):
     level = serializers.IntegerField(required=False, min_value=1, max_value=10, help_text="cut categories to this level")
+
+
+class EmbeddingModalitiesField(serializers.ChoiceField):
+    """An item's ``embedding_modalities``: what its vectors were encoded from, null until encoded.
+
+    The column stores "" before the first encoding; a client reads that as "none yet".
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("help_text", "what the item's vectors were encoded from; null until it is encoded")
+        super().__init__(choices=Modalities.choices, allow_null=True, read_only=True, **kwargs)
+
+    def to_representation(self, value: Any) -> str | None:
+        return value or None
 
 
 class ExplanationSerializer(serializers.Serializer):
@@ -144,11 +220,20 @@ ItemSerializer = type[serializers.Serializer] | None
 
 @extend_schema_field(OpenApiTypes.BINARY)
 class UploadField(serializers.FileField):
-    """A file sent in a multipart body (documented as its bytes, not a URL)."""
+    """A file sent in a multipart body (documented as its bytes, not a URL).
+
+    ``content_types``: the media types the file may be; the schema lists them as the part's
+    ``encoding`` (see ``similarity.api.schema``).
+    """
+
+    def __init__(self, *, content_types: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.content_types = content_types
 
 
 class ImageSearchRequestSerializer(ImageSearchSerializer):
     image = UploadField(
+        content_types=tuple(f"image/{name.lower()}" for name in UPLOAD_FORMATS),
         help_text=(
             "a JPEG, PNG, WebP or GIF photo of at most the smaller of SIMILARITY['MAX_QUERY_IMAGE_BYTES'] "
             "and SIMILARITY['MAX_IMAGE_BYTES'] (default 10 MiB) and SIMILARITY['MAX_IMAGE_PIXELS'] "
@@ -259,11 +344,19 @@ def image_search_results_serializer(item_serializer_class: ItemSerializer = None
     })
 
 
-# A 400 body: DRF's {"field": ["reason", ...]}, keyed by whichever parameters were wrong.
+# A 400 body: DRF's {"field": ["reason", ...]}, keyed by whichever parameters were wrong; a
+# body field holding a list or an object has its items' errors by index or name; a request
+# that cannot be read at all (malformed JSON or multipart) is {"detail": "..."}.
 FIELD_ERRORS = {
     "type": "object",
-    "description": "each bad parameter with its reasons",
-    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+    "description": "each bad parameter or field with its reasons",
+    "properties": {"detail": {"type": "string", "description": "why the request could not be read at all"}},
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "array", "items": {"type": "string"}},
+            {"type": "object", "description": "the errors of a list's items (by index) or of an object's fields"},
+        ]
+    },
 }
 
 

@@ -69,8 +69,47 @@ def test_bad_mode_is_a_400(client):
     assert client.get(f"/api/products/{p.pk}/similar/", {"mode": "smell"}).status_code == 400
 
 
+@pytest.mark.parametrize(("path", "params"), [
+    ("/api/products/{pk}/similar/", {"mode": ""}),
+    ("/api/products/{pk}/similar/", {"k": ""}),
+    ("/api/products/{pk}/similar/", {"include_variants": ""}),
+    ("/api/products/{pk}/similar/", {"embedding_status": ""}),
+    ("/api/products/{pk}/category-suggestions/", {"level": ""}),
+    ("/api/search/", {"q": "连衣裙", "k": ""}),
+    ("/api/products/{pk}/similar/", {"price_max": ""}),
+    ("/api/products/", {"page": ""}),
+])
+def test_a_parameter_given_empty_is_a_400_naming_it(client, path, params):
+    p = make_product("E", "空 参数")
+    response = client.get(path.format(pk=p.pk), params)
+    assert response.status_code == 400, response.content
+    empty = [name for name, value in params.items() if value == ""]
+    assert list(response.json()) == empty
+    assert "empty" in response.json()[empty[0]][0]
+
+
 def test_unknown_product_is_404(client):
     assert client.get("/api/products/987654/similar/").status_code == 404
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("get", "/api/products/1.0/similar/"),
+    ("get", "/api/products/1.0/"),
+    ("get", "/api/nope/"),
+    ("get", "/api/products/1/nope/"),
+    ("post", "/api/nope/"),  # no CSRF token, still the JSON 404
+    ("delete", "/api/search/nope/"),
+])
+def test_every_unknown_path_under_api_is_a_json_404(method, path):
+    response = APIClient(enforce_csrf_checks=True).generic(method.upper(), path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "Not found."}
+
+
+def test_a_path_without_its_slash_is_still_redirected(client):
+    response = client.get("/api/products")
+    assert response.status_code == 301 and response["Location"] == "/api/products/"
 
 
 def test_not_yet_encoded_returns_empty_with_status(client):

@@ -54,7 +54,7 @@ def test_accept_a_cluster_with_a_new_name(clustered, staff, admin_user):
     )
     assert set(Product.objects.filter(sku__startswith="earphones").values_list("category__path", flat=True)) == {"蓝牙耳机"}
     again = staff.post(f"/api/clusters/{create.cluster_id}/accept/", {}, format="json")
-    assert again.status_code == 400 and "no open suggestion" in again.content.decode()
+    assert again.status_code == 409 and "no open suggestion" in again.content.decode()
 
 
 def test_reject_one_suggestion_of_a_cluster(clustered, staff):
@@ -68,16 +68,30 @@ def test_reject_one_suggestion_of_a_cluster(clustered, staff):
 
 
 @pytest.mark.parametrize(
-    "body, message",
+    "body, status, message",
     [
-        ({"suggestions": [999999]}, "not open suggestions"),
-        ({"suggestions": "x"}, "list"),
-        ({"name": "A > B"}, "cannot contain"),
+        ({"suggestions": [999999]}, 409, "not open suggestions"),  # well-formed; the cluster has no such one
+        ({"suggestions": "x"}, 400, "list"),
+        ({"name": "A > B"}, 400, "cannot contain"),
     ],
 )
-def test_bad_decisions_are_400_and_change_nothing(clustered, staff, body, message):
+def test_bad_decisions_are_refused_and_change_nothing(clustered, staff, body, status, message):
     create = CategorySuggestion.objects.get(kind="create")
     response = staff.post(f"/api/clusters/{create.cluster_id}/accept/", body, format="json")
-    assert response.status_code == 400 and message in response.content.decode()
+    assert response.status_code == status and message in response.content.decode()
     assert CategorySuggestion.objects.filter(status=Decision.OPEN).count() == CategorySuggestion.objects.count()
     assert not Product.objects.filter(sku__startswith="earphones", category__isnull=False).exists()
+
+
+@pytest.mark.parametrize("value", ["", "maybe"])
+def test_a_bad_open_filter_is_a_400_naming_it(clustered, staff, value):
+    response = staff.get("/api/clusters/", {"open": value})
+    assert response.status_code == 400 and list(response.json()) == ["open"]
+
+
+def test_open_lists_only_clusters_with_open_suggestions(clustered, staff):
+    decided = CategorySuggestion.objects.get(kind="create").cluster_id
+    assert staff.post(f"/api/clusters/{decided}/reject/", {}, format="json").status_code == 200
+    listed = {c["id"] for c in staff.get("/api/clusters/").json()["results"]}
+    only_open = {c["id"] for c in staff.get("/api/clusters/", {"open": "true"}).json()["results"]}
+    assert decided in listed and only_open == listed - {decided}

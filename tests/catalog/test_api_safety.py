@@ -268,9 +268,15 @@ def test_bad_k_on_similar_is_a_400(client, k):
     "params",
     [
         {"category": "abc"},
-        {"category": "987654"},
+        {"category": "1.5"},
         {"embedding_status": "nope"},
         {"is_active": "maybe"},
+        # Given empty: a 400 naming it, not "no filter".
+        {"category": ""},
+        {"embedding_status": ""},
+        {"is_active": ""},
+        {"price_min": ""},
+        {"price_max": ""},
     ],
 )
 def test_bad_list_filters_are_a_400(client, params):
@@ -280,10 +286,28 @@ def test_bad_list_filters_are_a_400(client, params):
     assert list(response.json()) == list(params)
 
 
-@pytest.mark.parametrize("page", ["abc", "0", "999"])
-def test_bad_page_is_a_404(client, page):
+def test_an_unknown_category_filters_everything_out(client):
+    make_product("F1", "过滤 测试", category="服装 > 女装")
+    response = client.get("/api/products/", {"category": "987654"})
+    assert response.status_code == 200 and response.json()["count"] == 0
+
+
+def test_empty_text_filters_filter_nothing_out(client):
+    make_product("F1", "过滤 测试", brand="ACME")
+    assert client.get("/api/products/", {"sku": "", "brand": ""}).json()["count"] == 1
+
+
+@pytest.mark.parametrize("page", ["abc", "0", "-1", "1.0", "", "last"])
+def test_bad_page_is_a_400_naming_it(client, page):
     make_product("F1", "过滤 测试")
-    assert client.get("/api/products/", {"page": page}).status_code == 404
+    response = client.get("/api/products/", {"page": page})
+    assert response.status_code == 400 and list(response.json()) == ["page"]
+
+
+def test_page_past_the_last_is_a_404(client):
+    make_product("F1", "过滤 测试")
+    assert client.get("/api/products/", {"page": "1"}).status_code == 200
+    assert client.get("/api/products/", {"page": "2"}).json() == {"detail": "Invalid page."}
 
 
 # Settings checks

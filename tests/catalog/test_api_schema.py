@@ -148,3 +148,92 @@ def test_docs_stay_public_when_tokens_are_required(client, settings):
     settings.SIMILARITY = {**settings.SIMILARITY, "API_REQUIRE_TOKEN": True}
     assert client.get("/api/schema/").status_code == 200
     assert client.get("/api/docs/").status_code == 200
+
+
+# What the schema promises about parameters, errors and access (schemathesis checks them all
+# against the running app in test_api_schemathesis; these pin the promises themselves).
+
+
+def operations(schema):
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            yield f"{method.upper()} {path}", operation
+
+
+def test_is_active_is_a_plain_boolean(schema):
+    is_active = parameters(schema["paths"]["/api/products/"]["get"])["is_active"]
+    assert is_active["schema"] == {"type": "boolean"}
+
+
+def test_k_is_bounded_by_max_k(client, settings):
+    def k():
+        body = client.get("/api/schema/", {"format": "json"}).json()
+        return parameters(body["paths"]["/api/products/{id}/similar/"]["get"])["k"]["schema"]
+
+    assert (k()["minimum"], k()["maximum"]) == (1, 100)
+    settings.SIMILARITY = {**settings.SIMILARITY, "MAX_K": 30}
+    assert k()["maximum"] == 30
+
+
+def test_ids_and_pages_are_integers(schema):
+    products = parameters(schema["paths"]["/api/products/"]["get"])
+    assert products["category"]["schema"] == {"type": "integer"}
+    assert products["page"]["schema"] == {"type": "integer", "minimum": 1}
+
+
+@pytest.mark.parametrize(("operation", "codes"), [
+    ("GET /api/products/", {"200", "400", "401", "404", "429"}),
+    ("GET /api/products/{id}/", {"200", "401", "404", "429"}),
+    ("GET /api/products/{id}/similar/", {"200", "400", "401", "404", "429"}),
+    ("GET /api/products/{id}/category-suggestions/", {"200", "400", "401", "404", "429"}),
+    ("GET /api/search/", {"200", "400", "401", "429", "503"}),
+    ("POST /api/search/image/", {"200", "400", "401", "403", "429", "503"}),
+    ("GET /api/clusters/", {"200", "400", "401", "403", "404", "429"}),
+    ("GET /api/clusters/{id}/", {"200", "401", "403", "404", "429"}),
+    ("POST /api/clusters/{id}/accept/", {"200", "400", "401", "403", "404", "409"}),
+    ("POST /api/clusters/{id}/reject/", {"200", "400", "401", "403", "404", "409"}),
+])
+def test_operations_document_their_error_responses_as_json(schema, operation, codes):
+    responses = dict(operations(schema))[operation]["responses"]
+    assert set(responses) == codes
+    for code in codes - {"200"}:
+        body = resolve(schema, responses[code]["content"]["application/json"]["schema"])
+        assert "detail" in body["properties"], (operation, code)
+    if "429" in codes:
+        assert "Retry-After" in responses["429"]["headers"]
+
+
+def test_reads_are_public_and_clusters_need_a_user(schema):
+    for name, operation in operations(schema):
+        public = {} in operation["security"]
+        assert public == ("/api/clusters/" not in name), name
+        assert {"tokenAuth": []} in operation["security"], name
+
+
+def test_with_tokens_required_no_read_is_public(client, settings):
+    settings.SIMILARITY = {**settings.SIMILARITY, "API_REQUIRE_TOKEN": True}
+    body = client.get("/api/schema/", {"format": "json"}).json()
+    assert [name for name, operation in operations(body) if {} in operation["security"]] == []
+
+
+def test_fields_that_can_be_null_say_so(schema):
+    product = schema["components"]["schemas"]["Product"]["properties"]
+    assert product["embedding_modalities"]["nullable"] is True
+    assert product["category"]["nullable"] is True
+    decided_by = schema["components"]["schemas"]["ClusterSuggestion"]["properties"]["decided_by"]
+    assert decided_by["nullable"] is True
+
+
+def test_a_photo_upload_names_its_formats(schema):
+    body = schema["paths"]["/api/search/image/"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert body["encoding"]["image"]["contentType"] == "image/jpeg, image/png, image/webp, image/gif"
+
+
+def test_text_parameters_say_what_they_refuse(schema):
+    import re
+
+    q = parameters(schema["paths"]["/api/search/"]["get"])["q"]["schema"]
+    accepted = re.compile(q["pattern"])
+    assert [bool(accepted.search(text)) for text in ("连衣裙", " a ", "   ", "\u3000", "a\x00")] == [
+        True, True, False, False, False
+    ]
