@@ -112,6 +112,12 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Search by photo waits for a result: a result store that is down must fail that request
+# within about a second (Celery's own reconnect policy retries 20 times, a second apart).
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2},
+}
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 1
 # A save must not hang when the broker is down: give up publishing quickly; the row stays
 # "pending" and can be re-enqueued (similarity_reindex).
 CELERY_TASK_PUBLISH_RETRY_POLICY = {

@@ -18,7 +18,7 @@ import numpy as np
 from .backends import Encoders
 from .conf import similarity_settings
 from .fusion.fixed import fuse
-from .images import ImageRejected, decode_image
+from .images import UPLOAD_FORMATS, ImageRejected, decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -189,5 +189,7 @@ def encode_query(space_id: int, kind: str, payload: str) -> np.ndarray:
     if kind == "text":
         return np.asarray(encoders.text.encode([payload[: similarity_settings.MAX_TEXT_CHARS]])[0], dtype=np.float32)
     s = similarity_settings
-    image = decode_image(base64.b64decode(payload), max_bytes=s.MAX_IMAGE_BYTES, max_pixels=s.MAX_IMAGE_PIXELS)
+    image = decode_image(
+        base64.b64decode(payload), max_bytes=s.MAX_IMAGE_BYTES, max_pixels=s.MAX_IMAGE_PIXELS, formats=UPLOAD_FORMATS
+    )
     return np.asarray(encoders.image.encode([image])[0], dtype=np.float32)

@@ -15,8 +15,10 @@ class ImageRejected(ValueError):
     """The image cannot be used; the message says why."""
 
 
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, formats: tuple[str, ...] | None = None) -> Image.Image:
     """Return a fully loaded, upright, single-frame image decoded from ``data``.
+
+    ``formats`` (Pillow format names) restricts the decoders tried; None tries them all.
 
     Raises:
         ImageRejected: empty, too large, not an image, truncated or corrupt data, or more
@@ -32,7 +34,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=formats)
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageRejected(
@@ -48,16 +50,23 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
         raise ImageRejected("not an image, or an image format Pillow cannot read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(f"image rejected as a decompression bomb: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected(f"image is truncated or corrupt: {exc}") from None
+    except Exception as exc:  # Pillow's decoders raise other types on hostile data too
+        raise ImageRejected(f"image is corrupt ({type(exc).__name__}: {exc})") from None
     return image
 
 
 UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+# Pillow names a JPEG that carries a second picture (most phone cameras) "MPO".
+SAME_FORMAT = {"MPO": "JPEG"}
 
 
 def check_upload(data: bytes, *, max_bytes: int, max_pixels: int, formats: tuple[str, ...] = UPLOAD_FORMATS) -> tuple[str, int, int]:
     """Check an uploaded photo from its header, without decoding it; return (format, w, h).
+
+    Cheap: run it first, then ``decode_image`` (with the same limits) to catch truncated or
+    corrupt pixel data before the photo goes anywhere.
 
     Raises:
         ImageRejected: empty, over ``max_bytes``, not an image, a format not in
@@ -72,7 +81,8 @@ def check_upload(data: bytes, *, max_bytes: int, max_pixels: int, formats: tuple
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:  # reads the header only
                 fmt, (width, height) = image.format or "", image.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError):
+        fmt = SAME_FORMAT.get(fmt, fmt)
+    except Exception:  # any header Pillow cannot parse: UnidentifiedImageError, struct.error...
         raise ImageRejected(f"not an image this service reads; send one of {', '.join(formats)}") from None
     if fmt not in formats:
         raise ImageRejected(f"{fmt} images are not accepted; send one of {', '.join(formats)}")

@@ -3,8 +3,10 @@
 The web process never imports torch. A text encoder that declares ``runs_in_web`` (numpy
 only, like the sentence encoder) encodes a text query here, in a few milliseconds. Anything
 else, and every photo, is encoded by a worker: a Celery call on ``QUERY_QUEUE`` that waits
-``QUERY_TIMEOUT`` seconds for the answer; no answer is ``QueryEncodingUnavailable`` (the API
-turns it into a 503). Photos are checked (size, format, pixels) before they are sent.
+``QUERY_TIMEOUT`` seconds for the answer; no answer, or a broker or result store that cannot
+be reached, is ``QueryEncodingUnavailable`` (the API turns it into a 503) within about a
+second of finding it down. Photos are checked (size, format, pixels, and decoded once) before
+they are sent; a query the worker still cannot use is ``QueryRejected`` (a 400).
 """
 from __future__ import annotations
 
@@ -21,7 +23,15 @@ logger = logging.getLogger(__name__)
 
 
 class QueryEncodingUnavailable(RuntimeError):
-    """No worker answered in time (or the broker is down)."""
+    """No worker answered in time, or the broker or the result store is unreachable."""
+
+
+class QueryRejected(ValueError):
+    """The worker cannot use this query (a photo it cannot decode); the message says why."""
+
+
+# Publishing a query gives up quickly: a shopper waiting on a dead broker gets a 503, fast.
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 
 def encode_text_query(text: str, space: VectorSpace) -> np.ndarray:
@@ -48,14 +58,22 @@ def _ask_worker(space: VectorSpace, kind: str, payload: str) -> np.ndarray:
     timeout = float(s.QUERY_TIMEOUT)
     try:
         result = encode_query_task.apply_async(
-            args=[space.pk, kind, payload], queue=s.QUERY_QUEUE or s.QUEUE, expires=timeout
+            args=[space.pk, kind, payload], queue=s.QUERY_QUEUE or s.QUEUE, expires=timeout,
+            retry=True, retry_policy=PUBLISH_RETRY_POLICY,
         )
-        vector = result.get(timeout=timeout, propagate=True)
+        answer = result.get(timeout=timeout, propagate=False)
     except CeleryTimeout:
         raise QueryEncodingUnavailable(
             f"no similarity worker answered within {timeout:g} s (SIMILARITY['QUERY_TIMEOUT']); try again shortly"
         ) from None
-    except (OSError, ConnectionError) as exc:
-        logger.warning("query encoding: broker unreachable: %s", exc)
-        raise QueryEncodingUnavailable("the task broker is unreachable; try again shortly") from None
-    return np.asarray(vector, dtype=np.float32)
+    except Exception as exc:  # kombu, redis-py and Celery's result consumer each raise their own types
+        logger.warning("query encoding: broker or result store unreachable: %s: %s", type(exc).__name__, exc)
+        raise QueryEncodingUnavailable("the task broker or result store is unreachable; try again shortly") from None
+    if isinstance(answer, list):  # a worker of the previous release answers the bare vector
+        answer = {"vector": answer}
+    if not isinstance(answer, dict):  # the task raised: a worker bug, not the shopper's fault
+        logger.error("query encoding failed on the worker: %r", answer)
+        raise QueryEncodingUnavailable("the similarity worker could not encode the query; try again shortly")
+    if answer.get("error"):
+        raise QueryRejected(answer["error"])
+    return np.asarray(answer["vector"], dtype=np.float32)

@@ -53,11 +53,19 @@ def encode_task(self: Any, model_label: str) -> dict:
 
 
 @shared_task(name="similarity.encode_query", ignore_result=False, acks_late=False)
-def encode_query_task(space_id: int, kind: str, payload: str) -> list[float]:
-    """Encode a search query (``kind`` "text", or "image" with base64 bytes) into a space."""
-    from .encoding import encode_query
+def encode_query_task(space_id: int, kind: str, payload: str) -> dict:
+    """Encode a search query (``kind`` "text", or "image" with base64 bytes) into a space.
 
-    return encode_query(space_id, kind, payload).tolist()
+    Returns ``{"vector": [...]}``, or ``{"error": reason}`` for a photo the worker cannot
+    decode (the web process answers 400 with the reason).
+    """
+    from .encoding import encode_query
+    from .images import ImageRejected
+
+    try:
+        return {"vector": encode_query(space_id, kind, payload).tolist()}
+    except ImageRejected as exc:
+        return {"error": str(exc)}
 
 
 @shared_task(name="similarity.sweep", **DATABASE_RETRY)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import QueryDict
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.generics import get_object_or_404
@@ -24,10 +25,10 @@ from rest_framework.response import Response
 
 from ..conf import similarity_settings
 from ..explain import explain, explanation_annotations
-from ..images import ImageRejected, check_upload
+from ..images import UPLOAD_FORMATS, ImageRejected, check_upload, decode_image
 from ..models import VectorSpace
 from ..queries import nearest, similar_to
-from ..query_encoding import QueryEncodingUnavailable, encode_image_query, encode_text_query
+from ..query_encoding import QueryEncodingUnavailable, QueryRejected, encode_image_query, encode_text_query
 from ..search import search
 from ..spaces import active_space_pk, cached_space
 from ..suggestions import cut_label, likely_miscategorised, suggest
@@ -206,6 +207,7 @@ class TextSearchMixin(_ResultsMixin):
         params.is_valid(raise_exception=True)
         query = params.validated_data["q"]
         k = params.validated_data.get("k") or similarity_settings.DEFAULT_K
+        candidates = self.get_candidates()  # a bad filter is a 400 before the query is encoded
         space = self.active_space()
         if space is None:
             return self.results_response([], query=query, k=k)
@@ -213,7 +215,7 @@ class TextSearchMixin(_ResultsMixin):
             vector = encode_text_query(query, space)
         except QueryEncodingUnavailable as exc:
             raise ServiceUnavailable(str(exc)) from None
-        hits = search(query, vector, queryset=self.get_candidates(), space=space, k=k)
+        hits = search(query, vector, queryset=candidates, space=space, k=k)
         rows = [
             {
                 "score": h.score,
@@ -249,27 +251,61 @@ class ImageSearchMixin(_ResultsMixin):
         responses=image_search_responses(),
     )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        params = ImageSearchSerializer(data={**request.query_params.dict(), **request.data.dict()})
+        params = ImageSearchSerializer(data=image_search_parameters(request))
         params.is_valid(raise_exception=True)
         upload = params.validated_data["image"]
         k = params.validated_data.get("k") or similarity_settings.DEFAULT_K
-        s = similarity_settings
-        limit = min(int(s.MAX_QUERY_IMAGE_BYTES), int(s.MAX_IMAGE_BYTES))
-        if upload.size > limit:
-            raise ValidationError({"image": [f"the photo is {upload.size:,} bytes; the limit is {limit:,} bytes"]})
-        data = upload.read()
-        try:
-            check_upload(data, max_bytes=limit, max_pixels=int(s.MAX_IMAGE_PIXELS))
-        except ImageRejected as exc:
-            raise ValidationError({"image": [str(exc)]}) from None
+        candidates = self.get_candidates()  # a bad filter is a 400 before any photo work
+        data = read_query_photo(upload)
         space = self.active_space()
         if space is None:
             return self.results_response([], k=k)
         try:
             vector = encode_image_query(data, space)
+        except QueryRejected as exc:
+            raise ValidationError({"image": [str(exc)]}) from None
         except QueryEncodingUnavailable as exc:
             raise ServiceUnavailable(str(exc)) from None
-        neighbours = nearest(vector, k=k, mode="image", queryset=self.get_candidates(), space=space)
+        neighbours = nearest(vector, k=k, mode="image", queryset=candidates, space=space)
         reasons = explain(neighbours, space, query_vectors={"image": vector})
         rows = [{"score": n.score, "object": n.object, "explanation": r} for n, r in zip(neighbours, reasons)]
         return self.results_response(rows, k=k)
+
+
+def image_search_parameters(request: Request) -> QueryDict:
+    """The query parameters and the form fields of a search by photo, as one QueryDict.
+
+    A request without a form body has none (DRF gives a plain dict then); ``k`` or ``image``
+    given twice, in the form or in both places, is a 400 rather than one of them winning.
+    """
+    form = request.data if isinstance(request.data, QueryDict) else QueryDict()
+    merged = request.query_params.copy()
+    for name, values in form.lists():
+        merged.setlistdefault(name, []).extend(values)
+    repeated = {
+        name: ["given more than once; give it once"] for name in ("k", "image") if len(merged.getlist(name)) > 1
+    }
+    if repeated:
+        raise ValidationError(repeated)
+    return merged
+
+
+def read_query_photo(upload: Any) -> bytes:
+    """Return the uploaded photo's bytes once its size, format, pixels and data are checked.
+
+    Raises:
+        ValidationError: a 400 on ``image`` naming the problem or the limit.
+    """
+    s = similarity_settings
+    limit = min(int(s.MAX_QUERY_IMAGE_BYTES), int(s.MAX_IMAGE_BYTES))
+    if upload.size > limit:
+        raise ValidationError({"image": [f"the photo is {upload.size:,} bytes; the limit is {limit:,} bytes"]})
+    data = upload.read()
+    try:
+        check_upload(data, max_bytes=limit, max_pixels=int(s.MAX_IMAGE_PIXELS))
+        # Decoded once here (Pillow, no torch): a truncated or corrupt photo is the sender's
+        # error, found before a worker spends time on it.
+        decode_image(data, max_bytes=limit, max_pixels=int(s.MAX_IMAGE_PIXELS), formats=UPLOAD_FORMATS)
+    except ImageRejected as exc:
+        raise ValidationError({"image": [str(exc)]}) from None
+    return data

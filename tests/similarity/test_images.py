@@ -126,3 +126,20 @@ def test_exif_rotation_moves_the_pixels():
     assert rgb.size == (20, 40)
     assert close(rgb.getpixel((10, 5)), RED)
     assert close(rgb.getpixel((10, 35)), BLUE)
+
+
+def test_a_phone_cameras_jpeg_with_a_second_picture_is_a_jpeg():
+    """Pillow calls it MPO; it is a JPEG file, and most phones write it."""
+    import io
+
+    from PIL import Image
+
+    from similarity.images import check_upload, decode_image
+
+    first, second = Image.new("RGB", (32, 24), (200, 0, 0)), Image.new("RGB", (32, 24), (0, 200, 0))
+    buf = io.BytesIO()
+    first.save(buf, format="MPO", save_all=True, append_images=[second])
+    data = buf.getvalue()
+    assert check_upload(data, max_bytes=10**6, max_pixels=10**6) == ("JPEG", 32, 24)
+    image = decode_image(data, max_bytes=10**6, max_pixels=10**6, formats=("JPEG",))
+    assert image.size == (32, 24) and image.getpixel((5, 5))[0] > 150
