@@ -149,6 +149,11 @@ REST_FRAMEWORK = {
     },
     # drf-spectacular's, plus anonymous access and error responses read from each view's classes.
     "DEFAULT_SCHEMA_CLASS": "similarity.api.schema.AutoSchema",
+    # JSON for every error; a database outage is a 503, not an HTML 500.
+    "EXCEPTION_HANDLER": "similarity.api.exceptions.exception_handler",
+    # Rate limits count per client address. X-Forwarded-For is trusted only behind this many
+    # proxies of your own (0: the header is ignored, so a client cannot pick its own address).
+    "NUM_PROXIES": int(os.environ.get("API_NUM_PROXIES") or 0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Shop similarity API",

@@ -27,6 +27,20 @@ class DecisionError(ValueError):
     """The decision cannot be made (already decided, bad name); the message says why."""
 
 
+def may_decide(user: Any, model_label: str) -> bool:
+    """Whether ``user`` may decide suggestions about ``model_label``'s items (admin and API).
+
+    Deciding changes both the suggestion and the items' categories: staff with the change
+    permission on each.
+    """
+    model = apps.get_model(model_label)
+    return bool(
+        user and user.is_active and user.is_staff
+        and user.has_perm("similarity.change_categorysuggestion")
+        and user.has_perm(f"{model._meta.app_label}.change_{model._meta.model_name}")
+    )
+
+
 def accept(suggestion: CategorySuggestion, user: Any, *, name: str | None = None) -> CategorySuggestion:
     """Apply an open suggestion to the items it names that are still where it found them.
 

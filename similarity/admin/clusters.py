@@ -24,7 +24,7 @@ from django.utils.html import format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 
-from ..decisions import DecisionError, accept, reject, rename_cluster
+from ..decisions import DecisionError, accept, may_decide, reject, rename_cluster
 from ..models import CategoryCluster, CategorySuggestion, ClusterRun, Decision, embeddable_models, sample_members
 from ..tasks import enqueue_clustering
 from .embeddable import card
@@ -37,15 +37,6 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: Any) -> bool:
         return False
-
-
-def may_decide(request: Any, model_label: str) -> bool:
-    """Whether the user may decide suggestions about ``model_label`` (change both)."""
-    model = apps.get_model(model_label)
-    user = request.user
-    return user.has_perm("similarity.change_categorysuggestion") and user.has_perm(
-        f"{model._meta.app_label}.change_{model._meta.model_name}"
-    )
 
 
 def attach_thumbnails(rows: list[Any], ids_of: Any) -> None:
@@ -124,12 +115,20 @@ class CategoryClusterAdmin(ReadOnlyAdmin):
                 Prefetch("members", queryset=sample_members(THUMBNAILS), to_attr="sample_members"),
             )
             attach_thumbnails(clusters, lambda cluster: [m.object_id for m in cluster.sample_members])
+            allowed = {label: may_decide(request.user, label) for label in {c.model_label for c in clusters}}
+            for cluster in clusters:  # view-only staff see the suggestions without buttons
+                cluster.may_decide = allowed[cluster.model_label]
             context["clusters"] = clusters
             context["latest_run"] = ClusterRun.objects.order_by("-started_at").first()
+            context["may_run"] = self.may_run(request)
         return response
 
+    def may_run(self, request: Any) -> bool:
+        """Starting a clustering run replaces the open suggestions: not for view-only staff."""
+        return self.has_change_permission(request) and request.user.has_perm("similarity.change_categorysuggestion")
+
     def run_view(self, request: Any) -> HttpResponseRedirect:
-        if request.method != "POST" or not self.has_view_permission(request):
+        if request.method != "POST" or not self.may_run(request):
             raise PermissionDenied
         for model in embeddable_models():
             enqueue_clustering(model._meta.label)
@@ -140,7 +139,7 @@ class CategoryClusterAdmin(ReadOnlyAdmin):
 
     def rename_view(self, request: Any, pk: int) -> HttpResponseRedirect:
         cluster = get_object_or_404(CategoryCluster, pk=pk)
-        if request.method != "POST" or not may_decide(request, cluster.model_label):
+        if request.method != "POST" or not may_decide(request.user, cluster.model_label):
             raise PermissionDenied
         try:
             rename_cluster(cluster, request.POST.get("name", ""), request.user)
@@ -212,7 +211,7 @@ class CategorySuggestionAdmin(ReadOnlyAdmin):
 
     def _decide(self, request: Any, pk: int, verb: str) -> HttpResponseRedirect:
         suggestion = get_object_or_404(CategorySuggestion, pk=pk)
-        if request.method != "POST" or not may_decide(request, suggestion.model_label):
+        if request.method != "POST" or not may_decide(request.user, suggestion.model_label):
             raise PermissionDenied
         try:
             if verb == "accept":
@@ -225,18 +224,18 @@ class CategorySuggestionAdmin(ReadOnlyAdmin):
             self.message_user(request, str(exc), messages.ERROR)
         return _back(request)
 
-    @admin.action(description=_("Accept the selected suggestions"))
+    @admin.action(description=_("Accept the selected suggestions"), permissions=["change"])
     def accept_selected(self, request: Any, queryset: Any) -> None:
         self._bulk(request, queryset, accept)
 
-    @admin.action(description=_("Reject the selected suggestions"))
+    @admin.action(description=_("Reject the selected suggestions"), permissions=["change"])
     def reject_selected(self, request: Any, queryset: Any) -> None:
         self._bulk(request, queryset, reject)
 
     def _bulk(self, request: Any, queryset: Any, decide: Any) -> None:
         done, errors = 0, []
         for suggestion in queryset.filter(status=Decision.OPEN):
-            if not may_decide(request, suggestion.model_label):
+            if not may_decide(request.user, suggestion.model_label):
                 raise PermissionDenied
             try:
                 decide(suggestion, request.user)

@@ -151,7 +151,7 @@ class EmbeddableAdminMixin:
         return reverse(f"admin:{self._url_name(view)}", args=args, current_app=self.admin_site.name)
 
 
-    @admin.action(description=_("Re-encode selected items"))
+    @admin.action(description=_("Re-encode selected items"), permissions=["change"])
     def reencode_selected(self, request: Any, queryset: Any) -> None:
         pks = list(queryset.values_list("pk", flat=True))
         enqueue_encode(queryset.model._meta.label, pks, force=True)
@@ -161,7 +161,7 @@ class EmbeddableAdminMixin:
             messages.SUCCESS,
         )
 
-    @admin.action(description=_("Suggest categories for selected items"))
+    @admin.action(description=_("Suggest categories for selected items"), permissions=["change"])
     def suggest_categories(self, request: Any, queryset: Any) -> HttpResponseRedirect | None:
         label = queryset.model._meta.label
         pks = list(queryset.values_list("pk", flat=True))

@@ -9,6 +9,7 @@ from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
+from ..evaluation import format_score
 from ..learning import activate_version
 from ..models import ModelVersion, VectorSpace, embeddable_models
 from ..tasks import enqueue_training
@@ -40,8 +41,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if not tuned:
             return _("ImageNet (as configured)")
         scores = tuned.get("image_only_held_out", {})
-        return _("fine-tuned, last %(blocks)s blocks: image-only P@10 %(before).3f → %(after).3f") % {
-            "blocks": tuned["config"]["blocks"], "before": scores.get("frozen_p@10", 0.0), "after": scores.get("tuned_p@10", 0.0),
+        return _("fine-tuned, last %(blocks)s blocks: image-only P@10 %(before)s → %(after)s") % {
+            "blocks": tuned["config"]["blocks"],
+            "before": format_score(scores.get("frozen_p@10")), "after": format_score(scores.get("tuned_p@10")),
         }
 
     @admin.display(description=_("answers queries"), boolean=True)
@@ -55,7 +57,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         value = (obj.baseline_metrics or {}).get("p@10")
         return f"{value:.3f} ({obj.baseline_metrics.get('model')})" if value is not None else "-"
 
-    @admin.action(description=_("Activate the selected version (re-encodes everything)"))
+    @admin.action(description=_("Activate the selected version (re-encodes everything)"), permissions=["change"])
     def activate_selected(self, request: Any, queryset: Any) -> None:
         if queryset.count() != 1:
             self.message_user(request, _("Select exactly one version to activate."), messages.ERROR)

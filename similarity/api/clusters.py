@@ -2,7 +2,8 @@
 
 Runs in the web process. ``ClusterViewSet`` serves the clusters of the models it is given
 (``model_labels``; the project wires it at ``/api/clusters/``); every endpoint needs a staff
-user, reads included (clusters describe the shop's catalog work, not its storefront).
+user with the admin's permissions, reads included (clusters describe the shop's catalog work,
+not its storefront): see ``permissions.ClusterPermissions``.
 Decisions go through ``similarity.decisions``, like the admin's.
 """
 from __future__ import annotations
@@ -15,13 +16,13 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ..decisions import DecisionError, accept, reject
 from ..models import CategoryCluster, CategorySuggestion, Decision, SuggestionKind, sample_members
 from .serializers import FIELD_ERRORS, QueryParametersSerializer, TextField
+from .permissions import ClusterPermissions
 
 SAMPLE = 8
 
@@ -100,7 +101,7 @@ class ClusterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     """Discovered clusters, those with open suggestions first (staff only)."""
 
     serializer_class = ClusterSerializer
-    permission_classes = [IsAdminUser]
+    permission_classes = [ClusterPermissions]
     model_labels: tuple[str, ...] = ()
 
     def get_queryset(self) -> Any:

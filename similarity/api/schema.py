@@ -9,8 +9,9 @@ the same classes that answer the requests, so the schema cannot drift from them:
   through (reads, unless SIMILARITY['API_REQUIRE_TOKEN']);
 - error responses, each a JSON body: 400 (a bad parameter or body), 401 (credentials missing
   or wrong), 403 (a signed-in user without the right, or a session without its CSRF token),
-  404 (an unknown id, a page past the last), 429 (throttled; ``Retry-After``). A response the
-  view declares itself (``extend_schema(responses=...)``) is kept as it is.
+  404 (an unknown id, a page past the last), 429 (throttled; ``Retry-After``), 503 (the
+  database is down or out of connections; ``Retry-After``, see ``exceptions``). A response
+  the view declares itself (``extend_schema(responses=...)``) is kept as it is.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ ERRORS = {
     403: _error("the signed-in user may not do this, or a session request lacks its CSRF token"),
     404: _error("nothing here: an unknown id, or a page past the last"),
     429: _error("too many requests in this endpoint's rate-limit scope; Retry-After says when to retry"),
+    503: _error("the service cannot answer now (the database is down or out of connections); Retry-After says when to retry"),
 }
 
 
@@ -77,8 +79,9 @@ class AutoSchema(openapi.AutoSchema):
         for code in self._error_codes(operation):
             if str(code) not in responses:
                 responses[str(code)] = self._get_response_for_code(ERRORS[code], str(code))
-        if "429" in responses:
-            responses["429"]["headers"] = {**responses["429"].get("headers", {}), **RETRY_AFTER}
+        for code in ("429", "503"):
+            if code in responses:
+                responses[code]["headers"] = {**responses[code].get("headers", {}), **RETRY_AFTER}
         operation["responses"] = dict(sorted(responses.items()))
         return operation
 
@@ -108,6 +111,7 @@ class AutoSchema(openapi.AutoSchema):
             codes.append(404)
         if self._is_throttled():
             codes.append(429)
+        codes.append(503)  # every operation reads the database
         return codes
 
     def _auth_error_codes(self) -> list[int]:

@@ -4,6 +4,10 @@ Runs in the web process. The scope is the view's ``throttle_scope`` when it has 
 viewset action mapped through ``ActionScopedRateThrottle.action_scopes``; rates come from
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]. Counters live in the default cache, which must be
 shared by all web processes (Redis) for the limits to hold across them.
+
+Anonymous clients are counted by address. ``X-Forwarded-For`` is read only when
+REST_FRAMEWORK["NUM_PROXIES"] says how many proxies of the shop's own stand in front; left
+unset it is ignored (DRF would trust the whole header, so rotating it would dodge the limit).
 """
 from __future__ import annotations
 
@@ -44,6 +48,12 @@ class ActionScopedRateThrottle(ScopedRateThrottle):
         self.num_requests, self.duration = self.parse_rate(self.rate)
         # Skip ScopedRateThrottle.allow_request: it would re-read the scope from the view only.
         return SimpleRateThrottle.allow_request(self, request, view)
+
+    def get_ident(self, request: Request) -> str:
+        """Return the client's address: REMOTE_ADDR, or the address NUM_PROXIES points at."""
+        if api_settings.NUM_PROXIES is None:  # unset: trust no proxy header
+            return request.META.get("REMOTE_ADDR") or ""
+        return super().get_ident(request)
 
     def get_rate(self) -> str | None:
         # DRF binds THROTTLE_RATES when the class is created; read them per request instead so

@@ -112,6 +112,46 @@ def test_find_clusters_button_sends_the_job(admin_client, monkeypatch):
     assert response.status_code == 302 and sent == ["catalog.Product"]
 
 
+def view_only_staff(client, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create(username="viewer", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
+    client.force_login(user)
+    return client
+
+
+def test_view_only_staff_see_clusters_but_cannot_start_a_run_or_decide(client, django_user_model, catalog, monkeypatch):
+    sent = []
+    monkeypatch.setattr("similarity.admin.clusters.enqueue_clustering", sent.append)
+    run_clustering("catalog.Product", k=3)
+    client = view_only_staff(client, django_user_model)
+    page = client.get("/admin/similarity/categorycluster/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Find clusters now" not in html and "accept-suggestion" not in html
+    assert "cluster-card" in html  # the clusters themselves are shown
+    assert client.post("/admin/similarity/categorycluster/run/").status_code == 403
+    assert sent == []
+    suggestion = CategorySuggestion.objects.filter(status=Decision.OPEN).first()
+    assert client.post(f"/admin/similarity/categorysuggestion/{suggestion.pk}/accept/").status_code == 403
+    suggestion.refresh_from_db()
+    assert suggestion.status == Decision.OPEN
+
+
+def test_view_only_staff_get_no_actions_that_change_things(client, django_user_model, catalog, monkeypatch):
+    client = view_only_staff(client, django_user_model)
+    page = client.get("/admin/catalog/product/").content.decode()
+    assert "reencode_selected" not in page and "suggest_categories" not in page
+    versions = client.get("/admin/similarity/modelversion/").content.decode()
+    assert "Train a new model" not in versions and "activate_selected" not in versions
+    sent = []
+    monkeypatch.setattr("similarity.admin.embeddable.enqueue_encode", lambda *args, **kwargs: sent.append(args))
+    some = [p.pk for group in catalog.values() for p in group][:2]
+    client.post("/admin/catalog/product/", {"action": "reencode_selected", "_selected_action": some})
+    assert sent == []
+
+
 def test_from_products_without_category_to_all_categorised(admin_client, catalog):
     """The merchandiser's path, page by page: no code, only the admin."""
     listing = admin_client.get("/admin/catalog/product/", {"in_category": "none"}).content.decode()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
 from catalog.models import Product
@@ -81,6 +82,50 @@ def test_bad_decisions_are_refused_and_change_nothing(clustered, staff, body, st
     assert response.status_code == status and message in response.content.decode()
     assert CategorySuggestion.objects.filter(status=Decision.OPEN).count() == CategorySuggestion.objects.count()
     assert not Product.objects.filter(sku__startswith="earphones", category__isnull=False).exists()
+
+
+def staff_with(django_user_model, name: str, *codenames: str) -> APIClient:
+    """An API client for a staff user holding exactly these permissions."""
+    user = django_user_model.objects.create(username=name, is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    client = APIClient()
+    client.force_authenticate(django_user_model.objects.get(pk=user.pk))
+    return client
+
+
+def categories() -> dict[str, str | None]:
+    return dict(Product.objects.values_list("sku", "category__path"))
+
+
+@pytest.mark.parametrize(
+    "codenames",
+    [(), ("view_categorycluster", "view_categorysuggestion", "view_product")],
+    ids=["no-permissions", "view-only"],
+)
+def test_staff_without_the_admins_permissions_cannot_decide(clustered, django_user_model, codenames):
+    client = staff_with(django_user_model, "clerk", *codenames)
+    create = CategorySuggestion.objects.get(kind="create")
+    before = categories()
+    for verb in ("accept", "reject"):
+        response = client.post(f"/api/clusters/{create.cluster_id}/{verb}/", {}, format="json")
+        assert response.status_code == 403, response.content
+        assert "detail" in response.json()
+    assert categories() == before
+    assert set(CategorySuggestion.objects.values_list("status", flat=True)) == {Decision.OPEN}
+    # Reading needs the view permission, as the admin's review page does.
+    assert client.get("/api/clusters/").status_code == (200 if codenames else 403)
+
+
+def test_deciding_needs_change_on_suggestions_and_on_the_products(clustered, django_user_model):
+    create = CategorySuggestion.objects.get(kind="create")
+    only_suggestions = staff_with(django_user_model, "a", "view_categorycluster", "change_categorysuggestion")
+    assert only_suggestions.post(f"/api/clusters/{create.cluster_id}/accept/", {}, format="json").status_code == 403
+    only_products = staff_with(django_user_model, "b", "view_categorycluster", "change_product")
+    assert only_products.post(f"/api/clusters/{create.cluster_id}/accept/", {}, format="json").status_code == 403
+    both = staff_with(django_user_model, "c", "view_categorycluster", "change_categorysuggestion", "change_product")
+    response = both.post(f"/api/clusters/{create.cluster_id}/accept/", {}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["suggestions"][0]["status"] == "accepted"
 
 
 @pytest.mark.parametrize("value", ["", "maybe"])

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 import redis
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.core.cache import cache
 from django.urls import URLResolver, get_resolver
 from rest_framework.authtoken.models import Token
@@ -98,8 +98,16 @@ def test_product_writes_need_staff(client, method):
     client.force_authenticate(make_user("shopper"))
     assert getattr(client, method)(url, {"sku": "NEW"}, format="json").status_code == 403
 
-    # Staff pass the permission; the viewset is read-only, so the method itself is refused.
-    client.force_authenticate(make_user("clerk", staff=True))
+    # Staff need the model permission of the method, as in the admin.
+    clerk = make_user("clerk", staff=True)
+    client.force_authenticate(clerk)
+    assert getattr(client, method)(url, {"sku": "NEW"}, format="json").status_code == 403
+    clerk.user_permissions.add(*Permission.objects.filter(codename__in=["view_product", "change_product"]))
+    client.force_authenticate(User.objects.get(pk=clerk.pk))  # permissions are cached per user object
+    assert getattr(client, method)(url, {"sku": "NEW"}, format="json").status_code == 403
+    # With it, the viewset being read-only, the method itself is refused.
+    clerk.user_permissions.add(*Permission.objects.filter(codename__in=["add_product", "delete_product"]))
+    client.force_authenticate(User.objects.get(pk=clerk.pk))
     assert getattr(client, method)(url, {"sku": "NEW"}, format="json").status_code == 405
     assert Product.objects.count() == 1
 
@@ -123,6 +131,12 @@ class PhotoSearch(Echo):
     post_is_read = True
 
 
+class PriceEcho(Echo):
+    """A write endpoint without a model that names the permission its writes need."""
+
+    write_permissions = ["catalog.change_product"]
+
+
 def call(view_class, method: str, user: User | None = None):
     request = getattr(APIRequestFactory(), method)("/x/")
     if user is not None:
@@ -140,16 +154,28 @@ def test_default_permission_class_is_wired():
         (Echo, "get", "anonymous", 200),
         (Echo, "post", "anonymous", 401),
         (Echo, "post", "user", 403),
-        (Echo, "post", "staff", 200),
+        (Echo, "post", "staff", 403),  # no model: nothing says which permission a write needs
+        (Echo, "post", "superuser", 200),
         (Echo, "delete", "user", 403),
-        (Echo, "delete", "staff", 204),
+        (Echo, "delete", "staff", 403),
+        (Echo, "delete", "superuser", 204),
+        (PriceEcho, "post", "staff", 403),
+        (PriceEcho, "post", "staff with change_product", 200),
+        (PriceEcho, "post", "user with change_product", 403),  # not staff
         (PhotoSearch, "post", "anonymous", 200),
         (PhotoSearch, "post", "user", 200),
         (PhotoSearch, "delete", "user", 403),
     ],
 )
 def test_permission_by_method_and_user(view, method, who, status):
-    user = None if who == "anonymous" else make_user(who, staff=who == "staff")
+    user = None
+    if who != "anonymous":
+        user = make_user(who.split()[0], staff=who.startswith(("staff", "superuser")))
+        user.is_superuser = who == "superuser"
+        user.save()
+        if who.endswith("change_product"):
+            user.user_permissions.add(Permission.objects.get(codename="change_product"))
+            user = User.objects.get(pk=user.pk)
     assert call(view, method, user).status_code == status
 
 
@@ -183,6 +209,31 @@ def test_scopes_are_counted_per_user(client, settings):
     assert client.get("/api/products/").status_code == 429
     client.force_authenticate(make_user("u"))
     assert client.get("/api/products/").status_code == 200
+
+
+def test_a_rotating_x_forwarded_for_does_not_dodge_the_limit(client, settings):
+    with_rates(settings, read="5/min")
+    statuses = [
+        client.get("/api/products/", HTTP_X_FORWARDED_FOR=f"203.0.113.{i}").status_code for i in range(150)
+    ]
+    assert statuses[:5] == [200] * 5 and set(statuses[5:]) == {429}
+
+
+def test_the_header_is_ignored_even_where_the_host_never_set_num_proxies(client, settings):
+    settings.REST_FRAMEWORK = {k: v for k, v in settings.REST_FRAMEWORK.items() if k != "NUM_PROXIES"}
+    with_rates(settings, read="2/min")
+    statuses = [client.get("/api/products/", HTTP_X_FORWARDED_FOR=f"198.51.100.{i}").status_code for i in range(4)]
+    assert statuses == [200, 200, 429, 429]
+
+
+def test_behind_one_proxy_the_client_address_it_adds_is_counted(client, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    with_rates(settings, read="1/min")
+    # The proxy appends the address it saw; whatever the client wrote before it is ignored.
+    first = client.get("/api/products/", HTTP_X_FORWARDED_FOR="1.1.1.1, 203.0.113.7")
+    spoofed = client.get("/api/products/", HTTP_X_FORWARDED_FOR="9.9.9.9, 203.0.113.7")
+    other = client.get("/api/products/", HTTP_X_FORWARDED_FOR="203.0.113.8")
+    assert (first.status_code, spoofed.status_code, other.status_code) == (200, 429, 200)
 
 
 def test_view_throttle_scope_wins_over_the_action(settings):
