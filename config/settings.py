@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from similarity.conf import DEFAULTS as SIMILARITY_DEFAULTS
+
 from .broker import broker_transport_options, result_backend
 from .database import database_settings
 
@@ -200,6 +202,8 @@ SIMILARITY = {
     "DEVICE": os.environ.get("SIMILARITY_DEVICE", "auto"),
     "QUEUE": os.environ.get("SIMILARITY_QUEUE", "similarity"),
     "TRAINING_QUEUE": os.environ.get("SIMILARITY_TRAINING_QUEUE", "similarity-training"),
+    # Photo (and worker-side text) search queries; empty: the encoding queue.
+    "QUERY_QUEUE": os.environ.get("SIMILARITY_QUERY_QUEUE", SIMILARITY_DEFAULTS["QUERY_QUEUE"]),
     "MODELS_DIR": os.environ.get("SIMILARITY_MODELS_DIR") or str(VAR_DIR / "models"),
     # Encoding queue tuning (see similarity/conf.py), when set in the environment.
     **{

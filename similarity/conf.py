@@ -58,8 +58,9 @@ DEFAULTS: dict[str, Any] = {
     # the rows have vectors in it; the rest drop out of results until they are encoded.
     "SWITCH_COVERAGE": 1.0,
     # Search queries the web process cannot encode itself (photos, torch text encoders) go
-    # to a worker on QUERY_QUEUE (None: QUEUE) and wait QUERY_TIMEOUT seconds for it.
-    "QUERY_QUEUE": None,
+    # to a worker on QUERY_QUEUE and wait QUERY_TIMEOUT seconds for it. A queue of its own,
+    # so that a re-index or a training run never holds a query up; None or "": QUEUE.
+    "QUERY_QUEUE": "similarity-query",
     "QUERY_TIMEOUT": 10.0,
     "MAX_QUERY_IMAGE_BYTES": 10 * 1024 * 1024,
     # Queries.

@@ -54,21 +54,35 @@ class WorkerStarter:
         self.log_dir = log_dir
         self.started: list[subprocess.Popen] = []
 
-    def __call__(self, name: str = "w", *, pool: str = "solo", beat: bool = False, env: dict | None = None):
-        """Start one worker; return its process with a ``log`` attribute (a Path)."""
-        from similarity.conf import similarity_settings
+    def __call__(
+        self,
+        name: str = "w",
+        *,
+        queues: list[str] | None = None,
+        pool: str = "solo",
+        beat: bool = False,
+        env: dict | None = None,
+    ):
+        """Start one worker; return its process with a ``log`` attribute (a Path).
+
+        It serves ``queues`` (default: the encoding queue and the query queue, as one worker
+        that does everything); the queue settings of this process travel in its environment.
+        """
+        from similarity.conf import similarity_settings as s
 
         log = self.log_dir / f"{name}-{len(self.started)}.log"
-        queue = similarity_settings.QUEUE
+        query_queue = s.QUERY_QUEUE or s.QUEUE
+        if queues is None:
+            queues = [s.QUEUE, query_queue]
         cmd = [
-            sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queue, "-P", pool, "-c", "1",
-            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
+            sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", ",".join(dict.fromkeys(queues)),
+            "-P", pool, "-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
             "-n", f"{name}-{len(self.started)}@%h",
         ]
         if beat:
             cmd += ["-B", "-s", str(self.log_dir / f"beat-{len(self.started)}")]
         with log.open("w") as out:
-            env = {**self.env, "SIMILARITY_QUEUE": queue, **(env or {})}
+            env = {**self.env, "SIMILARITY_QUEUE": s.QUEUE, "SIMILARITY_QUERY_QUEUE": s.QUERY_QUEUE or "", **(env or {})}
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         proc.log = log
         self.started.append(proc)
@@ -124,8 +138,9 @@ def _drain_worker() -> None:
     from similarity.conf import similarity_settings
 
     broker = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
-    for key in broker.scan_iter(match=f"{similarity_settings.QUEUE}*"):  # priority steps add suffixes
-        broker.delete(key)
+    for queue in {similarity_settings.QUEUE, similarity_settings.QUERY_QUEUE or similarity_settings.QUEUE}:
+        for key in broker.scan_iter(match=f"{queue}*"):  # priority steps add suffixes
+            broker.delete(key)
     inspector = app.control.inspect(timeout=1.0)
 
     def idle() -> bool:

@@ -1,7 +1,7 @@
 """Test environment, loaded as a pytest plugin (``-p tests.testenv``) before Django starts.
 
 Sets the variables settings.py reads, so the test process and the worker processes it
-starts share them: fast fake encoders, a private queue, a private media folder.
+starts share them: fast fake encoders, private queues, a private media folder.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ _run = uuid.uuid4().hex[:8]
 os.environ["SIMILARITY_QUEUE"] = f"similarity-test-{_run}"
 os.environ["DATABASE_TEST_NAME"] = f"test_shop_{_run}"  # concurrent runs do not share a database
 os.environ["SIMILARITY_TRAINING_QUEUE"] = f"similarity-training-test-{_run}"
+os.environ["SIMILARITY_QUERY_QUEUE"] = f"similarity-query-test-{_run}"
 os.environ["SIMILARITY_MODELS_DIR"] = tempfile.mkdtemp(prefix="shop-test-models-")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 os.environ["MEDIA_ROOT"] = tempfile.mkdtemp(prefix="shop-test-media-")
