@@ -3,7 +3,8 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# The demo needs no broker server: kombu's filesystem transport under var/broker.
+# The demo needs no broker server: message files under var/broker (kombu's filesystem
+# transport, written atomically: config/filesystem_broker.py).
 # Set CELERY_BROKER_URL=redis://... to use Redis instead.
 DEMO_BROKER ?= filesystem://
 

@@ -1,7 +1,19 @@
-"""Celery broker transport options for the broker URL in use."""
+"""Celery broker transport, its options and the result store for the broker URL in use."""
 from __future__ import annotations
 
 from pathlib import Path
+
+# kombu's filesystem transport and Celery's file result backend, with atomic writes.
+FILESYSTEM_TRANSPORT = "config.filesystem_broker:Transport"
+FILESYSTEM_RESULT_BACKEND = "config.filesystem_broker:FilesystemBackend"
+
+
+def broker_transport(url: str) -> str | None:
+    """Return the transport class for ``url`` when it is not the one its scheme names."""
+    if url.startswith("filesystem://"):
+        # Upstream writes message files in place: a worker can read one half written and stop.
+        return FILESYSTEM_TRANSPORT
+    return None
 
 
 def broker_transport_options(url: str, var_dir: Path) -> dict:
@@ -36,5 +48,5 @@ def result_backend(url: str, var_dir: Path) -> str:
     if url.startswith("filesystem://"):
         folder = var_dir / "results"
         folder.mkdir(parents=True, exist_ok=True)
-        return f"file://{folder}"
+        return f"{FILESYSTEM_RESULT_BACKEND}+file://{folder}"
     return "rpc://"

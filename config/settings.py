@@ -10,7 +10,7 @@ from pathlib import Path
 
 from similarity.conf import DEFAULTS as SIMILARITY_DEFAULTS
 
-from .broker import broker_transport_options, result_backend
+from .broker import broker_transport, broker_transport_options, result_backend
 from .database import database_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -104,6 +104,7 @@ CATALOG_DEFAULT_CURRENCY = os.environ.get("CATALOG_DEFAULT_CURRENCY", "CNY")
 # Celery: broker from the environment. "filesystem://" needs no server (used by `make demo`
 # when no broker is given); its messages then live under var/broker.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)
 CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL, VAR_DIR)
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or result_backend(CELERY_BROKER_URL, VAR_DIR)
 CELERY_RESULT_EXPIRES = 300
