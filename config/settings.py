@@ -231,11 +231,13 @@ SIMILARITY = {
 # The sweeper re-sends rows left pending by a broker outage or a dead worker (run beat:
 # `celery -A config beat`, or `worker -B` on one machine).
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+_SWEEP_INTERVAL = float(SIMILARITY.get("SWEEP_INTERVAL", SIMILARITY_DEFAULTS["SWEEP_INTERVAL"]))
 CELERY_BEAT_SCHEDULE = {
     "similarity-sweep": {
         "task": "similarity.sweep",
-        "schedule": float(os.environ.get("SIMILARITY_SWEEP_INTERVAL") or 60),
-        "options": {"queue": SIMILARITY["QUEUE"], "expires": 60},
+        "schedule": _SWEEP_INTERVAL,
+        # A sweep still queued when the next one is sent is of no use.
+        "options": {"queue": SIMILARITY["QUEUE"], "expires": _SWEEP_INTERVAL},
     },
 }
 if SIMILARITY["CLUSTER_INTERVAL"]:

@@ -49,10 +49,13 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": 32,
     "COALESCE_SECONDS": 1.0,
     "DECODE_THREADS": 4,
-    # Fault recovery: a claim older than CLAIM_TIMEOUT belongs to a dead worker; the sweeper
-    # (celery beat, every SWEEP_INTERVAL seconds) re-sends rows pending for PENDING_MAX_AGE.
-    "CLAIM_TIMEOUT": 600,
-    "SWEEP_INTERVAL": 60,
+    # Fault recovery: a worker renews its claim while it encodes (every CLAIM_TIMEOUT / 3), so
+    # a claim not renewed for CLAIM_TIMEOUT belongs to a dead worker; the sweeper (celery
+    # beat, every SWEEP_INTERVAL seconds) re-sends such rows at once and unclaimed rows
+    # pending for PENDING_MAX_AGE. A killed worker's rows are sent again within about
+    # CLAIM_TIMEOUT + SWEEP_INTERVAL.
+    "CLAIM_TIMEOUT": 30,
+    "SWEEP_INTERVAL": 10,
     "PENDING_MAX_AGE": 120,
     # A new encoder configuration (or learned model) takes over queries once this share of
     # the rows have vectors in it; the rest drop out of results until they are encoded.

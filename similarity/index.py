@@ -4,8 +4,10 @@ The rows are the queue: saving marks a row ``pending`` (``similarity.tasks.enque
 a task claims up to ``BATCH_SIZE`` of them with its task id (``SKIP LOCKED``, so two workers
 never take the same row), encodes them and writes the vectors only where the claim still
 holds: a row edited meanwhile was released and is encoded again with its new content. A
-redelivered task (its worker died) carries the same id and takes its rows back; a claim
-older than ``CLAIM_TIMEOUT`` is free for anyone.
+redelivered task (its worker died) carries the same id and takes its rows back. While it
+encodes, a thread of the worker renews the claim (``hold_claim``), so a claim not renewed
+for ``CLAIM_TIMEOUT`` belongs to a dead worker: it is free for anyone, and the sweeper
+re-sends its rows.
 
 Each row gets vectors in every live vector space (the active one and, during a switch, the
 building one; see ``similarity.spaces``), skipping a space whose vectors already match the
@@ -14,14 +16,17 @@ with a readable reason and keeps its last good vectors; the rest of the batch go
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
-from django.db import models, transaction
+from django.db import DatabaseError, connections, models, transaction
 from django.utils import timezone
 
 from . import backends, encoding, spaces
@@ -54,10 +59,21 @@ class EncodeReport:
         }
 
 
+def claim_expiry() -> datetime.datetime:
+    """Claims last renewed before this moment belong to dead workers."""
+    return timezone.now() - datetime.timedelta(seconds=float(similarity_settings.CLAIM_TIMEOUT))
+
+
+def dead_claims(queryset: models.QuerySet) -> models.QuerySet:
+    """Pending rows claimed by a worker that stopped renewing its claim (killed, gone)."""
+    return queryset.filter(embedding_status=EmbeddingStatus.PENDING, embedding_claimed_at__lt=claim_expiry()).exclude(
+        embedding_claim=""
+    )
+
+
 def claimable(queryset: models.QuerySet, token: str = "") -> models.QuerySet:
-    """Pending rows nobody holds: unclaimed, claimed by ``token``, or claimed too long ago."""
-    expired = timezone.now() - datetime.timedelta(seconds=float(similarity_settings.CLAIM_TIMEOUT))
-    free = models.Q(embedding_claim="") | models.Q(embedding_claimed_at__lt=expired)
+    """Pending rows nobody holds: unclaimed, claimed by ``token``, or a dead worker's."""
+    free = models.Q(embedding_claim="") | models.Q(embedding_claimed_at__lt=claim_expiry())
     if token:
         free |= models.Q(embedding_claim=token)
     return queryset.filter(free, embedding_status=EmbeddingStatus.PENDING)
@@ -85,7 +101,57 @@ def encode_claimed(model_label: str, token: str) -> EncodeReport:
     pks = claim_batch(model_label, token)
     if not pks:
         return EncodeReport()
-    return encode_objects(model_label, pks, claim=token)
+    with hold_claim(model_label, token, pks):
+        return encode_objects(model_label, pks, claim=token)
+
+
+@contextlib.contextmanager
+def hold_claim(model_label: str, token: str, pks: list[Any]) -> Iterator[None]:
+    """Renew ``token``'s claim on ``pks`` every ``CLAIM_TIMEOUT / 3`` seconds while the block runs.
+
+    A thread with its own database connection does it, so a batch that takes longer than
+    ``CLAIM_TIMEOUT`` (a slow model, a cold start) keeps its rows, and the claims of a
+    worker that dies stop being renewed and expire ``CLAIM_TIMEOUT`` later.
+    """
+    interval = max(float(similarity_settings.CLAIM_TIMEOUT) / 3, 0.5)
+    stop = threading.Event()
+    renewer = threading.Thread(
+        target=_renew_claims, args=(model_label, token, pks, interval, stop), name=f"claim-{token[:8]}", daemon=True
+    )
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        # A renewal stuck on an unreachable database must not hold the task up: it is a daemon.
+        renewer.join(timeout=interval)
+
+
+def renew_claim(model_label: str, token: str, pks: list[Any]) -> int:
+    """Set the claim time of the rows of ``pks`` that ``token`` still holds to now; return how many."""
+    manager = apps.get_model(model_label)._default_manager
+    with transaction.atomic():
+        # SKIP LOCKED: a row being written (or released by an edit) is skipped, never waited
+        # for, so renewing cannot deadlock with the batch's own write.
+        held = list(
+            manager.filter(pk__in=pks, embedding_claim=token).select_for_update(skip_locked=True).values_list("pk", flat=True)
+        )
+        if held:
+            manager.filter(pk__in=held).update(embedding_claimed_at=timezone.now())
+    return len(held)
+
+
+def _renew_claims(model_label: str, token: str, pks: list[Any], interval: float, stop: threading.Event) -> None:
+    try:
+        while not stop.wait(interval):
+            try:
+                renew_claim(model_label, token, pks)
+            except DatabaseError as exc:
+                # The claim may expire meanwhile; the batch's write checks it, nothing is lost.
+                logger.warning("could not renew the claim of %d rows of %s: %s", len(pks), model_label, exc)
+                connections.close_all()
+    finally:
+        connections.close_all()  # this thread's own connection
 
 
 def encode_objects(model_label: str, pks: list[Any], *, force: bool = False, claim: str | None = None) -> EncodeReport:

@@ -213,13 +213,16 @@ def send_encode_tasks(model_label: str, rows: int, *, countdown: float = 0.0) ->
 
 
 def sweep(model_label: str) -> dict[str, int]:
-    """Re-send rows pending longer than ``PENDING_MAX_AGE`` or held by a dead claim; mark
-    ``ready`` rows that lack vectors in a live space (new configuration) pending again;
-    switch spaces when the building one is complete."""
+    """Re-send rows held by a dead worker's claim (at once) and unclaimed rows pending longer
+    than ``PENDING_MAX_AGE``; mark ``ready`` rows that lack vectors in a live space (new
+    configuration) pending again; switch spaces when the building one is complete.
+
+    ``forgotten`` in the result counts both kinds of re-sent rows."""
     from django.apps import apps
+    from django.db.models import Q
 
     from . import spaces
-    from .index import claimable
+    from .index import dead_claims
     from .models import EmbeddingStatus
 
     manager = apps.get_model(model_label)._default_manager
@@ -230,11 +233,19 @@ def sweep(model_label: str) -> dict[str, int]:
     if stale:
         enqueue_encode(model_label, sorted(stale))
     age = timezone.now() - datetime.timedelta(seconds=float(similarity_settings.PENDING_MAX_AGE))
-    forgotten = claimable(manager.all()).exclude(embedding_requested_at__gt=age).count()
+    # An unclaimed row requested a moment ago has its task on the way; a dead claim has none.
+    unclaimed = manager.filter(embedding_status=EmbeddingStatus.PENDING, embedding_claim="").filter(
+        Q(embedding_requested_at__isnull=True) | Q(embedding_requested_at__lte=age)
+    )
+    dead = dead_claims(manager.all()).count()
+    forgotten = unclaimed.count() + dead
     sent = send_encode_tasks(model_label, forgotten) if forgotten else 0
     switched = spaces.maybe_switch(model_label)
     if forgotten or stale or switched:
-        logger.info("sweep %s: %d forgotten pending rows (%d tasks), %d stale rows", model_label, forgotten, sent, len(stale))
+        logger.info(
+            "sweep %s: %d forgotten pending rows, %d of them held by dead workers (%d tasks), %d stale rows",
+            model_label, forgotten, dead, sent, len(stale),
+        )
     return {"forgotten": forgotten, "tasks": sent, "stale": len(stale)}
 
 

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import psutil
@@ -131,3 +132,21 @@ def test_the_database_restarting_mid_run_loses_nothing(start_worker, settings):
     log = worker.log.read_text()
     assert "Retry in" in log, "the worker should have retried after the restart"
     assert sum(encoded_counts(log)) == 8
+
+
+def test_a_whole_worker_killed_hands_its_rows_on_within_a_minute(start_worker):
+    """SIGKILL of the whole worker (no parent left to requeue the task; the filesystem
+    broker even loses the message): the claim stops being renewed, expires after
+    CLAIM_TIMEOUT, and the sweeper of the next worker re-sends the rows. Default settings."""
+    victim = start_worker("whole", env={**SLOW, "TEST_ENCODE_DELAY": "600"})  # solo pool: one process
+    create_in_one_transaction(6, "W")
+    wait_for(lambda: Product.objects.exclude(embedding_claim="").count() == 6, timeout=30, message="the batch to be claimed")
+    for process in [*psutil.Process(victim.pid).children(recursive=True), psutil.Process(victim.pid)]:
+        process.kill()
+    victim.wait()
+    killed = time.monotonic()
+    start_worker("heir", beat=True, env={**SLOW, "TEST_ENCODE_DELAY": "0"})  # same encoders: no new space
+    # An outcome bound, far below the old ten minutes (claim expiry 600 s + sweeper).
+    wait_for(lambda: all_ready(6), timeout=90, message=f"6 products ready after the kill (now {statuses()})")
+    assert not Product.objects.exclude(embedding_claim="").exists()
+    print(f"ready {time.monotonic() - killed:.0f} s after the kill")  # with -s

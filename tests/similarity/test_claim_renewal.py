@@ -1,0 +1,65 @@
+"""A worker renews its claim while it encodes; a claim left to expire is a dead worker's and
+the sweeper re-sends its rows at once (no worker: the functions, on the real database)."""
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.utils import timezone
+
+from catalog.models import Product
+from similarity.index import claim_batch, hold_claim, renew_claim
+from similarity.tasks import enqueue_encode, sweep
+from tests.conftest import wait_for
+from tests.factories import make_product
+
+LABEL = "catalog.Product"
+
+
+def claimed_at(pk: int) -> datetime.datetime | None:
+    return Product.objects.values_list("embedding_claimed_at", flat=True).get(pk=pk)
+
+
+@pytest.mark.django_db
+def test_renewing_touches_only_rows_the_token_still_holds(sent):
+    kept, edited = make_product("C1", "认领 一"), make_product("C2", "认领 二")
+    pks = claim_batch(LABEL, "task-a", size=2)
+    long_ago = timezone.now() - datetime.timedelta(minutes=5)
+    Product.objects.update(embedding_claimed_at=long_ago)
+    enqueue_encode(LABEL, [edited.pk])  # an edit releases the row
+
+    assert renew_claim(LABEL, "task-a", pks) == 1
+    assert claimed_at(kept.pk) > long_ago
+    assert claimed_at(edited.pk) is None
+    assert Product.objects.get(pk=edited.pk).embedding_claim == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_is_renewed_while_the_batch_is_encoded(sent, settings):
+    settings.SIMILARITY = {**settings.SIMILARITY, "CLAIM_TIMEOUT": 1.5}  # renewed every 0.5 s
+    product = make_product("C3", "慢 批次")
+    (pk,) = claim_batch(LABEL, "task-a", size=1)
+    first = claimed_at(pk)
+    with hold_claim(LABEL, "task-a", [pk]):
+        # However long the batch takes, its claim stays young.
+        wait_for(lambda: claimed_at(pk) > first, timeout=30, interval=0.1, message="the claim to be renewed")
+    assert Product.objects.get(pk=product.pk).embedding_claim == "task-a"
+
+
+@pytest.mark.django_db
+def test_the_sweeper_resends_a_dead_workers_rows_without_waiting_for_pending_max_age(sent, settings):
+    settings.SIMILARITY = {**settings.SIMILARITY, "CLAIM_TIMEOUT": 30, "PENDING_MAX_AGE": 3600, "BATCH_SIZE": 2}
+    dead = [make_product(f"D{i}", f"死 工人 {i}") for i in range(3)]
+    alive = make_product("A1", "活 工人")
+    assert len(claim_batch(LABEL, "dead-worker", size=3)) == 3
+    assert claim_batch(LABEL, "live-worker", size=1) == [alive.pk]  # renewed a moment ago
+    Product.objects.filter(embedding_claim="dead-worker").update(
+        embedding_claimed_at=timezone.now() - datetime.timedelta(seconds=31)
+    )
+    sent.reset_mock()
+
+    assert sweep(LABEL) == {"forgotten": 3, "tasks": 2, "stale": 0}
+    assert sent.call_count == 2
+    # The next task takes the dead worker's rows; the live worker keeps its own.
+    assert sorted(claim_batch(LABEL, "next", size=10)) == sorted(p.pk for p in dead)
+    assert Product.objects.get(pk=alive.pk).embedding_claim == "live-worker"
