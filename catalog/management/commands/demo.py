@@ -1,16 +1,18 @@
 """``manage.py demo``: a complete local shop in one command (what `make demo` runs).
 
 Migrates, creates an admin login, imports the bundled demo catalog (or ``--catalog``),
-starts a real Celery worker and the web server as child processes, waits until every
-product is encoded, prints the URLs and keeps serving until Ctrl-C.
+starts the web server and two real Celery workers as child processes (encoding and training
+with beat; search queries on a worker of their own, so that a re-index or a training run
+never holds up a photo search), waits until every product is encoded, prints the URLs and
+keeps serving until Ctrl-C. A child that dies is started again (``catalog.management.supervisor``).
 """
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
@@ -18,6 +20,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from catalog.management.supervisor import ChildFailed, Supervisor
 from catalog.models import Product
 from similarity.conf import similarity_settings
 from similarity.models import EmbeddingStatus
@@ -32,8 +35,44 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def worker_commands() -> dict[str, list[str]]:
+    """The demo's Celery workers by name: one encodes and trains (and runs beat, the
+    sweeper), one answers search queries only (one process encoding a batch cannot answer
+    a query meanwhile)."""
+    s = similarity_settings
+    # Gossip, mingle and heartbeats serve nothing here and, on the filesystem broker, leave a
+    # message file per event for every worker that ever ran.
+    celery = [sys.executable, "-m", "celery", "-A", "config", "worker", "--concurrency", "1", "-l", "INFO",
+              "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return {
+        "worker": [*celery, "-Q", f"{s.QUEUE},{s.TRAINING_QUEUE}", "-B", "-n", "demo@%h"],
+        # In-process (solo): a query is answered as soon as it is read, with no pool round trip.
+        "query worker": [*celery, "-P", "solo", "-Q", s.QUERY_QUEUE or s.QUEUE, "-n", "demo-query@%h"],
+    }
+
+
+def supervise(
+    logs: Path, port: int | None, *, say: Callable[[str], None] = print, requeue: Callable[[], None] | None = None
+) -> Supervisor:
+    """The demo's children, not yet started: its workers and (unless ``port`` is None) the
+    web server; ``requeue`` runs when the encoding worker was restarted."""
+    children = Supervisor(settings.BASE_DIR, say=say)
+    for name, command in worker_commands().items():
+        encoding = name == "worker"
+        children.add(
+            name, command, logs / f"{name.replace(' ', '-')}.log",
+            on_restart=requeue if encoding else None,
+            # Re-indexing and training yield the CPU to photo searches on one machine.
+            nice=10 if encoding else 0,
+        )
+    if port is not None:
+        web = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
+        children.add("web server", web, logs / "web.log", env={"DJANGO_DEBUG": "1", "SERVE_MEDIA": "1"})
+    return children
+
+
 class Command(BaseCommand):
-    help = "Run the demo shop: database, worker, web server and an encoded demo catalog."
+    help = "Run the demo shop: database, workers, web server and an encoded demo catalog."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--catalog", type=Path, default=DEMO_CATALOG, help="catalog CSV to import")
@@ -51,56 +90,44 @@ class Command(BaseCommand):
         call_command("import_products", str(catalog), stdout=self.stdout, stderr=self.stderr)
         logs = settings.VAR_DIR / "log"
         logs.mkdir(parents=True, exist_ok=True)
-        children = [self._start_worker(logs), self._start_web(logs, port)]
+        # A restarted encoding worker's rows are sent again (its tasks died with it).
+        children = supervise(logs, port, say=self._warn, requeue=self._requeue_pending)
         signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the children too
+        signal.signal(signal.SIGHUP, _raise_interrupt)  # so does closing the terminal
         try:
+            children.start()
             self._requeue_pending()
             self._wait_encoded(children, timeout)
             self._cluster()
             self._print_urls(port, time.monotonic() - started, serving=not no_serve)
             if no_serve:
                 return
-            while all(c.poll() is None for c in children):
+            while True:
+                children.poll()
                 time.sleep(1)
-            raise CommandError("a demo process exited; see the logs in var/log/")
+        except ChildFailed as exc:
+            raise CommandError(str(exc)) from None
         except KeyboardInterrupt:
             self.stdout.write("\nStopping the demo ...")
         finally:
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-            for child in children:
-                try:
-                    child.wait(15)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+            children.stop()
+
+    def _warn(self, line: str) -> None:
+        self.stdout.write(self.style.WARNING(line))
 
     def _ensure_admin(self) -> None:
         User = get_user_model()
         if not User.objects.filter(username=ADMIN_USER).exists():
             User.objects.create_superuser(ADMIN_USER, "admin@example.com", ADMIN_PASSWORD)
 
-    def _start_worker(self, logs: Path) -> subprocess.Popen:
-        queues = f"{similarity_settings.QUEUE},{similarity_settings.TRAINING_QUEUE}"
-        cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues,
-               "--concurrency", "1", "-B", "-l", "INFO", "-n", "demo@%h"]
-        return self._spawn(cmd, logs / "worker.log")
-
-    def _start_web(self, logs: Path, port: int) -> subprocess.Popen:
-        cmd = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
-        return self._spawn(cmd, logs / "web.log", DJANGO_DEBUG="1", SERVE_MEDIA="1")
-
-    def _spawn(self, cmd: list[str], log: Path, **env: str) -> subprocess.Popen:
-        with log.open("a") as out:
-            return subprocess.Popen(cmd, cwd=settings.BASE_DIR, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
-
     def _requeue_pending(self) -> None:
-        """Send rows left pending by an interrupted earlier run."""
+        """Send rows left pending by an interrupted earlier run, or by the encoding worker
+        that just died: every process of it is gone, so its claims are released at once."""
         pending = Product.objects.filter(embedding_status=EmbeddingStatus.PENDING)
         pks = list(pending.values_list("pk", flat=True))
         enqueue_encode("catalog.Product", pks)
 
-    def _wait_encoded(self, children: list[subprocess.Popen], timeout: int) -> None:
+    def _wait_encoded(self, children: Supervisor, timeout: int) -> None:
         began, deadline, last = time.monotonic(), time.monotonic() + timeout, None
         todo = Product.objects.filter(embedding_status=EmbeddingStatus.PENDING).count()
         while True:
@@ -116,8 +143,7 @@ class Command(BaseCommand):
                         f"({todo / seconds:.1f} products/s, worker start-up included)"
                     )
                 return
-            if any(c.poll() is not None for c in children):
-                raise CommandError("the worker or web server exited early; see var/log/worker.log and var/log/web.log")
+            children.poll()
             if time.monotonic() > deadline:
                 raise CommandError(f"products still pending after {timeout}s; see var/log/worker.log")
             time.sleep(1)
