@@ -39,10 +39,13 @@ def search(query: str, vector: np.ndarray, *, queryset: models.QuerySet, space: 
     tokens = keywords(query)
     exact = list(model.search_exact(queryset, query.strip())[:5])
     keyword = list(model.search_keywords(queryset, [t for t in tokens if any(c.isdigit() for c in t)])[:CANDIDATES])
-    near = nearest(vector, k=max(k * 3, CANDIDATES), mode="text", queryset=queryset, space=space)
+    # A query the encoder makes nothing of (only symbols or control characters) has a zero
+    # vector, and its cosine with anything is undefined: then keywords alone decide.
+    dense = bool(np.any(vector)) and bool(np.all(np.isfinite(vector)))
+    near = nearest(vector, k=max(k * 3, CANDIDATES), mode="text", queryset=queryset, space=space) if dense else []
     candidates = {row.pk: row for row in exact + keyword}
     candidates.update({n.object.pk: n.object for n in near})
-    stored = similarities(space, model, list(candidates), {"text": vector})
+    stored = similarities(space, model, list(candidates), {"text": vector}) if dense else {}
     exact_ids = {row.pk for row in exact}
     hits = []
     for pk, row in candidates.items():

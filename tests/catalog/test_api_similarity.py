@@ -133,6 +133,16 @@ def test_search_uses_the_list_filters(client, shop):
     assert set(skus(search(client, q="红色", k=20, price_max=150))) == {"C1", "S1"}
 
 
+@pytest.mark.parametrize("query", ["$\x06×\U000f2723", "！？。", "\u200b\u200b"])
+def test_a_query_the_encoder_makes_nothing_of_finds_by_keyword_alone(client, shop, query):
+    """Its text vector is zero, whose cosine is undefined (NaN): no dense results, no 500."""
+    response = client.get("/api/search/", {"q": query})
+    assert response.status_code == 200, response.content[:300]
+    assert all(r["explanation"]["text_similarity"] is None for r in response.json()["results"])
+    exact = client.get("/api/search/", {"q": "P1"}).json()  # the keyword path still works
+    assert skus(exact)[0] == "P1"
+
+
 @pytest.mark.parametrize("params", [{}, {"q": ""}, {"q": "   "}, {"q": "x" * 501}, {"q": "红色", "k": 0}])
 def test_bad_search_parameters_are_400(client, shop, params):
     assert client.get("/api/search/", params).status_code == 400
