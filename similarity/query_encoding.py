@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from typing import Any
 
 import numpy as np
 from django.utils.module_loading import import_string
@@ -69,6 +70,7 @@ def _ask_worker(space: VectorSpace, kind: str, payload: str) -> np.ndarray:
     except Exception as exc:  # kombu, redis-py and Celery's result consumer each raise their own types
         logger.warning("query encoding: broker or result store unreachable: %s: %s", type(exc).__name__, exc)
         raise QueryEncodingUnavailable("the task broker or result store is unreachable; try again shortly") from None
+    _forget(result)
     if isinstance(answer, list):  # a worker of the previous release answers the bare vector
         answer = {"vector": answer}
     if not isinstance(answer, dict):  # the task raised: a worker bug, not the shopper's fault
@@ -77,3 +79,12 @@ def _ask_worker(space: VectorSpace, kind: str, payload: str) -> np.ndarray:
     if answer.get("error"):
         raise QueryRejected(answer["error"])
     return np.asarray(answer["vector"], dtype=np.float32)
+
+
+def _forget(result: Any) -> None:
+    """Drop the answer from the result store: it is read once (a file per search otherwise
+    piles up under the demo's file store until Celery's cleanup, which nothing runs)."""
+    try:
+        result.forget()
+    except Exception as exc:  # the answer is in hand; the store expires it anyway
+        logger.info("query encoding: could not drop the answer %s: %s", result.id, exc)

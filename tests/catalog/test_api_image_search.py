@@ -256,3 +256,23 @@ def test_no_form_body_is_a_400_naming_the_photo(client):
     assert response.status_code == 400 and "image" in response.json()
     response = client.generic("POST", "/api/search/image/")
     assert response.status_code == 400 and "image" in response.json()
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_the_answer_is_dropped_from_the_result_store_once_read(client, celery_worker_process, searchable):
+    from config.celery import app
+    from similarity.tasks import encode_query_task
+
+    sent = []
+    publish = encode_query_task.apply_async
+
+    def remember(*args, **kwargs):
+        result = publish(*args, **kwargs)
+        sent.append(result.id)
+        return result
+
+    with mock.patch.object(encode_query_task, "apply_async", side_effect=remember):
+        response = client.post("/api/search/image/", {"image": upload(image_bytes(RED))})
+    assert response.status_code == 200 and len(sent) == 1
+    assert app.backend.get(app.backend.get_key_for_task(sent[0])) is None
