@@ -1,7 +1,9 @@
 """Small builders for test data: products with real image files, Chinese titles included."""
 from __future__ import annotations
 
+import csv
 import io
+from pathlib import Path
 from typing import Any
 
 from django.core.files.base import ContentFile
@@ -95,3 +97,14 @@ def grouped_catalog(*, images: bool = False) -> dict[str, list[Product]]:
             products.setdefault(name, []).append(p)
     Product.objects.update(embedding_status=EmbeddingStatus.READY)
     return products
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], header: list[str], encoding: str = "utf-8") -> Path:
+    """Write a catalog CSV with ``header``; a row's missing columns are empty."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding=encoding) as fh:
+        writer = csv.DictWriter(fh, fieldnames=header)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in header})
+    return path

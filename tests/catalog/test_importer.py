@@ -1,7 +1,6 @@
 """CSV importer: category tree, upsert by sku, idempotency, bad rows, Chinese titles."""
 from __future__ import annotations
 
-import csv
 from decimal import Decimal
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from django.core.management import call_command
 
 from catalog.importer import import_csv
 from catalog.models import Category, Product
+from tests import factories
 from tests.factories import image_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,13 +22,7 @@ def write_catalog(folder: Path, rows: list[dict], header=HEADER) -> Path:
     (folder / "images" / "red.png").write_bytes(image_bytes((255, 0, 0)))
     (folder / "images" / "blue.png").write_bytes(image_bytes((0, 0, 255)))
     (folder / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    path = folder / "products.csv"
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=header)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in header})
-    return path
+    return factories.write_csv(folder / "products.csv", rows, header)
 
 
 ROWS = [

@@ -2,7 +2,6 @@
 duplicate skus; the command's summary."""
 from __future__ import annotations
 
-import csv
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from django.core.management.base import CommandError
 
 from catalog.importer import import_csv
 from catalog.models import Category, Product
+from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -19,12 +19,7 @@ HEADER = ["sku", "title", "description", "price", "category_path"]
 
 
 def write_csv(path: Path, rows: list[dict], encoding: str = "utf-8") -> Path:
-    with path.open("w", newline="", encoding=encoding) as fh:
-        writer = csv.DictWriter(fh, fieldnames=HEADER)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in HEADER})
-    return path
+    return factories.write_csv(path, rows, HEADER, encoding)
 
 
 def skipped(report) -> dict[int, tuple[str, str]]:

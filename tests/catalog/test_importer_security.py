@@ -2,7 +2,6 @@
 symlinks, files that are not photos, polyglots, truncated and huge files."""
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import os
@@ -19,6 +18,7 @@ from PIL import Image
 
 from catalog.importer import import_csv
 from catalog.models import Product, ProductImage
+from tests import factories
 from tests.factories import image_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,13 +30,7 @@ XBM = b"#define notes_width 8\n#define notes_height 2\nstatic char notes_bits[] 
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=HEADER)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in HEADER})
-    return path
+    return factories.write_csv(path, rows, HEADER)
 
 
 def reasons(report) -> dict[str, tuple[int, str]]:
