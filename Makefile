@@ -25,7 +25,8 @@ $(BROWSER):
 		 (apt-get update -qq && apt-get install -y -qq chromium fonts-noto-cjk >/dev/null)) && touch $@; \
 	else echo "Chromium is not installed (apt-get install chromium fonts-noto-cjk): the browser tests will be skipped"; fi
 
-$(STAMP): requirements.txt
+# requirements.txt installs the app (pyproject.toml) editable, plus requirements-hosts.txt.
+$(STAMP): requirements.txt requirements-hosts.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $(STAMP)

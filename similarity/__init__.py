@@ -4,3 +4,5 @@ Add ``similarity`` to INSTALLED_APPS, mix ``similarity.models.Embeddable`` into 
 implement ``get_embedding_text()`` / ``get_embedding_image()``. Saving such a model schedules
 encoding on the ``similarity`` Celery queue; ``similarity.queries`` finds neighbours.
 """
+
+__version__ = "0.9.0"
