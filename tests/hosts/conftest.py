@@ -1,0 +1,114 @@
+"""Fixtures for the host projects: the app's wheel, its install, a database per host, workers.
+
+The wheel is built and installed once per session. Each host gets a database of its own on
+the tests' PostgreSQL server (created by its superuser, with the ``vector`` extension, and
+dropped at the end), is migrated from scratch through the wheel install, and can start real
+Celery workers against Redis (database 15) on queues no other run uses.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.hosts.harness import RUN, Host, build_wheel, database_url, install_wheel
+
+if TYPE_CHECKING:
+    import psycopg
+
+BROKER_URL = "redis://127.0.0.1:6379/15"
+HOSTS = {
+    "plain_shop": {"settings_module": "plainshop.settings", "celery_app": "plainshop", "product_model": "store.Item"},
+    "oscar_shop": {"settings_module": "oscarshop.settings", "celery_app": "oscarshop", "product_model": "catalogue.Product"},
+}
+
+
+@pytest.fixture(scope="session")
+def similarity_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The app's wheel, built from the work tree (uncommitted changes included)."""
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def wheel_site(similarity_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding only the installed wheel, for the hosts' PYTHONPATH."""
+    return install_wheel(similarity_wheel, tmp_path_factory.mktemp("wheel-install") / "site")
+
+
+@pytest.fixture(scope="session")
+def database_server(django_db_blocker) -> dict:
+    """Connection settings of the tests' PostgreSQL server (its superuser), started if needed."""
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        connection.ensure_connection()  # the embedded server starts here when DATABASE_URL is unset
+    return dict(connection.settings_dict)
+
+
+@pytest.fixture(scope="session", params=sorted(HOSTS))
+def host(request: pytest.FixtureRequest, wheel_site: Path, database_server: dict, tmp_path_factory) -> Iterator[Host]:
+    """A host project with a fresh database, migrated from scratch through the wheel install."""
+    name = request.param
+    database = f"host_{name}_{RUN}"
+    _create_database(database_server, database)
+    host = Host(name=name, site=wheel_site, database=database, **HOSTS[name])
+    host.env = {
+        "DATABASE_URL": database_url(database_server, database),
+        "CELERY_BROKER_URL": BROKER_URL,
+        "MEDIA_ROOT": str(tmp_path_factory.mktemp(f"{name}-media")),
+        "SECRET_KEY": f"hosts-test-{RUN}",
+    }
+    try:
+        host.migration = host.manage("migrate", "--no-input", timeout=600)
+        yield host
+    finally:
+        host.stop_workers()
+        _drop_database(database_server, database)
+
+
+@pytest.fixture
+def migrated(host: Host) -> Host:
+    """The host, when its migrations ran (test_migrates reports why they did not)."""
+    if host.migration.returncode != 0:
+        pytest.skip(f"{host.name} did not migrate: see test_migrates_from_scratch")
+    return host
+
+
+@pytest.fixture
+def redis_broker() -> str:
+    """The Redis database the host workers use; fail with what to do when it is down."""
+    import redis
+
+    try:
+        redis.Redis.from_url(BROKER_URL, socket_connect_timeout=2).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.fail(f"Redis is not reachable at {BROKER_URL}: start redis-server")
+    return BROKER_URL
+
+
+def _superuser_connection(server: dict, dbname: str) -> psycopg.Connection:
+    import psycopg
+
+    return psycopg.connect(
+        dbname=dbname,
+        host=server.get("HOST") or None,
+        port=server.get("PORT") or None,
+        user=server.get("USER") or None,
+        password=server.get("PASSWORD") or None,
+        autocommit=True,
+    )
+
+
+def _create_database(server: dict, name: str) -> None:
+    with _superuser_connection(server, "postgres") as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    # As the superuser, so that a host needs no right to create extensions.
+    with _superuser_connection(server, name) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+
+
+def _drop_database(server: dict, name: str) -> None:
+    with _superuser_connection(server, "postgres") as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

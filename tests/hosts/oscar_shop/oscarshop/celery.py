@@ -1,0 +1,12 @@
+"""The shop's Celery application (``celery -A oscarshop worker``)."""
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oscarshop.settings")
+
+app = Celery("oscarshop")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

@@ -1,0 +1,9 @@
+"""The plain shop's URLs: only the admin so far."""
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,1 @@
+"""The shop's catalogue: items on shelves, with photos."""
