@@ -62,7 +62,7 @@ def make_vectors(n: int, source: str, cache_dir: Path, seed: int) -> np.ndarray:
         vectors = rng.normal(size=(n, DIM)).astype(np.float32)
     else:
         from benchmarks.fusion_experiment import _cached, _dataset, _flipkart_features, _read
-        from similarity.fusion.fixed import fuse
+        from similarity.ml.fusion.fixed import fuse
 
         csv_path = _dataset("flipkart1050")
         rows = _read(csv_path)
@@ -91,7 +91,7 @@ def load(n: int, seed: int, source: str, cache_dir: Path) -> tuple[list[int], np
     from django.db import connection
 
     from catalog.models import Category, Product
-    from similarity.spaces import ensure_configured_space, index_name
+    from similarity.indexing.spaces import ensure_configured_space, index_name
 
     space = ensure_configured_space("catalog.Product")
     rare, common = Category.get_or_create_path("稀有"), Category.get_or_create_path("常见")
@@ -118,7 +118,7 @@ def load(n: int, seed: int, source: str, cache_dir: Path) -> tuple[list[int], np
         cursor.execute("SET maintenance_work_mem = '2GB'")
         cursor.execute("SET max_parallel_maintenance_workers = 2")
         started = time.perf_counter()
-        from similarity.spaces import create_indexes
+        from similarity.indexing.spaces import create_indexes
 
         create_indexes(space)
         built = time.perf_counter() - started
@@ -135,7 +135,7 @@ def load(n: int, seed: int, source: str, cache_dir: Path) -> tuple[list[int], np
 def recall(ids: list[int], vectors: np.ndarray, rare_id: int, samples: int, seed: int) -> tuple[float, float]:
     """Mean recall@10 of the query layer against exact cosine, unfiltered and 2%-filtered."""
     from catalog.models import Product
-    from similarity.queries import similar_to
+    from similarity.search.queries import similar_to
 
     rng = random.Random(seed)
     index = {pk: i for i, pk in enumerate(ids)}

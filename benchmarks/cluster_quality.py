@@ -7,13 +7,13 @@ Protocol of ../shared/data/README.md: products whose sku hashes to the test spli
 category; nothing below sees it except the scoring.
 
 (a) Suggestion for held-out products: top-1 / top-3 accuracy of the similarity-weighted kNN
-    vote of ``similarity/suggestions.py`` (10 nearest labelled train products, weight
+    vote of ``similarity/categories/suggestions.py`` (10 nearest labelled train products, weight
     max(cosine, 0)^16 summed per category cut to the level), on the fixed 30/70 fusion, the
     sentence encoder alone, the image encoder alone and TF-IDF (text pipeline tokens). Also,
     for reference, the same vote with (k, weight max(cosine, 0)^p) chosen by 7-fold
     cross-validation inside the train split (k in 1..30, p in 1, 4, 16, 32): the test split is
     scored once, with the chosen pair.
-(b) Clusters: NMI and ARI of ``similarity.clusters.choose_k_and_cluster`` against the
+(b) Clusters: NMI and ARI of ``similarity.ml.clusters.choose_k_and_cluster`` against the
     categories of every product (and of the held-out ones only), with k chosen by silhouette
     (the default), by Louvain communities of the kNN graph (``method="graph"``) and with k
     fixed to the true number of categories (an oracle, for reference only).
@@ -43,11 +43,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score  # noqa: E402
 
-from similarity.clusters import choose_k_and_cluster, cluster_catalog, describe, suggest  # noqa: E402
-from similarity.evaluation import category_at_level, is_held_out, tfidf_vectors  # noqa: E402
-from similarity.fusion.fixed import fuse  # noqa: E402
+from similarity.ml.clusters import choose_k_and_cluster, cluster_catalog, describe, suggest  # noqa: E402
+from similarity.ml.evaluation import category_at_level, is_held_out, tfidf_vectors  # noqa: E402
+from similarity.ml.fusion.fixed import fuse  # noqa: E402
 
-NEIGHBOURS = 10  # similarity.suggestions.NEIGHBOURS and SHARPNESS (that module needs Django set up)
+NEIGHBOURS = 10  # similarity.categories.suggestions.NEIGHBOURS and SHARPNESS (that module needs Django set up)
 SHARPNESS = 16
 VOTE_K = [1, 3, 5, 10, 20, 30]
 VOTE_POWER = [1, 4, 16, 32]
@@ -65,7 +65,7 @@ def main() -> None:
         help="flipkart1050: also train the learned fusion on the train split's level-2 labels and score its vectors",
     )
     args = parser.parse_args()
-    from similarity.text_pipeline import tokenize
+    from similarity.ml.text_pipeline import tokenize
 
     if args.data in ("flipkart", "both"):
         run_flipkart(args, tokenize)
@@ -111,7 +111,7 @@ def run_flipkart(args: argparse.Namespace, tokenize) -> None:
 
 def _learned_vectors(rows, features, paths, tokenize, seed: int) -> np.ndarray:
     """Train the learned fusion (defaults, dim 256) on train-split level-2 labels; its vectors."""
-    from similarity.fusion.training import FusionData, TrainConfig, train
+    from similarity.ml.fusion.training import FusionData, TrainConfig, train
 
     data = FusionData(
         image=features["image"], has_image=features["has_image"], sentence=features["sentence"],

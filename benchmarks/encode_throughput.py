@@ -19,10 +19,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from similarity.encoders.image import EfficientNetLiteImageEncoder  # noqa: E402
-from similarity.encoders.text import UniversalSentenceEncoder  # noqa: E402
-from similarity.fusion.fixed import fuse  # noqa: E402
-from similarity.images import decode_image  # noqa: E402
+from similarity.ml.encoders.image import EfficientNetLiteImageEncoder  # noqa: E402
+from similarity.ml.encoders.text import UniversalSentenceEncoder  # noqa: E402
+from similarity.ml.fusion.fixed import fuse  # noqa: E402
+from similarity.ml.images import decode_image  # noqa: E402
 
 
 def load(catalog: Path, limit: int) -> tuple[list, list[str]]:

@@ -29,8 +29,8 @@ from benchmarks.embedded import stop_embedded_database  # noqa: E402
 
 DEMO_CATALOG = ROOT / "catalog" / "demo" / "grocery-iconic" / "products.csv"
 FAKE = {
-    "SIMILARITY_IMAGE_ENCODER": "similarity.encoders.fake.ColorHistogramImageEncoder",
-    "SIMILARITY_TEXT_ENCODER": "similarity.encoders.fake.HashingTextEncoder",
+    "SIMILARITY_IMAGE_ENCODER": "similarity.ml.encoders.fake.ColorHistogramImageEncoder",
+    "SIMILARITY_TEXT_ENCODER": "similarity.ml.encoders.fake.HashingTextEncoder",
 }
 
 

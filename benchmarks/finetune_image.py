@@ -2,7 +2,7 @@
 
     python benchmarks/finetune_image.py --out /tmp/finetune [--blocks 16] [--data DIR] [--weights FILE]
 
-Runs ``similarity.fusion.finetune`` (validation run, cross-fitting folds, final model) and
+Runs ``similarity.ml.fusion.finetune`` (validation run, cross-fitting folds, final model) and
 writes ``features.npz`` (``training`` = out-of-fold features of the train split, ``features``
 = the final model's, ``skus``), ``image.pth`` (the fine-tuned network) and ``metrics.json``
 into --out. ``fusion_experiment.py --image-features <out>/features.npz`` then trains and scores
@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.fusion_experiment import _config  # noqa: E402
-from similarity.evaluation import category_at_level  # noqa: E402
-from similarity.fusion.finetune import FinetuneConfig, Photos, finetune  # noqa: E402
-from similarity.images import ImageRejected, decode_image  # noqa: E402
+from similarity.ml.evaluation import category_at_level  # noqa: E402
+from similarity.ml.fusion.finetune import FinetuneConfig, Photos, finetune  # noqa: E402
+from similarity.ml.images import ImageRejected, decode_image  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "flipkart1050"
 

@@ -26,9 +26,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from similarity.evaluation import category_at_level, is_held_out  # noqa: E402
-from similarity.fusion.fixed import fuse  # noqa: E402
-from similarity.fusion.training import (  # noqa: E402
+from similarity.ml.evaluation import category_at_level, is_held_out  # noqa: E402
+from similarity.ml.fusion.fixed import fuse  # noqa: E402
+from similarity.ml.fusion.training import (  # noqa: E402
     FusionData,
     TrainConfig,
     retrieval_metrics,
@@ -252,8 +252,8 @@ def _print_training(result) -> None:
 
 
 def _flipkart_features(rows: list[dict[str, str]], csv_path: Path) -> dict[str, np.ndarray]:
-    from similarity.encoders.image import EfficientNetLiteImageEncoder
-    from similarity.images import ImageRejected, decode_image
+    from similarity.ml.encoders.image import EfficientNetLiteImageEncoder
+    from similarity.ml.images import ImageRejected, decode_image
 
     images, has_image = [], np.zeros(len(rows), bool)
     for i, row in enumerate(rows):
@@ -272,7 +272,7 @@ def _flipkart_features(rows: list[dict[str, str]], csv_path: Path) -> dict[str, 
 
 
 def _text_features(texts: list[str]) -> dict[str, np.ndarray]:
-    from similarity.encoders.text import UniversalSentenceEncoder
+    from similarity.ml.encoders.text import UniversalSentenceEncoder
 
     sentence = UniversalSentenceEncoder().encode(texts)
     return {"sentence": sentence, "has_text": np.any(sentence != 0, axis=1)}
@@ -309,19 +309,19 @@ def _tfidf(texts: list[str], analyzer: str):
 def _tokenizer(choice: str):
     if choice in ("auto", "pipeline"):
         try:
-            from similarity.text_pipeline import tokenize
+            from similarity.ml.text_pipeline import tokenize
 
-            print("tokenizer: similarity.text_pipeline.tokenize")
+            print("tokenizer: similarity.ml.text_pipeline.tokenize")
             return tokenize
         except ImportError:
             if choice == "pipeline":
-                sys.exit("similarity/text_pipeline.py is not available yet: use --tokenizer jieba.")
+                sys.exit("similarity/ml/text_pipeline.py is not available yet: use --tokenizer jieba.")
     import logging
 
     import jieba
 
     jieba.setLogLevel(logging.WARNING)
-    print("tokenizer: jieba.lcut + lower-casing (stand-in for similarity.text_pipeline)")
+    print("tokenizer: jieba.lcut + lower-casing (stand-in for similarity.ml.text_pipeline)")
 
     def tokenize(text: str) -> list[str]:
         return [t for t in (w.strip().lower() for w in jieba.lcut(text)) if t and any(c.isalnum() for c in t)]

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/probe_fit.py [--products 15000] [--categories 1000] [--max-iter 300]
 
-The probe (``similarity/fusion/probe.py``) is a scikit-learn logistic regression on
+The probe (``similarity/ml/fusion/probe.py``) is a scikit-learn logistic regression on
 [sentence (512), image (1280)] features, fitted once per training run after the network.
 Its cost grows with products x categories per L-BFGS iteration; real catalogs converge in a
 few dozen iterations (flipkart1050: 36, zh-titles: 51). Features here are category centres
@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from similarity.fusion.probe import CategoryProbe  # noqa: E402
+from similarity.ml.fusion.probe import CategoryProbe  # noqa: E402
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from django.core.files.base import ContentFile
 from django.db import DatabaseError, transaction
 
-from similarity.tasks import collect_encodes
+from similarity.indexing.queue import collect_encodes
 
 from .csvfile import DEFAULT_ENCODING, read_records
 from .models import PATH_SEPARATOR, Category, Product, ProductImage

@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from similarity.conf import similarity_settings
-from similarity.images import UPLOAD_FORMATS
+from similarity.ml.images import UPLOAD_FORMATS
 
 # MPO is how Pillow names the JPEG files of many phone cameras (extra pictures appended).
 EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from similarity.tasks import enqueue_encode
+from similarity.indexing.queue import enqueue_encode
 
 
 def schedule_product_encode(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:

@@ -190,10 +190,10 @@ def _encoder_setting(name: str, default: str) -> str:
 
 SIMILARITY = {
     "IMAGE_ENCODER": _encoder_setting(
-        "IMAGE_ENCODER", "similarity.encoders.image.EfficientNetLiteImageEncoder"
+        "IMAGE_ENCODER", "similarity.ml.encoders.image.EfficientNetLiteImageEncoder"
     ),
     "TEXT_ENCODER": _encoder_setting(
-        "TEXT_ENCODER", "similarity.encoders.text.UniversalSentenceEncoder"
+        "TEXT_ENCODER", "similarity.ml.encoders.text.UniversalSentenceEncoder"
     ),
     # Local weight files; empty means "the file shipped in the weights package".
     "IMAGE_WEIGHTS": os.environ.get("SIMILARITY_IMAGE_WEIGHTS") or None,

@@ -14,10 +14,10 @@ class SimilarityConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers system checks)
-        from .models import embeddable_models
-        from .scan import configure_connection
-        from .signal_handlers import schedule_encode_on_save
+        from similarity import checks  # noqa: F401  (registers system checks)
+        from similarity.models import embeddable_models
+        from similarity.search.scan import configure_connection
+        from similarity.signal_handlers import schedule_encode_on_save
 
         connection_created.connect(configure_connection, dispatch_uid="similarity_scan_settings")
         for model in embeddable_models():

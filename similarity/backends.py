@@ -3,7 +3,7 @@
 Runs in the worker. Encoders are imported by dotted path on first use, so importing this
 module never imports torch. Each encoder receives the options its constructor accepts out
 of: weights path, device, batch size, dimension and text length limit. A vector space's
-``spec`` (see ``similarity.spaces``) names its encoders; while a new space is being built
+``spec`` (see ``similarity.indexing.spaces``) names its encoders; while a new space is being built
 the worker holds the encoders of both.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
-from .conf import similarity_settings
+from similarity.conf import similarity_settings
 
 
 def _build(dotted_path: str, offered: dict[str, Any]) -> Any:
@@ -48,7 +48,7 @@ def _encoders(spec_json: str) -> Encoders:
     spec = json.loads(spec_json)
     learned = None
     if spec.get("learned"):
-        from .models import ModelVersion
+        from similarity.models import ModelVersion
 
         version = ModelVersion.objects.get(name=spec["learned"])
         learned = _load_fusion(version.path, similarity_settings.DEVICE)
@@ -96,7 +96,7 @@ def get_text_encoder() -> Any:
 
 @functools.lru_cache(maxsize=2)
 def _load_fusion(path: str, device: str) -> Any:
-    from .fusion.checkpoint import FusionModel
+    from similarity.ml.fusion.checkpoint import FusionModel
 
     return FusionModel.load(path, device=device)
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.checks import Error, register
 
-from .conf import similarity_settings
+from similarity.conf import similarity_settings
 
 HNSW_MAX_DIM = 2000  # pgvector's HNSW limit for the `vector` type
 
@@ -53,7 +53,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     return errors + _check_queue_numbers() + _check_clustering() + _check_image_finetune()
 
 
-# The fields of similarity.fusion.finetune.FinetuneConfig (that module imports torch).
+# The fields of similarity.ml.fusion.finetune.FinetuneConfig (that module imports torch).
 FINETUNE_OPTIONS = {
     "blocks", "epochs", "patience", "batch_size", "lr", "head_lr", "weight_decay", "warmup_epochs", "class_scale",
     "temperature", "supcon_weight", "min_crop", "folds", "validation_digit", "seed", "device",
@@ -129,7 +129,7 @@ def _check_queue_numbers() -> list[Error]:
 
 
 def _check_fields() -> list[Error]:
-    from .models import embeddable_models
+    from similarity.models import embeddable_models
 
     errors = []
     for model in embeddable_models():
@@ -163,7 +163,7 @@ def check_api(app_configs: Any = None, **kwargs: Any) -> list[Error]:
 def _check_throttle_rates() -> list[Error]:
     from rest_framework.settings import api_settings
 
-    from .api.throttling import ActionScopedRateThrottle
+    from similarity.api.throttling import ActionScopedRateThrottle
 
     if not any(issubclass(c, ActionScopedRateThrottle) for c in api_settings.DEFAULT_THROTTLE_CLASSES):
         return []

@@ -12,8 +12,8 @@ from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
     # Encoders, by dotted path (loaded lazily in the worker, never in the web process).
-    "IMAGE_ENCODER": "similarity.encoders.image.EfficientNetLiteImageEncoder",
-    "TEXT_ENCODER": "similarity.encoders.text.UniversalSentenceEncoder",
+    "IMAGE_ENCODER": "similarity.ml.encoders.image.EfficientNetLiteImageEncoder",
+    "TEXT_ENCODER": "similarity.ml.encoders.text.UniversalSentenceEncoder",
     # Local weights; None means the file shipped in the weights package.
     "IMAGE_WEIGHTS": None,
     "TEXT_WEIGHTS": None,
@@ -35,9 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "MODELS_DIR": None,
     "TRAINING": {},
     # Fine-tuning of the EfficientNet-Lite0 image network during training (meant for a GPU):
-    # fields of similarity.fusion.finetune.FinetuneConfig, e.g. {"blocks": 16}; blocks 0 = off.
+    # fields of similarity.ml.fusion.finetune.FinetuneConfig, e.g. {"blocks": 16}; blocks 0 = off.
     "IMAGE_FINETUNE": {},
-    # Clustering (category discovery): options of similarity.clusters.cluster_catalog, e.g.
+    # Clustering (category discovery): options of similarity.ml.clusters.cluster_catalog, e.g.
     # {"k": 40, "min_size": 5, "min_purity": 0.6}; how often celery beat runs it, in seconds
     # (None or 0: never; the admin and `similarity_cluster` run it on demand).
     "CLUSTERING": {},
@@ -71,7 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_K": 100,
     "HNSW_EF_SEARCH": 100,
     # "connection": scan settings set once per database connection; "transaction": with every
-    # query (behind PgBouncer in transaction mode). See similarity.scan.
+    # query (behind PgBouncer in transaction mode). See similarity.search.scan.
     "SCAN_SETTINGS": "connection",
     # Input limits: larger inputs fail with a readable reason instead of exhausting memory.
     "MAX_IMAGE_BYTES": 20 * 1024 * 1024,
@@ -113,7 +113,7 @@ similarity_settings = SimilaritySettings()
 def _reload(*, setting: str, **kwargs: Any) -> None:
     if setting == "SIMILARITY":
         similarity_settings.reload()
-        from .backends import reset_encoders
+        from similarity.backends import reset_encoders
 
         reset_encoders()
 

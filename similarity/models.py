@@ -5,7 +5,7 @@ encoders: ``get_embedding_text()`` and ``get_embedding_image()``. Its vectors li
 ``Embedding`` rows, one per row and ``VectorSpace``: a space is one encoder configuration
 (encoders, weights, dimensions, learned model). Queries read the active space only; a new
 configuration is built as a second space in the background and takes over atomically (see
-``similarity.spaces``). Dimensions are per space, so changing them needs no migration.
+``similarity.indexing.spaces``). Dimensions are per space, so changing them needs no migration.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class Embeddable(models.Model):
     # SHA-256 of the encoded text and photo bytes: unchanged content is not encoded again.
     content_hash = models.CharField(_("content hash"), max_length=64, blank=True, editable=False)
     encoded_at = models.DateTimeField(_("encoded at"), null=True, blank=True, editable=False)
-    # The encoding queue lives in these rows (see similarity.index.claim_batch): a change
+    # The encoding queue lives in these rows (see similarity.indexing.writer.claim_batch): a change
     # marks a row pending with a request time; a worker claims a batch with its task id.
     embedding_requested_at = models.DateTimeField(_("encoding requested"), null=True, blank=True, editable=False)
     embedding_claim = models.CharField(max_length=64, blank=True, editable=False)
@@ -275,7 +275,7 @@ class Embedding(models.Model):
     """The vectors of one row of an Embeddable model in one vector space.
 
     The vector columns have no fixed size: each space gets partial HNSW indexes on
-    ``(column::vector(n)) WHERE space_id = <id>`` when it is created (``similarity.spaces``).
+    ``(column::vector(n)) WHERE space_id = <id>`` when it is created (``similarity.indexing.spaces``).
     """
 
     space = models.ForeignKey(VectorSpace, on_delete=models.CASCADE, related_name="embeddings")

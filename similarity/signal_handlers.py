@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .tasks import enqueue_encode_instance
+from similarity.indexing.queue import enqueue_encode_instance
 
 
 def schedule_encode_on_save(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:

@@ -5,7 +5,7 @@ process whose environment names the broker and the database, with workers alread
 
     CELERY_BROKER_URL=filesystem:// VAR_DIR=... DATABASE_URL=... python -m tests.broker_load --queries 2000
 
-Every query takes the web process's path (``similarity.query_encoding``: publish, wait for
+Every query takes the web process's path (``similarity.search.query_encoding``: publish, wait for
 the result); meanwhile the catalog is re-indexed (``--force``) round after round. Prints
 one JSON line: queries answered, the first errors, re-index rounds started and finished.
 """
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> dict:
     from django.db import connections
 
     from catalog.models import Product
-    from similarity.query_encoding import encode_image_query
-    from similarity.spaces import ensure_configured_space
-    from similarity.tasks import enqueue_encode
+    from similarity.indexing.spaces import ensure_configured_space
+    from similarity.search.query_encoding import encode_image_query
+    from similarity.indexing.queue import enqueue_encode
 
     label = "catalog.Product"
     space = ensure_configured_space(label)

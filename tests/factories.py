@@ -33,7 +33,7 @@ def make_product(sku: str, title: str, *, image: bytes | None = None, category: 
 
 def space(model_label: str = "catalog.Product"):
     """The vector space of the current settings (created, active, on first use)."""
-    from similarity.spaces import ensure_configured_space
+    from similarity.indexing.spaces import ensure_configured_space
 
     return ensure_configured_space(model_label)
 

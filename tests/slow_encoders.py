@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from similarity.encoders.fake import HashingTextEncoder
+from similarity.ml.encoders.fake import HashingTextEncoder
 
 
 class SlowHashingTextEncoder(HashingTextEncoder):

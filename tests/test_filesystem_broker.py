@@ -17,7 +17,7 @@ from django.db import transaction
 
 from catalog.models import Product
 from similarity.conf import similarity_settings
-from similarity.tasks import collect_encodes
+from similarity.indexing.queue import collect_encodes
 from tests.conftest import ROOT, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]

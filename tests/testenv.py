@@ -10,8 +10,8 @@ import tempfile
 import uuid
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-os.environ.setdefault("SIMILARITY_IMAGE_ENCODER", "similarity.encoders.fake.ColorHistogramImageEncoder")
-os.environ.setdefault("SIMILARITY_TEXT_ENCODER", "similarity.encoders.fake.HashingTextEncoder")
+os.environ.setdefault("SIMILARITY_IMAGE_ENCODER", "similarity.ml.encoders.fake.ColorHistogramImageEncoder")
+os.environ.setdefault("SIMILARITY_TEXT_ENCODER", "similarity.ml.encoders.fake.HashingTextEncoder")
 _run = uuid.uuid4().hex[:8]
 os.environ["SIMILARITY_QUEUE"] = f"similarity-test-{_run}"
 os.environ["DATABASE_TEST_NAME"] = f"test_shop_{_run}"  # concurrent runs do not share a database

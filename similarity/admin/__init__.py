@@ -3,9 +3,9 @@
 ``EmbeddableAdminMixin`` is for the shop's own ModelAdmin; the app registers the admin of its
 own models: trained model versions, and the cluster and category-suggestion review pages.
 """
-from .clusters import CategoryClusterAdmin, CategorySuggestionAdmin, ClusterRunAdmin
-from .embeddable import EmbeddableAdminMixin, attention_shares
-from .versions import ModelVersionAdmin
+from similarity.admin.clusters import CategoryClusterAdmin, CategorySuggestionAdmin, ClusterRunAdmin
+from similarity.admin.embeddable import EmbeddableAdminMixin, attention_shares
+from similarity.admin.versions import ModelVersionAdmin
 
 __all__ = [
     "CategoryClusterAdmin",

@@ -4,7 +4,7 @@ The cluster page shows each cluster as a card (name, size, purity, keywords, the
 the members nearest its centre) with its suggestions, each with "accept" and "reject", and a
 field that renames the cluster (the name a "create" suggestion gives the new category). The
 suggestion list holds the same suggestions and those of the "suggest categories" action,
-with bulk actions. Every decision goes through ``similarity.decisions`` (one transaction,
+with bulk actions. Every decision goes through ``similarity.categories.decisions`` (one transaction,
 admin log, re-encoding).
 """
 from __future__ import annotations
@@ -24,10 +24,17 @@ from django.utils.html import format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 
-from ..decisions import DecisionError, accept, may_decide, reject, rename_cluster
-from ..models import CategoryCluster, CategorySuggestion, ClusterRun, Decision, embeddable_models, sample_members
-from ..tasks import enqueue_clustering
-from .embeddable import card
+from similarity.admin.embeddable import card
+from similarity.categories.decisions import DecisionError, accept, may_decide, reject, rename_cluster
+from similarity.models import (
+    CategoryCluster,
+    CategorySuggestion,
+    ClusterRun,
+    Decision,
+    embeddable_models,
+    sample_members,
+)
+from similarity.categories.clustering import enqueue_clustering
 
 THUMBNAILS = 8
 

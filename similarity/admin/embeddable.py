@@ -19,14 +19,15 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from ..conf import similarity_settings
-from ..decisions import apply_label, suggest_for
-from ..explain import explain
-from ..models import EmbeddingStatus, VectorSpace
-from ..queries import similar_to
-from ..status import encoding_status
-from ..suggestions import cut_label, likely_miscategorised, suggest
-from ..tasks import enqueue_category_suggestions, enqueue_encode
+from similarity.categories.decisions import apply_label, suggest_for
+from similarity.categories.suggestions import cut_label, likely_miscategorised, suggest
+from similarity.conf import similarity_settings
+from similarity.indexing.status import encoding_status
+from similarity.models import EmbeddingStatus, VectorSpace
+from similarity.search.explain import explain
+from similarity.search.queries import similar_to
+from similarity.categories.suggestions import enqueue_category_suggestions
+from similarity.indexing.queue import enqueue_encode
 
 STATUS_COLOURS = {
     EmbeddingStatus.READY: "#2e7d32",

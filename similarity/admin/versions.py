@@ -9,10 +9,10 @@ from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
-from ..evaluation import format_score
-from ..learning import activate_version
-from ..models import ModelVersion, VectorSpace, embeddable_models
-from ..tasks import enqueue_training
+from similarity.learning.versions import activate_version
+from similarity.ml.evaluation import format_score
+from similarity.models import ModelVersion, VectorSpace, embeddable_models
+from similarity.learning.versions import enqueue_training
 
 
 @admin.register(ModelVersion)

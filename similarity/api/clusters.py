@@ -4,7 +4,7 @@ Runs in the web process. ``ClusterViewSet`` serves the clusters of the models it
 (``model_labels``; the project wires it at ``/api/clusters/``); every endpoint needs a staff
 user with the admin's permissions, reads included (clusters describe the shop's catalog work,
 not its storefront): see ``permissions.ClusterPermissions``.
-Decisions go through ``similarity.decisions``, like the admin's.
+Decisions go through ``similarity.categories.decisions``, like the admin's.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ..decisions import DecisionError, accept, reject
-from ..models import CategoryCluster, CategorySuggestion, Decision, SuggestionKind, sample_members
-from .serializers import FIELD_ERRORS, QueryParametersSerializer, TextField
-from .permissions import ClusterPermissions
+from similarity.api.permissions import ClusterPermissions
+from similarity.api.serializers import FIELD_ERRORS, QueryParametersSerializer, TextField
+from similarity.categories.decisions import DecisionError, accept, reject
+from similarity.models import CategoryCluster, CategorySuggestion, Decision, SuggestionKind, sample_members
 
 SAMPLE = 8
 

@@ -17,22 +17,13 @@ from typing import Any
 from django.http import QueryDict
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.generics import get_object_or_404
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.generics import get_object_or_404
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ..conf import similarity_settings
-from ..explain import explain, explanation_annotations
-from ..images import UPLOAD_FORMATS, ImageRejected, check_upload, decode_image
-from ..models import VectorSpace
-from ..queries import nearest, similar_to
-from ..query_encoding import QueryEncodingUnavailable, QueryRejected, encode_image_query, encode_text_query
-from ..search import search
-from ..spaces import active_space_pk, cached_space
-from ..suggestions import cut_label, likely_miscategorised, suggest
-from .serializers import (
+from similarity.api.serializers import (
     ImageSearchRequestSerializer,
     ImageSearchSerializer,
     SearchQuerySerializer,
@@ -45,6 +36,20 @@ from .serializers import (
     serialize_items,
     similar_items_responses,
 )
+from similarity.categories.suggestions import cut_label, likely_miscategorised, suggest
+from similarity.conf import similarity_settings
+from similarity.indexing.spaces import active_space_pk, cached_space
+from similarity.ml.images import UPLOAD_FORMATS, ImageRejected, check_upload, decode_image
+from similarity.models import VectorSpace
+from similarity.search.explain import explain, explanation_annotations
+from similarity.search.queries import nearest, similar_to
+from similarity.search.query_encoding import (
+    QueryEncodingUnavailable,
+    QueryRejected,
+    encode_image_query,
+    encode_text_query,
+)
+from similarity.search.text import search
 
 # The attribute get_query_object() puts the active space's pk in.
 ACTIVE_SPACE = "_similarity_active_space"

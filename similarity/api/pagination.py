@@ -13,7 +13,7 @@ from rest_framework import pagination
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 
-from .serializers import EMPTY_VALUE
+from similarity.api.serializers import EMPTY_VALUE
 
 _WHOLE_NUMBER = re.compile(r"[0-9]+")
 

@@ -14,8 +14,8 @@ from typing import Any
 from rest_framework.permissions import SAFE_METHODS, BasePermission, DjangoModelPermissions
 from rest_framework.request import Request
 
-from ..conf import similarity_settings
-from ..decisions import may_decide
+from similarity.categories.decisions import may_decide
+from similarity.conf import similarity_settings
 
 
 def is_read(request: Request, view: Any) -> bool:
@@ -58,7 +58,7 @@ class ClusterPermissions(BasePermission):
 
     Reading needs the view (or change) permission on clusters; accepting or rejecting needs
     the change permission on suggestions and on the model of the items it moves, as the
-    admin's review page does (``similarity.decisions.may_decide``).
+    admin's review page does (``similarity.categories.decisions.may_decide``).
     """
 
     def has_permission(self, request: Request, view: Any) -> bool:

@@ -28,7 +28,7 @@ from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 from rest_framework.throttling import ScopedRateThrottle
 
-from .serializers import FIELD_ERRORS, ErrorSerializer, TextField
+from similarity.api.serializers import FIELD_ERRORS, ErrorSerializer, TextField
 
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait before retrying"}}
 

@@ -9,16 +9,14 @@ from typing import Any
 
 from django.core.signals import setting_changed
 from django.core.validators import RegexValidator
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 
-from ..conf import similarity_settings
-from ..images import UPLOAD_FORMATS
-from ..models import EmbeddingStatus, Modalities
-from ..queries import MODES
-
+from similarity.conf import similarity_settings
+from similarity.ml.images import UPLOAD_FORMATS
+from similarity.models import EmbeddingStatus, Modalities
+from similarity.search.queries import MODES
 
 EMPTY_VALUE = "This parameter is empty: give it a value or leave it out."
 

@@ -6,7 +6,7 @@ from unittest import mock
 import pytest
 
 from catalog.models import Product
-from similarity.index import encode_objects
+from similarity.indexing.writer import encode_objects
 from similarity.tasks import encode_task
 from tests.factories import image_bytes, make_product, vectors_of
 

@@ -14,7 +14,7 @@ import pytest
 from django.db import connections
 
 from catalog.models import Product
-from similarity.clustering import run_clustering
+from similarity.categories.clustering import run_clustering
 from similarity.models import CategoryCluster, CategorySuggestion, Decision
 from tests.factories import grouped_catalog
 

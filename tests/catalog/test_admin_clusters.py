@@ -5,7 +5,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 
 from catalog.models import Category, Product
-from similarity.clustering import run_clustering
+from similarity.categories.clustering import run_clustering
 from similarity.models import CategoryCluster, CategorySuggestion, Decision, EmbeddingStatus
 from tests.factories import grouped_catalog
 

@@ -6,7 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from catalog.models import Category
-from similarity.index import encode_objects
+from similarity.indexing.writer import encode_objects
 from tests.factories import image_bytes, make_product, vectors_of
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
 from catalog.models import Product
-from similarity.clustering import run_clustering
+from similarity.categories.clustering import run_clustering
 from similarity.models import CategorySuggestion, ClusterMember, Decision
 from tests.factories import grouped_catalog
 

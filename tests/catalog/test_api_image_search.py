@@ -89,7 +89,7 @@ def test_missing_upload_is_400(client):
 @pytest.mark.django_db
 def test_no_worker_answering_is_a_503_with_a_reason(client, settings):
     make_product("R1", "红色 杯子", image=image_bytes(RED))
-    from similarity.spaces import ensure_configured_space
+    from similarity.indexing.spaces import ensure_configured_space
 
     ensure_configured_space("catalog.Product")
     # A queue nobody consumes, and a short wait.
@@ -138,7 +138,7 @@ def mutants(per_format: int = 50, seed: int = 0):
 @pytest.fixture
 def searchable():
     """One encoded product in the active space, so a photo search goes to the worker."""
-    from similarity.index import encode_objects
+    from similarity.indexing.writer import encode_objects
 
     product = make_product("R1", "红色 杯子", image=image_bytes(RED))
     encode_objects("catalog.Product", [product.pk])
@@ -229,7 +229,7 @@ def test_a_dead_broker_or_result_store_is_a_503(searchable, env):
 
 def test_a_dead_broker_is_given_up_on_within_two_seconds(settings):
     """The worst case the retry policies allow, with every connection attempt timing out."""
-    from similarity.query_encoding import PUBLISH_RETRY_POLICY
+    from similarity.search.query_encoding import PUBLISH_RETRY_POLICY
 
     def worst(policy: dict, connect_timeout: float) -> float:
         attempts = policy["max_retries"] + 1

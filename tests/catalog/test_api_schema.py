@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.templatetags.static import static
 from rest_framework.test import APIClient
 
-from similarity.index import encode_objects
+from similarity.indexing.writer import encode_objects
 from similarity.tasks import encode_task
 from tests.factories import image_bytes, make_product
 

@@ -26,9 +26,9 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.core.media_types import MEDIA_TYPE_STRATEGIES
 
 from config.celery import app as celery_app
-from similarity.clustering import run_clustering
-from similarity.images import UPLOAD_FORMATS
-from similarity.index import encode_objects
+from similarity.categories.clustering import run_clustering
+from similarity.indexing.writer import encode_objects
+from similarity.ml.images import UPLOAD_FORMATS
 from similarity.tasks import encode_task
 from tests.factories import grouped_catalog, image_bytes, make_product
 

@@ -11,11 +11,11 @@ import pytest
 from catalog.api.serializers import ProductSerializer
 from catalog.models import Product
 from similarity.api.serializers import neighbour_serializer, serialize_items
-from similarity.explain import explain
-from similarity.index import encode_claimed, encode_objects
+from similarity.indexing.spaces import ensure_configured_space
+from similarity.indexing.writer import encode_claimed, encode_objects
 from similarity.models import VectorSpace
-from similarity.queries import Neighbour
-from similarity.spaces import ensure_configured_space
+from similarity.search.explain import explain
+from similarity.search.queries import Neighbour
 from similarity.tasks import encode_task
 from tests.factories import image_bytes, make_product, vectors_of
 

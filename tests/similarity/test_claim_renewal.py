@@ -8,8 +8,9 @@ import pytest
 from django.utils import timezone
 
 from catalog.models import Product
-from similarity.index import claim_batch, hold_claim, renew_claim
-from similarity.tasks import enqueue_encode, sweep
+from similarity.indexing.claims import claim_batch, hold_claim, renew_claim
+from similarity.indexing.queue import enqueue_encode
+from similarity.indexing.sweep import sweep
 from tests.conftest import wait_for
 from tests.factories import make_product
 

@@ -8,9 +8,11 @@ import pytest
 from django.utils import timezone
 
 from catalog.models import Product
-from similarity.index import claim_batch, encode_claimed, encode_objects
+from similarity.indexing.claims import claim_batch
+from similarity.indexing.writer import encode_claimed, encode_objects
 from similarity.models import EmbeddingStatus
-from similarity.tasks import enqueue_encode, sweep
+from similarity.indexing.queue import enqueue_encode
+from similarity.indexing.sweep import sweep
 from tests.factories import image_bytes, make_product, space, vectors_of
 
 pytestmark = pytest.mark.django_db
@@ -73,7 +75,7 @@ def test_an_edit_during_encoding_releases_the_row_and_is_encoded_later(pending, 
         enqueue_encode(LABEL, [edited.pk])
         return real_encode(*args, **kwargs)
 
-    with mock.patch("similarity.index.encode_objects", side_effect=edit_then_encode):
+    with mock.patch("similarity.indexing.writer.encode_objects", side_effect=edit_then_encode):
         report = encode_claimed(LABEL, "task-a")
     assert report.released == [edited.pk]
     assert sorted(report.encoded) == sorted(pks[1:])

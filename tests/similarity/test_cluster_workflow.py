@@ -12,9 +12,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from catalog.models import Category, Product
-from similarity.clustering import ClusteringUnavailable, run_clustering
-from similarity.decisions import DecisionError, accept, apply_label, reject, rename_cluster, suggest_for
-from similarity.suggestions import Suggestion, cut_label, likely_miscategorised
+from similarity.categories.clustering import ClusteringUnavailable, run_clustering
+from similarity.categories.decisions import DecisionError, accept, apply_label, reject, rename_cluster, suggest_for
+from similarity.categories.suggestions import Suggestion, cut_label, likely_miscategorised
 from similarity.models import CategoryCluster, CategorySuggestion, ClusterMember, ClusterRun, Decision, EmbeddingStatus
 from tests.factories import grouped_catalog, make_product
 

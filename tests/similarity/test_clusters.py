@@ -6,8 +6,8 @@ import pytest
 from sklearn.metrics import normalized_mutual_info_score, silhouette_score
 from threadpoolctl import threadpool_limits
 
-from similarity import clusters as clusters_module
-from similarity.clusters import (
+from similarity.ml import clusters as clusters_module
+from similarity.ml.clusters import (
     choose_k_and_cluster,
     cluster_catalog,
     cosine_silhouette,
@@ -15,7 +15,7 @@ from similarity.clusters import (
     describe,
     suggest,
 )
-from similarity.text_pipeline import tokenize
+from similarity.ml.text_pipeline import tokenize
 
 DRESSES, PHONES, COOKWARE = "服装 > 女装 > 连衣裙", "Electronics > Phones", "Home > Kitchen > Cookware"
 PER_GROUP = 15

@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from catalog.models import Product
-from similarity.index import encode_objects
+from similarity.indexing.writer import encode_objects
 from similarity.tasks import encode_task
 from tests.factories import make_product
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from similarity.evaluation import average_precision_at_k, category_at_level, is_held_out, precision_at_k
+from similarity.ml.evaluation import average_precision_at_k, category_at_level, is_held_out, precision_at_k
 
 
 def test_split_follows_the_sha1_rule():
@@ -32,7 +32,7 @@ def test_precision_and_average_precision():
 def test_evaluate_neighbours_on_a_hand_computed_example():
     import numpy as np
 
-    from similarity.evaluation import evaluate_neighbours
+    from similarity.ml.evaluation import evaluate_neighbours
 
     # Four points on a line of angles; labels a a b b. Query rows 0 and 2.
     angles = np.radians([0, 10, 30, 90])

@@ -17,7 +17,7 @@ import pytest
 from django.db import connection, transaction
 
 from catalog.models import Product
-from similarity.tasks import collect_encodes
+from similarity.indexing.queue import collect_encodes
 from tests.conftest import ROOT, _database_url, wait_for
 from tests.factories import make_product
 

@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from catalog.models import Category, Product
 from similarity.models import Embedding
-from similarity.queries import nearest_queryset
-from similarity.scan import tune_scan
+from similarity.search.queries import nearest_queryset
+from similarity.search.scan import tune_scan
 from tests.factories import space
 
 pytestmark = pytest.mark.django_db(transaction=True)  # TRUNCATE afterwards: 20k rows

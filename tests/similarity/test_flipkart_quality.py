@@ -14,9 +14,9 @@ import pytest
 
 from catalog.importer import import_csv
 from catalog.models import Product
-from similarity.evaluation import category_at_level, is_held_out, precision_at_k
-from similarity.index import encode_objects
-from similarity.queries import similar_to
+from similarity.indexing.writer import encode_objects
+from similarity.ml.evaluation import category_at_level, is_held_out, precision_at_k
+from similarity.search.queries import similar_to
 from similarity.tasks import encode_task
 from tests.conftest import shared_dataset
 
@@ -24,8 +24,8 @@ from tests.conftest import shared_dataset
 pytestmark = [pytest.mark.weights, pytest.mark.data, pytest.mark.django_db(transaction=True)]
 
 REAL_ENCODERS = {
-    "IMAGE_ENCODER": "similarity.encoders.image.EfficientNetLiteImageEncoder",
-    "TEXT_ENCODER": "similarity.encoders.text.UniversalSentenceEncoder",
+    "IMAGE_ENCODER": "similarity.ml.encoders.image.EfficientNetLiteImageEncoder",
+    "TEXT_ENCODER": "similarity.ml.encoders.text.UniversalSentenceEncoder",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from similarity.fusion.fixed import fuse
+from similarity.ml.fusion.fixed import fuse
 
 
 def unit(v):

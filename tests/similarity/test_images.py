@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from similarity.encoders.base import to_rgb
-from similarity.images import ImageRejected, decode_image
+from similarity.ml.encoders.base import to_rgb
+from similarity.ml.images import ImageRejected, decode_image
 
 LIMITS = dict(max_bytes=5_000_000, max_pixels=10_000_000)
 
@@ -134,7 +134,7 @@ def test_a_phone_cameras_jpeg_with_a_second_picture_is_a_jpeg():
 
     from PIL import Image
 
-    from similarity.images import check_upload, decode_image
+    from similarity.ml.images import check_upload, decode_image
 
     first, second = Image.new("RGB", (32, 24), (200, 0, 0)), Image.new("RGB", (32, 24), (0, 200, 0))
     buf = io.BytesIO()

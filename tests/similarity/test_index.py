@@ -6,7 +6,7 @@ import pytest
 from django.core.files.base import ContentFile
 
 from catalog.models import Product, ProductImage
-from similarity.index import encode_objects
+from similarity.indexing.writer import encode_objects
 from similarity.models import EmbeddingStatus, Modalities
 from tests.factories import image_bytes, make_product, vectors_of
 

@@ -15,11 +15,11 @@ import pytest
 from django.core.management import call_command
 
 from catalog.models import Product
-from similarity.index import encode_objects
-from similarity.learning import collect_catalog, train_new_version
 from similarity.conf import similarity_settings
+from similarity.indexing.writer import encode_objects
+from similarity.learning.versions import collect_catalog, train_new_version
 from similarity.models import ModelVersion, VectorSpace
-from similarity.queries import similar_to
+from similarity.search.queries import similar_to
 from similarity.tasks import encode_task
 from tests.factories import image_bytes, make_product, vectors_of
 
@@ -192,14 +192,14 @@ def test_admin_train_button_queues_training_on_the_training_queue(admin_client, 
     assert sent.call_args.kwargs["args"] == ["catalog.Product"]
 
 
-LITE0 = "similarity.encoders.image.EfficientNetLiteImageEncoder"
+LITE0 = "similarity.ml.encoders.image.EfficientNetLiteImageEncoder"
 TUNE = {"blocks": 1, "epochs": 2, "patience": 2, "folds": 2, "batch_size": 32, "device": "cpu"}
 
 
 @pytest.mark.weights
 def test_training_with_image_finetuning_gives_the_version_its_own_image_network(catalog, settings, tmp_path, admin_client):
-    from similarity.encoders.image import EfficientNetLiteImageEncoder
-    from similarity.images import decode_image
+    from similarity.ml.encoders.image import EfficientNetLiteImageEncoder
+    from similarity.ml.images import decode_image
 
     settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_ENCODER": LITE0, "DEVICE": "cpu"}
     with mock.patch.object(encode_task, "apply_async"):
@@ -227,7 +227,7 @@ def test_training_with_image_finetuning_gives_the_version_its_own_image_network(
     # Fine-tuning again replaces the image features: no photo is encoded for the catalog first.
     from similarity import backends
 
-    with mock.patch("similarity.learning.finetune_images", side_effect=RuntimeError("stop")) as tuning, \
+    with mock.patch("similarity.learning.versions.finetune_images", side_effect=RuntimeError("stop")) as tuning, \
             mock.patch.object(backends, "image_encoder_with", wraps=backends.image_encoder_with) as loaded:
         with pytest.raises(RuntimeError, match="stop"):
             train_new_version("catalog.Product", level=2, overrides=FAST, finetune=TUNE, activate="never")
@@ -265,7 +265,7 @@ def test_two_identical_trainings_in_one_second_get_two_versions(catalog):
     from django.utils import timezone
 
     moment = timezone.now()
-    with mock.patch.object(encode_task, "apply_async"), mock.patch("similarity.learning.timezone.now", return_value=moment):
+    with mock.patch.object(encode_task, "apply_async"), mock.patch("similarity.learning.versions.timezone.now", return_value=moment):
         first = train_new_version("catalog.Product", level=2, overrides=FAST, activate="never")
         second = train_new_version("catalog.Product", level=2, overrides=FAST, activate="never")
     assert second.name == f"{first.name}-2" and second.path != first.path
@@ -273,7 +273,7 @@ def test_two_identical_trainings_in_one_second_get_two_versions(catalog):
 
 def test_image_features_of_other_weights_are_encoded_from_the_photos(catalog):
     from similarity import backends
-    from similarity.photos import image_features
+    from similarity.learning.photos import image_features
 
     rows = list(Product.objects.order_by("pk"))
     stored, stored_has = image_features("catalog.Product", rows, None)  # the active space's vectors
@@ -286,7 +286,7 @@ def test_image_features_of_other_weights_are_encoded_from_the_photos(catalog):
 
 
 def test_an_unusable_photo_only_leaves_its_row_without_image_features(catalog):
-    from similarity.photos import image_features
+    from similarity.learning.photos import image_features
 
     with mock.patch.object(encode_task, "apply_async"):
         broken = make_product("broken-photo", "坏图 商品", category="数码 > 手机", image=b"not an image at all")
@@ -303,7 +303,7 @@ def test_training_on_a_catalog_whose_held_out_products_are_uncategorised(catalog
     Nothing can be measured on the test split, so training reports that instead of NaN,
     saves the version and leaves the model in use alone, saying why.
     """
-    from similarity.evaluation import is_held_out
+    from similarity.ml.evaluation import is_held_out
 
     held = [p.pk for p in catalog if is_held_out(p.sku)]
     assert held, "the fixture has held-out products"
@@ -321,7 +321,7 @@ def test_training_on_a_catalog_whose_held_out_products_are_uncategorised(catalog
 def test_the_command_reports_unmeasurable_scores_as_such(catalog):
     from io import StringIO
 
-    from similarity.evaluation import is_held_out
+    from similarity.ml.evaluation import is_held_out
 
     Product.objects.filter(pk__in=[p.pk for p in catalog if is_held_out(p.sku)]).update(category=None)
     out = StringIO()

@@ -19,7 +19,7 @@ from PIL import Image
 from catalog.models import Product
 from similarity import backends
 from similarity.conf import similarity_settings
-from similarity.tasks import collect_encodes
+from similarity.indexing.queue import collect_encodes
 from tests.conftest import wait_for
 from tests.factories import make_product, vectors_of
 

@@ -3,18 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from django.db import connection
-
 from django.contrib.contenttypes.models import ContentType
+from django.db import connection
 from django.db.models import Subquery
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from catalog.models import Product
-from similarity.explain import explain, explanation_annotations
+from similarity.indexing.spaces import index_name
 from similarity.models import Embedding
-from similarity.queries import nearest_queryset, similar_to
-from similarity.spaces import index_name
+from similarity.search.explain import explain, explanation_annotations
+from similarity.search.queries import nearest_queryset, similar_to
 from tests.factories import put_vectors, space
 
 pytestmark = pytest.mark.django_db

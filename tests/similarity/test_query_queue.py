@@ -9,8 +9,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from catalog.models import Product
 from similarity.conf import similarity_settings
-from similarity.index import encode_objects
-from similarity.tasks import enqueue_encode
+from similarity.indexing.writer import encode_objects
+from similarity.indexing.queue import enqueue_encode
 from tests.conftest import wait_for
 from tests.factories import image_bytes, make_product
 

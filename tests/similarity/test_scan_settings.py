@@ -5,8 +5,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from similarity.queries import similar_to
-from similarity.scan import CONNECTION_EF, _apply, configure_connection, ef_search_for, needs_transaction
+from similarity.search.queries import similar_to
+from similarity.search.scan import CONNECTION_EF, _apply, configure_connection, ef_search_for, needs_transaction
 from tests.similarity.test_queries import product_with, vec
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,8 @@ from django.db import transaction
 from catalog.models import Product
 from similarity.conf import similarity_settings
 from similarity.models import EmbeddingStatus
-from similarity.tasks import collect_encodes, encode_task
+from similarity.indexing.queue import collect_encodes
+from similarity.tasks import encode_task
 from tests.factories import make_product
 
 pytestmark = pytest.mark.django_db(transaction=True)

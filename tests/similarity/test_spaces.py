@@ -2,17 +2,16 @@
 migration and without a moment where a query returns a wrong result."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from django.db import connection
 
 from catalog.models import Product
 from similarity import backends
-from similarity.index import encode_claimed, encode_objects
+from similarity.indexing.spaces import coverage, ensure_configured_space, index_name
+from similarity.indexing.writer import encode_claimed, encode_objects
 from similarity.models import SpaceState, VectorSpace
-from similarity.queries import similar_to
-from similarity.spaces import coverage, ensure_configured_space, index_name
+from similarity.search.queries import similar_to
 from tests.factories import image_bytes, make_product
 
 pytestmark = pytest.mark.django_db
@@ -32,7 +31,7 @@ def catalog(sent):
 def exact_answer(products: list[Product], spec: dict, k: int = 5) -> dict[int, list[tuple[int, float]]]:
     """Nearest neighbours by exact cosine, computed here from the encoders of ``spec``."""
     encoders = backends.encoders_for(spec)
-    from similarity.encoding import decode_async, encode_rest, encode_text, read
+    from similarity.indexing.encoding import decode_async, encode_rest, encode_text, read
 
     space = VectorSpace(pk=-1, spec=spec)
     items = [read(p) for p in Product.objects.filter(pk__in=[p.pk for p in products]).prefetch_related("images")]

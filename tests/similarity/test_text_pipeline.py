@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from similarity.text_pipeline import TextPipeline, default_pipeline, tokenize
+from similarity.ml.text_pipeline import TextPipeline, default_pipeline, tokenize
 
 ROOT = Path(__file__).resolve().parents[2]
 ZH_TITLES = ROOT.parent / "shared" / "data" / "zh-titles" / "products.csv"

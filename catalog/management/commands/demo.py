@@ -22,10 +22,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from catalog.management.supervisor import ChildFailed, Supervisor
 from catalog.models import Product
+from similarity.categories.clustering import ClusteringUnavailable, run_clustering
 from similarity.conf import similarity_settings
 from similarity.models import EmbeddingStatus
-from similarity.clustering import ClusteringUnavailable, run_clustering
-from similarity.tasks import enqueue_encode
+from similarity.indexing.queue import enqueue_encode
 
 DEMO_CATALOG = Path(__file__).resolve().parents[2] / "demo" / "grocery-iconic" / "products.csv"
 ADMIN_USER, ADMIN_PASSWORD = "admin", "admin"

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from similarity.clustering import ClusteringUnavailable, run_clustering
+from similarity.categories.clustering import ClusteringUnavailable, run_clustering
+from similarity.management.commands._options import model_label
 from similarity.models import CategorySuggestion, Decision
-from similarity.tasks import enqueue_clustering
-
-from ._options import model_label
+from similarity.categories.clustering import enqueue_clustering
 
 
 class Command(BaseCommand):

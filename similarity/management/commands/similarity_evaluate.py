@@ -19,12 +19,18 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from similarity.evaluation import category_at_level, format_score, json_safe, nearest_neighbours, score_neighbours, tfidf_vectors
-from similarity.learning import collect_catalog
+from similarity.learning.photos import image_features
+from similarity.learning.versions import collect_catalog
+from similarity.management.commands._options import model_label
+from similarity.ml.evaluation import (
+    category_at_level,
+    format_score,
+    json_safe,
+    nearest_neighbours,
+    score_neighbours,
+    tfidf_vectors,
+)
 from similarity.models import ModelVersion
-from similarity.photos import image_features
-
-from ._options import model_label
 
 # Diagnostics of a model with category evidence: its two parts scored apart.
 NETWORK_ONLY = "learned fusion, network only (no category evidence)"
@@ -47,7 +53,7 @@ class Command(BaseCommand):
         parser.add_argument("--title", default="", help="heading of the markdown report")
 
     def handle(self, *args, **opts) -> None:
-        from similarity.fusion.checkpoint import FusionModel
+        from similarity.ml.fusion.checkpoint import FusionModel
 
         label = model_label(opts["model"])
         catalog = collect_catalog(label)

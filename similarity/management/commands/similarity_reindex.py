@@ -14,12 +14,11 @@ from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
 
 from similarity.conf import similarity_settings
-from similarity.index import encode_objects
+from similarity.indexing.status import encoding_status
+from similarity.indexing.writer import encode_objects
+from similarity.management.commands._options import model_label
 from similarity.models import EmbeddingStatus
-from similarity.status import encoding_status
-from similarity.tasks import enqueue_encode
-
-from ._options import model_label
+from similarity.indexing.queue import enqueue_encode
 
 
 class Command(BaseCommand):

@@ -5,9 +5,8 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from similarity.status import encoding_status
-
-from ._options import model_label
+from similarity.indexing.status import encoding_status
+from similarity.management.commands._options import model_label
 
 
 class Command(BaseCommand):

@@ -6,10 +6,9 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from similarity.evaluation import format_score
-from similarity.learning import train_new_version
-
-from ._options import model_label
+from similarity.learning.versions import train_new_version
+from similarity.management.commands._options import model_label
+from similarity.ml.evaluation import format_score
 
 
 class Command(BaseCommand):

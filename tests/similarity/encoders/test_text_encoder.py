@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from similarity.encoders.base import WeightsMissing
-from similarity.encoders.text import UniversalSentenceEncoder
+from similarity.ml.encoders.base import WeightsMissing
+from similarity.ml.encoders.text import UniversalSentenceEncoder
 
 
 @pytest.fixture(scope="module")

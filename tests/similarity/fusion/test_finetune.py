@@ -13,10 +13,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from similarity.checks import FINETUNE_OPTIONS
-from similarity.encoders.image import EfficientNetLiteImageEncoder, load_efficientnet_lite0
-from similarity.evaluation import is_held_out
-from similarity.fusion.finetune import FinetuneConfig, Photos, finetune
-from similarity.fusion.training import split_digit
+from similarity.ml.encoders.image import EfficientNetLiteImageEncoder, load_efficientnet_lite0
+from similarity.ml.evaluation import is_held_out
+from similarity.ml.fusion.finetune import FinetuneConfig, Photos, finetune
+from similarity.ml.fusion.training import split_digit
 
 pytestmark = pytest.mark.weights
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from similarity.evaluation import is_held_out
-from similarity.fusion.attention import BRANCHES, AttentionFusion
-from similarity.fusion.checkpoint import FusionModel
-from similarity.fusion.recurrent import RecurrentTextEncoder
-from similarity.fusion import training
-from similarity.fusion.training import (
+from similarity.ml.evaluation import is_held_out
+from similarity.ml.fusion import training
+from similarity.ml.fusion.attention import BRANCHES, AttentionFusion
+from similarity.ml.fusion.checkpoint import FusionModel
+from similarity.ml.fusion.recurrent import RecurrentTextEncoder
+from similarity.ml.fusion.training import (
     FusionData,
     TrainConfig,
     class_balanced_weights,
@@ -26,7 +26,7 @@ from similarity.fusion.training import (
     supcon_loss,
     train,
 )
-from similarity.fusion.vocab import PAD_ID, UNK_ID, Vocabulary
+from similarity.ml.fusion.vocab import PAD_ID, UNK_ID, Vocabulary
 
 CATEGORY_WORDS = [
     ["茶", "tea", "绿茶", "leaf"],

@@ -8,10 +8,10 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from similarity.fusion.attention import AttentionFusion
-from similarity.fusion.checkpoint import FusionModel
-from similarity.fusion.probe import CategoryProbe, blend
-from similarity.fusion.vocab import Vocabulary
+from similarity.ml.fusion.attention import AttentionFusion
+from similarity.ml.fusion.checkpoint import FusionModel
+from similarity.ml.fusion.probe import CategoryProbe, blend
+from similarity.ml.fusion.vocab import Vocabulary
 
 SENTENCE_DIM, IMAGE_DIM = 6, 4
 

@@ -1,0 +1,195 @@
+"""Turn a batch of rows into vectors for one or more vector spaces (worker side, no SQL).
+
+``read`` collects a row's text and photo bytes and hashes them; ``decode_async`` decodes the
+photos on a thread pool while the text encoders run; ``encode_space`` fills one space's
+vectors for the items that need them. A bad item gets an ``error`` and the batch goes on.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from similarity.backends import Encoders
+from similarity.conf import similarity_settings
+from similarity.ml.fusion.fixed import fuse
+from similarity.ml.images import UPLOAD_FORMATS, ImageRejected, decode_image
+
+logger = logging.getLogger(__name__)
+
+MODALITIES = ("image", "sentence", "recurrent")
+
+
+@dataclass
+class Item:
+    """One row on its way through the encoders."""
+
+    obj: Any
+    text: str
+    image_bytes: bytes | None
+    content_hash: str
+    image: Any = None
+    error: str = ""
+    spaces: list[Any] = field(default_factory=list)  # the spaces this item needs vectors in
+    vectors: dict[int, dict[str, Any]] = field(default_factory=dict)  # space pk -> columns
+
+
+def read(obj: Any) -> Item:
+    """Collect the text and image bytes of ``obj`` and hash them."""
+    s = similarity_settings
+    error = ""
+    text = (obj.get_embedding_text() or "")[: s.MAX_TEXT_CHARS]
+    image_bytes = None
+    image_file = obj.get_embedding_image()
+    if image_file is not None and getattr(image_file, "name", None):
+        try:
+            with image_file.open("rb") as fh:
+                image_bytes = fh.read(s.MAX_IMAGE_BYTES + 1)
+        except FileNotFoundError:
+            error = f"image: file {image_file.name!r} is missing from storage"
+        except OSError as exc:
+            error = f"image: cannot read {image_file.name!r}: {exc}"
+    digest = hashlib.sha256()
+    for part in (text, hashlib.sha256(image_bytes or b"").hexdigest(), str(image_bytes is None)):
+        digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    return Item(obj=obj, text=text, image_bytes=image_bytes, content_hash=digest.hexdigest(), error=error)
+
+
+def decode_async(items: list[Item]) -> Callable[[], None]:
+    """Start decoding the items' photos on the decode threads; return a function that waits."""
+    s = similarity_settings
+    limits = {"max_bytes": s.MAX_IMAGE_BYTES, "max_pixels": s.MAX_IMAGE_PIXELS}
+    jobs = {
+        _decoder_pool().submit(decode_image, item.image_bytes, **limits): item
+        for item in items
+        if not item.error and item.image_bytes is not None
+    }
+
+    def wait() -> None:
+        for future, item in jobs.items():
+            try:
+                item.image = future.result()
+            except ImageRejected as exc:
+                item.error = f"image: {exc}"
+            except Exception as exc:  # Pillow bugs on hostile files must not stop the batch
+                item.error = f"image: cannot decode: {type(exc).__name__}: {exc}"
+
+    return wait
+
+
+@functools.cache
+def _decoder_pool() -> concurrent.futures.ThreadPoolExecutor:
+    # Created on first use, i.e. in the worker child after fork (threads do not survive fork).
+    workers = max(1, int(similarity_settings.DECODE_THREADS))
+    return concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="similarity-decode")
+
+
+def encode_text(items: list[Item], space: Any, encoders: Encoders) -> None:
+    """Fill the space's text vectors (runs while the photos decode)."""
+    members = [i for i in items if space in i.spaces]
+    for item in members:
+        item.vectors.setdefault(space.pk, {})
+    _encode_column(members, space, "text", encoders.text.encode)
+
+
+def encode_rest(items: list[Item], space: Any, encoders: Encoders) -> None:
+    """Fill the space's image, fixed-fusion and learned vectors (photos decoded)."""
+    members = [i for i in items if space in i.spaces]
+    _encode_column(members, space, "image", encoders.image.encode)
+    spec = space.spec
+    for item in members:
+        if item.error:
+            continue
+        columns = item.vectors[space.pk]
+        image, text = columns.get("image"), columns.get("text")
+        if image is None and text is None:
+            item.error = "nothing to encode: the product has no image and no text"
+            continue
+        columns["fused"] = fuse(
+            image, text, image_dim=spec["image_dim"], text_dim=spec["text_dim"],
+            image_weight=encoders.image_weight, text_weight=encoders.text_weight,
+        )
+    if encoders.learned is not None:
+        _encode_learned([i for i in members if not i.error], space, encoders)
+
+
+def _encode_column(items: list[Item], space: Any, kind: str, encode: Callable[[list], np.ndarray]) -> None:
+    """Encode one modality for all items; on a batch failure, isolate the bad item."""
+    members = [i for i in items if not i.error and _input(i, kind) is not None]
+    if not members:
+        return
+    try:
+        vectors = encode([_input(i, kind) for i in members])
+    except Exception:
+        logger.exception("%s batch of %d failed; retrying one by one", kind, len(members))
+        for item in members:
+            try:
+                _store(item, space, kind, encode([_input(item, kind)])[0])
+            except Exception as exc:  # a poison input must not take the batch down
+                item.error = f"{kind} encoder failed: {type(exc).__name__}: {exc}"
+        return
+    for item, vector in zip(members, vectors):
+        _store(item, space, kind, vector)
+
+
+def _encode_learned(items: list[Item], space: Any, encoders: Encoders) -> None:
+    """Run the space's learned fusion over the items' image vectors and learning text."""
+    from similarity.ml.text_pipeline import default_pipeline
+
+    if not items:
+        return
+    s = similarity_settings
+    texts = [(i.obj.get_learning_text() or "")[: s.MAX_TEXT_CHARS] for i in items]
+    image_dim = space.spec["image_dim"]
+    try:
+        sentence = np.asarray(encoders.text.encode(texts), dtype=np.float32)
+        images = [i.vectors[space.pk].get("image") for i in items]
+        image = np.stack([v if v is not None else np.zeros(image_dim, np.float32) for v in images])
+        has_image = np.array([v is not None for v in images])
+        tokens = [default_pipeline().tokenize(t) for t in texts]
+        vectors, attention = encoders.learned.encode(image, has_image, sentence, np.any(sentence != 0, axis=1), tokens)
+    except Exception as exc:
+        logger.exception("learned fusion failed for a batch of %d rows", len(items))
+        for item in items:
+            item.error = f"learned fusion failed: {type(exc).__name__}: {exc}"
+        return
+    for item, vector, weights in zip(items, vectors, attention):
+        item.vectors[space.pk]["learned"] = np.asarray(vector, dtype=np.float32)
+        item.vectors[space.pk]["attention"] = {name: round(float(w), 4) for name, w in zip(MODALITIES, weights)}
+
+
+def _input(item: Item, kind: str) -> Any:
+    if kind == "image":
+        return item.image
+    return item.text if item.text.strip() else None
+
+
+def _store(item: Item, space: Any, kind: str, vector: np.ndarray) -> None:
+    vector = np.asarray(vector, dtype=np.float32)
+    if vector.ndim != 1 or not np.all(np.isfinite(vector)):
+        item.error = f"{kind} encoder returned an invalid vector (shape {vector.shape} or NaN)"
+        return
+    if np.any(vector):
+        item.vectors[space.pk][kind] = vector
+
+
+def encode_query(space_id: int, kind: str, payload: str) -> np.ndarray:
+    """Worker side of a search query: the vector of a text or a base64 photo in a space."""
+    import base64
+
+    from similarity.backends import encoders_for
+    from similarity.models import VectorSpace
+
+    encoders = encoders_for(VectorSpace.objects.get(pk=space_id).spec)
+    if kind == "text":
+        return np.asarray(encoders.text.encode([payload[: similarity_settings.MAX_TEXT_CHARS]])[0], dtype=np.float32)
+    s = similarity_settings
+    image = decode_image(
+        base64.b64decode(payload), max_bytes=s.MAX_IMAGE_BYTES, max_pixels=s.MAX_IMAGE_PIXELS, formats=UPLOAD_FORMATS
+    )
+    return np.asarray(encoders.image.encode([image])[0], dtype=np.float32)

@@ -1,0 +1,170 @@
+"""Encode a claimed batch and write it in one go (the worker's ``similarity.encode`` task).
+
+A task claims up to ``BATCH_SIZE`` pending rows (``similarity.indexing.claims``), encodes
+them and writes the vectors only where the claim still holds: a row edited meanwhile was
+released and is encoded again with its new content.
+
+Each row gets vectors in every live vector space (the active one and, during a switch, the
+building one; see ``similarity.indexing.spaces``), skipping a space whose vectors already match the
+row's content hash. A bad row (unreadable image, nothing to encode) is marked ``failed``
+with a readable reason and keeps its last good vectors; the rest of the batch goes on.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.apps import apps
+from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+from django.utils import timezone
+
+from similarity import backends
+from similarity.indexing import encoding, spaces
+from similarity.indexing.claims import claim_batch, hold_claim
+from similarity.models import Embedding, EmbeddingStatus, Modalities
+
+logger = logging.getLogger(__name__)
+
+STATE_FIELDS = ["embedding_status", "embedding_error", "content_hash", "encoded_at", "embedding_claim", "embedding_claimed_at"]
+EMBEDDING_FIELDS = ["image", "text", "fused", "learned", "attention", "content_hash", "encoded_at"]
+
+
+@dataclass
+class EncodeReport:
+    """What one call did, by primary key."""
+
+    encoded: list[Any] = field(default_factory=list)
+    skipped: list[Any] = field(default_factory=list)
+    failed: dict[Any, str] = field(default_factory=dict)
+    missing: list[Any] = field(default_factory=list)
+    released: list[Any] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "encoded": len(self.encoded),
+            "skipped": len(self.skipped),
+            "failed": {str(k): v for k, v in self.failed.items()},
+            "missing": len(self.missing),
+            "released": len(self.released),
+        }
+
+
+def encode_claimed(model_label: str, token: str) -> EncodeReport:
+    """Claim one batch for ``token`` and encode it (what the encoding task runs)."""
+    pks = claim_batch(model_label, token)
+    if not pks:
+        return EncodeReport()
+    with hold_claim(model_label, token, pks):
+        return encode_objects(model_label, pks, claim=token)
+
+
+def encode_objects(model_label: str, pks: list[Any], *, force: bool = False, claim: str | None = None) -> EncodeReport:
+    """Encode the rows ``pks`` of ``model_label`` into every live space and write the results.
+
+    Args:
+        force: encode even rows whose vectors match their content.
+        claim: write only rows still claimed by this token (others changed meanwhile and
+            were released for a fresh encode). ``None``: write every row (in-process use).
+    """
+    model = apps.get_model(model_label)
+    live = spaces.ensure_live_spaces(model_label)  # a new configuration starts its space here
+    # Long-lived workers: content types can be re-created under them (flush, restore).
+    ContentType.objects.clear_cache()
+    content_type = ContentType.objects.get_for_model(model)
+    rows = list(model.get_embedding_queryset().filter(pk__in=pks))
+    report = EncodeReport(missing=sorted(set(pks) - {r.pk for r in rows}, key=str))
+    items = [encoding.read(obj) for obj in rows]
+    current = set(
+        Embedding.objects.filter(space__in=live, content_type=content_type, object_id__in=[r.pk for r in rows])
+        .values_list("space_id", "object_id", "content_hash")
+    )
+    for item in items:
+        item.spaces = [s for s in live if force or (s.pk, item.obj.pk, item.content_hash) not in current]
+    work = [i for i in items if i.spaces or i.error]
+
+    wait_for_photos = encoding.decode_async([i for i in work if i.spaces])
+    for space in live:
+        encoding.encode_text(work, space, backends.encoders_for(space.spec))
+    wait_for_photos()
+    for space in live:
+        encoding.encode_rest(work, space, backends.encoders_for(space.spec))
+
+    now = timezone.now()
+    for item in items:
+        _apply(item, now)
+    _write(model, content_type, items, claim, report, now)
+    logger.info("encoded %s: %s", model_label, report.as_dict())
+    if len(live) > 1 and report.encoded:
+        spaces.maybe_switch(model_label)
+    return report
+
+
+def _apply(item: encoding.Item, now: Any) -> None:
+    """Set status, reason and bookkeeping on the model instance (saved later in bulk)."""
+    obj = item.obj
+    if not item.spaces and not item.error:  # every space is up to date
+        obj.embedding_status, obj.embedding_error = EmbeddingStatus.READY, ""
+        return
+    obj.encoded_at = now
+    if item.error:
+        # Keep the last good vectors; the status and reason say they are stale.
+        obj.embedding_status, obj.embedding_error, obj.content_hash = EmbeddingStatus.FAILED, item.error, ""
+        return
+    columns = item.vectors[item.spaces[0].pk]
+    has_image, has_text = columns.get("image") is not None, columns.get("text") is not None
+    obj.embedding_modalities = (
+        Modalities.IMAGE_TEXT if has_image and has_text else Modalities.IMAGE if has_image else Modalities.TEXT
+    )
+    obj.embedding_status, obj.embedding_error, obj.content_hash = EmbeddingStatus.READY, "", item.content_hash
+
+
+def _write(model: type, content_type: ContentType, items: list[encoding.Item], claim: str | None, report: EncodeReport, now: Any) -> None:
+    """Write the batch in one transaction, skipping rows whose claim was released."""
+    with transaction.atomic():
+        pks = [i.obj.pk for i in items]
+        if claim is None:
+            ours = set(pks)
+        else:
+            ours = set(
+                model._default_manager.select_for_update().filter(pk__in=pks, embedding_claim=claim).values_list("pk", flat=True)
+            )
+        vectors = []
+        for item in items:
+            item.obj.embedding_claim, item.obj.embedding_claimed_at = "", None
+            if item.obj.pk not in ours:
+                report.released.append(item.obj.pk)
+            elif item.error:
+                report.failed[item.obj.pk] = item.error
+            elif not item.spaces:
+                report.skipped.append(item.obj.pk)
+            else:
+                report.encoded.append(item.obj.pk)
+                vectors += [_embedding(item, space, content_type, now) for space in item.spaces]
+        if vectors:
+            Embedding.objects.bulk_create(
+                vectors,
+                update_conflicts=True,
+                unique_fields=["space", "content_type", "object_id"],
+                update_fields=EMBEDDING_FIELDS,
+            )
+        written = [i.obj for i in items if i.obj.pk in ours]
+        if written:
+            model._default_manager.bulk_update(written, STATE_FIELDS + ["embedding_modalities"])
+
+
+def _embedding(item: encoding.Item, space: Any, content_type: ContentType, now: Any) -> Embedding:
+    columns = item.vectors[space.pk]
+    return Embedding(
+        space=space,
+        content_type=content_type,
+        object_id=item.obj.pk,
+        image=columns.get("image"),
+        text=columns.get("text"),
+        fused=columns.get("fused"),
+        learned=columns.get("learned"),
+        attention=columns.get("attention"),
+        content_hash=item.content_hash,
+        encoded_at=now,
+    )

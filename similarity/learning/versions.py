@@ -1,0 +1,244 @@
+"""Train, register and activate learned fusion models (Django glue; worker or CLI process).
+
+``train_new_version`` reads the catalog's stored image vectors, encodes the learning text
+with the sentence encoder, tokenises it with the text pipeline, trains the attention fusion
+on the train split's category labels, saves a versioned checkpoint, registers it as a
+``ModelVersion`` and activates it only if its held-out P@10 beats the model in use (the
+active learned version, or else the fixed-weight fusion). Activation re-encodes every row
+through the worker.
+
+With ``SIMILARITY['IMAGE_FINETUNE']['blocks']`` > 0 (or ``similarity_train
+--finetune-image-blocks``) the photos are read too and the EfficientNet-Lite0 network is
+fine-tuned on the same labels first; the fusion trains on its cross-fitted features, and the
+network is saved beside the checkpoint as the version's image encoder weights.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from django.apps import apps
+from django.db import transaction
+from django.utils import timezone
+
+from similarity import backends
+from similarity.conf import similarity_settings
+from similarity.learning.photos import finetune_images, image_features
+from similarity.ml.evaluation import category_at_level, evaluate_neighbours, is_held_out, json_safe
+from similarity.ml.fusion.fixed import fuse
+from similarity.models import ModelVersion, VectorSpace
+
+logger = logging.getLogger(__name__)
+
+IMAGE_WEIGHTS_FILE = "image.pth"  # the fine-tuned image network, beside the fusion checkpoint
+
+
+@dataclass
+class Catalog:
+    """Features and labels of every row of an Embeddable model, in one order."""
+
+    pks: list[Any]
+    image: np.ndarray
+    has_image: np.ndarray
+    sentence: np.ndarray
+    has_text: np.ndarray
+    tokens: list[list[str]]
+    paths: list[str]
+    split_keys: list[str]
+
+    def labels(self, level: int) -> list[str]:
+        return [category_at_level(p, level) for p in self.paths]
+
+    @property
+    def held_out(self) -> np.ndarray:
+        return np.array([is_held_out(k) for k in self.split_keys], dtype=bool)
+
+    def fusion_data(self, level: int) -> Any:
+        from similarity.ml.fusion.training import FusionData
+
+        return FusionData(
+            image=self.image, has_image=self.has_image, sentence=self.sentence, has_text=self.has_text,
+            tokens=self.tokens, labels=self.labels(level), split_keys=self.split_keys,
+        )
+
+    def fixed_fusion(self) -> np.ndarray:
+        """The fixed-weight fusion of the learning inputs (the baseline a model must beat)."""
+        s = similarity_settings
+        out = np.zeros((len(self.pks), s.IMAGE_DIM + s.TEXT_DIM), dtype=np.float32)
+        for i in range(len(self.pks)):
+            if self.has_image[i] or self.has_text[i]:
+                out[i] = fuse(
+                    self.image[i] if self.has_image[i] else None,
+                    self.sentence[i] if self.has_text[i] else None,
+                    image_dim=s.IMAGE_DIM, text_dim=s.TEXT_DIM,
+                    image_weight=s.IMAGE_WEIGHT, text_weight=s.TEXT_WEIGHT,
+                )
+        return out
+
+
+def collect_catalog(model_label: str, image_weights: str | None = None) -> Catalog:
+    """Read every row's image features and learning text; encode and tokenise the text.
+
+    Image features are those of the configured image encoder with ``image_weights`` (None:
+    ``SIMILARITY['IMAGE_WEIGHTS']``): see ``similarity.learning.photos.image_features``.
+    """
+    from similarity.ml.text_pipeline import default_pipeline
+
+    model = apps.get_model(model_label)
+    rows = list(model.get_embedding_queryset().order_by("pk"))
+    s = similarity_settings
+    image, has_image = image_features(model_label, rows, image_weights or s.IMAGE_WEIGHTS)
+    texts = [(row.get_learning_text() or "")[: s.MAX_TEXT_CHARS] for row in rows]
+    sentence = backends.get_text_encoder().encode(texts) if rows else np.zeros((0, s.TEXT_DIM), np.float32)
+    pipeline = default_pipeline()
+    return Catalog(
+        pks=[row.pk for row in rows],
+        image=image,
+        has_image=has_image,
+        sentence=np.asarray(sentence, dtype=np.float32),
+        has_text=np.any(sentence != 0, axis=1) if rows else np.zeros(0, bool),
+        tokens=[pipeline.tokenize(t) for t in texts],
+        paths=[row.get_similarity_label() or "" for row in rows],
+        split_keys=[row.get_split_key() for row in rows],
+    )
+
+
+def train_new_version(
+    model_label: str,
+    *,
+    level: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    finetune: dict[str, Any] | None = None,
+    activate: str = "auto",
+    progress: Callable[[int, dict], None] | None = None,
+) -> ModelVersion:
+    """Train on ``model_label``'s catalog, save and register the model, maybe activate it.
+
+    Args:
+        level: category level of the labels (default ``SIMILARITY['LABEL_LEVEL']``).
+        overrides: TrainConfig fields on top of ``SIMILARITY['TRAINING']``.
+        finetune: FinetuneConfig fields on top of ``SIMILARITY['IMAGE_FINETUNE']``; with
+            ``blocks`` > 0 the image network is fine-tuned first and saved with the model.
+        activate: "auto" (only if better than the model in use), "force" or "never".
+    """
+    from similarity.ml.fusion.finetune import FinetuneConfig
+    from similarity.ml.fusion.training import TrainConfig, train
+
+    s = similarity_settings
+    level = level or s.LABEL_LEVEL
+    config = TrainConfig(**{"dim": s.LEARNED_DIM, **s.TRAINING, **(overrides or {})})
+    tuning = FinetuneConfig(**{"seed": config.seed, "device": s.DEVICE, **s.IMAGE_FINETUNE, **(finetune or {})})
+    # Fine-tuning replaces the image features; the catalog's own then only feed the fixed-fusion
+    # baseline, which counts when no version is active, i.e. when the active space holds the
+    # configured encoder's vectors: read what that space stores instead of encoding every photo.
+    space = VectorSpace.active_for(model_label) if tuning.blocks else None
+    catalog = collect_catalog(model_label, space.spec.get("image_weights") if space else None)
+    labels = catalog.labels(level)
+    if sum(1 for label, held in zip(labels, catalog.held_out) if label and not held) < 10:
+        raise ValueError(
+            f"Too few labelled training products at category level {level}: give products a "
+            "category (at least 10 in the train split), or train at a lower --level."
+        )
+    tuned = finetune_images(model_label, catalog.pks, labels, catalog.split_keys, tuning) if tuning.blocks else None
+    data = catalog.fusion_data(level)
+    if tuned is not None:  # the fusion learns from features of photos the network has not fitted
+        data.image, data.has_image = tuned.training_features, tuned.present
+    result = train(data, config, progress=progress, deploy_image=tuned.features if tuned else None)
+    metrics = _headline(result.metrics, level)
+
+    active = ModelVersion.active_for(model_label)
+    if active is not None:
+        baseline = {"model": active.name, **(active.metrics or {})}
+    else:
+        fixed = evaluate_neighbours(
+            catalog.fixed_fusion(), catalog.has_image | catalog.has_text, labels, catalog.held_out
+        )
+        baseline = {"model": "fixed-weight fusion", **fixed}
+
+    name = _unique_name(f"fusion-{timezone.now():%Y%m%d-%H%M%S}-{result.model.version.split(':')[-1][:8]}")
+    path = Path(s.MODELS_DIR) / name
+    result.model.save(path)
+    if tuned is not None:
+        metrics["image_finetune"] = {**tuned.metrics, "weights": str(tuned.save_weights(path / IMAGE_WEIGHTS_FILE))}
+    version = ModelVersion.objects.create(
+        name=name, model_label=model_label, path=str(path), dim=config.dim, label_level=level,
+        metrics=json_safe(metrics), baseline_metrics=json_safe(baseline),
+    )
+    beats, verdict = compare_to_baseline(metrics, baseline, level)
+    logger.info("trained %s: %s", name, verdict)
+    if activate == "force" or (activate == "auto" and beats):
+        activate_version(version)
+    else:
+        version.notes = f"Not activated: {verdict}" if activate == "auto" else "Not activated (--no-activate)."
+        version.save(update_fields=["notes"])
+    return version
+
+
+def compare_to_baseline(metrics: dict[str, Any], baseline: dict[str, Any], level: int) -> tuple[bool, str]:
+    """Return whether a new model beats the one in use on held-out P@10, and the reason in words.
+
+    Only what can be measured decides: with no labelled held-out product (a catalog whose
+    uncategorised products fall in the test split) there is no score, and the model is not
+    activated automatically.
+    """
+    new, old, queries = metrics.get("p@10"), baseline.get("p@10"), metrics.get("queries") or 0
+    if new is None:
+        return False, (
+            f"its quality cannot be measured: no held-out product (the sku-hash test split) has a category "
+            f"at level {level}. Give some of them a category and train again, or activate it by hand."
+        )
+    if old is None:
+        return False, (
+            f"held-out P@10 {new:.3f} on {queries} products, but {baseline['model']} has no score to compare "
+            "with. Activate it by hand if it looks right."
+        )
+    relation = "beats" if new > old else "does not beat"
+    return new > old, f"held-out P@10 {new:.3f} on {queries} products {relation} {baseline['model']} ({old:.3f})."
+
+
+def _unique_name(name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``...: the same seed can train the same weights twice a second."""
+    taken = set(ModelVersion.objects.filter(name__startswith=name).values_list("name", flat=True))
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+def _headline(raw: dict[str, Any], level: int) -> dict[str, Any]:
+    """Held-out test metrics as {"p@1", "p@10", "map@10", ...} plus training facts."""
+    held_out = {k.replace("_at_", "@"): v for k, v in (raw.get("held_out") or {}).items()}
+    return {
+        "level": level,
+        **held_out,
+        "best_epoch": raw.get("best_epoch"),
+        "seconds": raw.get("seconds"),
+        "counts": raw.get("counts", {}),
+    }
+
+
+def activate_version(version: ModelVersion) -> None:
+    """Make ``version`` the model in use: its vector space is built in the background
+    (every row re-encoded through the worker) and answers queries once complete."""
+    from similarity.indexing.spaces import ensure_configured_space
+
+    with transaction.atomic():
+        ModelVersion.objects.filter(model_label=version.model_label, is_active=True).exclude(pk=version.pk).update(is_active=False)
+        version.is_active = True
+        version.activated_at = timezone.now()
+        version.notes = "Active: products are re-encoded with it; queries switch to it when they all are."
+        version.save(update_fields=["is_active", "activated_at", "notes"])
+        ensure_configured_space(version.model_label)
+
+
+def enqueue_training(model_label: str, *, level: int | None = None, activate: str = "auto") -> None:
+    """Schedule a training run on the training queue (never the encoding queue)."""
+    from similarity.tasks import train_model_task
+
+    train_model_task.apply_async(
+        args=[model_label], kwargs={"level": level, "activate": activate}, queue=similarity_settings.TRAINING_QUEUE
+    )

@@ -1,0 +1,70 @@
+"""pgvector scan settings: once per database connection, or per query transaction.
+
+Every neighbour query needs pgvector 0.8's iterative index scan (filters must not starve the
+result list) and an ``hnsw.ef_search`` that covers ``k``. Setting them per query costs a
+transaction and a round trip on every request, so by default they are set once, when Django
+opens a connection (``SIMILARITY['SCAN_SETTINGS'] = "connection"``); a query then runs as a
+single autocommit statement unless it needs a larger ``ef_search`` than the connection has.
+
+Behind a pooler in transaction mode (PgBouncer ``pool_mode = transaction``) session settings
+do not follow the client: set ``SCAN_SETTINGS`` to ``"transaction"`` (the settings travel with
+every query), or give the database role the settings
+(``ALTER ROLE shop SET hnsw.iterative_scan = relaxed_order`` ...) and keep the default.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from similarity.conf import similarity_settings
+
+ITERATIVE_SCAN = "relaxed_order"
+# How much more memory than work_mem the iterative scan may use for candidates before it
+# gives up (pgvector's default is 1).
+SCAN_MEM_MULTIPLIER = "4"
+CONNECTION_EF = "_similarity_ef_search"  # attribute on Django's connection wrapper
+
+
+def ef_search_for(k: int) -> int:
+    """The candidate list size a query for ``k`` neighbours needs."""
+    return max(int(similarity_settings.HNSW_EF_SEARCH), 2 * k)
+
+
+def configure_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """``connection_created`` receiver: apply the scan settings to a new PostgreSQL session."""
+    if connection.vendor != "postgresql" or similarity_settings.SCAN_SETTINGS != "connection":
+        return
+    ef_search = ef_search_for(0)
+    with connection.cursor() as cursor:
+        _apply(cursor, ef_search, local=False)
+    setattr(connection, CONNECTION_EF, ef_search)
+
+
+def needs_transaction(using: str, k: int) -> bool:
+    """Whether a query for ``k`` neighbours must set the scan settings itself."""
+    if similarity_settings.SCAN_SETTINGS != "connection":
+        return True
+    configured = getattr(transaction.get_connection(using), CONNECTION_EF, None)
+    return configured is None or configured < ef_search_for(k)
+
+
+def tune_scan(using: str, k: int) -> None:
+    """Apply the scan settings to the current transaction (call inside ``atomic``)."""
+    with transaction.get_connection(using).cursor() as cursor:
+        _apply(cursor, ef_search_for(k), local=True)
+
+
+def exact_scan(using: str) -> None:
+    """Turn index scans off for the current transaction: the next query is answered exactly."""
+    with transaction.get_connection(using).cursor() as cursor:
+        cursor.execute("SET LOCAL enable_indexscan = off")
+
+
+def _apply(cursor: Any, ef_search: int, *, local: bool) -> None:
+    # One round trip for the three settings.
+    cursor.execute(
+        "SELECT set_config('hnsw.iterative_scan', %s, %s), set_config('hnsw.scan_mem_multiplier', %s, %s), "
+        "set_config('hnsw.ef_search', %s, %s)",
+        [ITERATIVE_SCAN, local, SCAN_MEM_MULTIPLIER, local, str(ef_search), local],
+    )
