@@ -8,7 +8,7 @@ from django.db.models import Count, Q
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from similarity.admin import EmbeddableAdminMixin
+from similarity.admin import SimilarityAdminMixin
 
 from .models import PATH_SEPARATOR, Category, Product, ProductImage
 
@@ -79,21 +79,19 @@ class ProductImageInline(admin.TabularInline):
 
 
 @admin.register(Product)
-class ProductAdmin(EmbeddableAdminMixin, admin.ModelAdmin):
+class ProductAdmin(SimilarityAdminMixin, admin.ModelAdmin):
     list_display = ("thumb", "sku", "title", "brand", "price", "currency", "category", "is_active", "embedding_status_badge")
     list_display_links = ("thumb", "sku", "title")
-    list_filter = ("is_active", "embedding_status", "embedding_modalities", CategoryTreeFilter)
+    list_filter = ("is_active", CategoryTreeFilter)
     search_fields = ("sku", "title", "brand")
     autocomplete_fields = ("category",)
     list_select_related = ("category",)
     inlines = [ProductImageInline]
-    readonly_fields = ("created_at", "updated_at", *EmbeddableAdminMixin.similarity_readonly_fields)
-
-    def get_fieldsets(self, request: Any, obj: Any = None) -> list:
-        main = (None, {"fields": ("sku", "title", "brand", "category", ("price", "currency"), "is_active", "description")})
-        if obj is None:
-            return [main]
-        return [main, self.similarity_fieldset(), (_("History"), {"fields": ("created_at", "updated_at"), "classes": ["collapse"]})]
+    readonly_fields = ("created_at", "updated_at")
+    fieldsets = [
+        (None, {"fields": ("sku", "title", "brand", "category", ("price", "currency"), "is_active", "description")}),
+        (_("History"), {"fields": ("created_at", "updated_at"), "classes": ["collapse"]}),
+    ]
 
     def get_queryset(self, request: Any) -> Any:
         return super().get_queryset(request).prefetch_related("images")

@@ -6,17 +6,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
-from django.db.models import Value
-from django.db.models.functions import Lower, Replace
-from django.utils import timezone
+from django.db.models.functions import Lower
 from django.utils.text import slugify
 from django.utils.translation import gettext_lazy as _
 
-from similarity.models import Embeddable
-
 PATH_SEPARATOR = " > "
-DESCRIPTION_CHARS_FOR_EMBEDDING = 300
 
 
 class Category(models.Model):
@@ -67,8 +61,8 @@ class Category(models.Model):
         return node
 
 
-class Product(Embeddable, models.Model):
-    """A sellable item. Saving it schedules encoding (see similarity.tasks)."""
+class Product(models.Model):
+    """A sellable item. It takes part in similarity through ``catalog.similarity.ProductAdapter``."""
 
     sku = models.CharField(_("SKU"), max_length=100, unique=True)
     title = models.CharField(_("title"), max_length=500)
@@ -87,7 +81,7 @@ class Product(Embeddable, models.Model):
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
-    class Meta(Embeddable.Meta):
+    class Meta:
         ordering = ["-updated_at", "-id"]
         verbose_name = _("product")
         verbose_name_plural = _("products")
@@ -100,86 +94,6 @@ class Product(Embeddable, models.Model):
         """The first photo by position (uses prefetched images when present)."""
         images = list(self.images.all())
         return min(images, key=lambda i: (i.position, i.pk)) if images else None
-
-    def get_embedding_text(self) -> str:
-        parts = [self.title, self.brand, self.category.path if self.category_id else "", self.description[:DESCRIPTION_CHARS_FOR_EMBEDDING]]
-        return "\n".join(p.strip() for p in parts if p and p.strip())
-
-    def get_learning_text(self) -> str:
-        parts = [self.title, self.brand, self.description[:DESCRIPTION_CHARS_FOR_EMBEDDING]]
-        return "\n".join(p.strip() for p in parts if p and p.strip())
-
-    def get_similarity_label(self) -> str:
-        return self.category.path if self.category_id else ""
-
-    def get_split_key(self) -> str:
-        return self.sku
-
-    def get_keyword_text(self) -> str:
-        return self.title
-
-    @classmethod
-    def labelled(cls, queryset: models.QuerySet) -> models.QuerySet:
-        return queryset.filter(category__isnull=False)
-
-    @classmethod
-    def search_exact(cls, queryset: models.QuerySet, query: str) -> models.QuerySet:
-        return queryset.filter(sku__iexact=query) if query else queryset.none()
-
-    @classmethod
-    def search_keywords(cls, queryset: models.QuerySet, tokens: list[str]) -> models.QuerySet:
-        if not tokens:
-            return queryset.none()
-        # Tokens are normalised ("iPhone 15" -> "iphone15"): compare with a lower-cased title
-        # without spaces.
-        squeezed = queryset.annotate(_squeezed=Replace(Lower("title"), Value(" "), Value("")))
-        condition = Q()
-        for token in tokens:
-            condition |= Q(_squeezed__contains=token)
-        return squeezed.filter(condition)
-
-    def get_embedding_image(self) -> Any:
-        image = self.primary_image
-        return image.image if image is not None else None
-
-    @classmethod
-    def get_embedding_queryset(cls) -> models.QuerySet:
-        return cls.objects.select_related("category").prefetch_related("images")
-
-    @classmethod
-    def get_clustering_queryset(cls) -> models.QuerySet:
-        return cls.objects.filter(is_active=True)
-
-    @classmethod
-    def filter_category(cls, queryset: models.QuerySet, path: str) -> models.QuerySet:
-        path = _normal_path(path)
-        return queryset.filter(Q(category__path__iexact=path) | Q(category__path__istartswith=path + PATH_SEPARATOR))
-
-    @classmethod
-    def filter_changed_since(cls, queryset: models.QuerySet, when: Any) -> models.QuerySet:
-        return queryset.filter(updated_at__gte=when)
-
-    @classmethod
-    def filter_label(cls, queryset: models.QuerySet, label: str) -> models.QuerySet:
-        if not label:
-            return queryset.filter(category__isnull=True)
-        return queryset.filter(category__path__iexact=_normal_path(label))
-
-    @classmethod
-    def set_label(cls, queryset: models.QuerySet, label: str) -> list[Any]:
-        category = Category.get_or_create_path(label)
-        if category is None:
-            raise ValueError("A category path is needed, e.g. \"Home > Kitchen\".")
-        changing = queryset.exclude(category=category)
-        pks = list(changing.values_list("pk", flat=True))
-        cls.objects.filter(pk__in=pks).update(category=category, updated_at=timezone.now())
-        return pks
-
-
-def _normal_path(path: str) -> str:
-    """"A>B >  C" -> "A > B > C"."""
-    return PATH_SEPARATOR.join(part.strip() for part in path.split(PATH_SEPARATOR.strip()))
-
 
 def product_image_path(instance: ProductImage, filename: str) -> str:
     return f"products/{slugify(instance.product.sku, allow_unicode=True) or 'product'}/{filename}"

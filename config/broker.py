@@ -17,7 +17,7 @@ def broker_transport(url: str) -> str | None:
 
 
 def broker_transport_options(url: str, var_dir: Path) -> dict:
-    """Return transport options: fail fast on Redis, on-disk folders for filesystem://."""
+    """Return transport options: a read timeout on Redis, on-disk folders for filesystem://."""
     if url.startswith("filesystem://"):
         # The filesystem transport needs no server: producers and workers on one machine
         # exchange messages through files under var/broker (used by `make demo`).
@@ -36,7 +36,8 @@ def broker_transport_options(url: str, var_dir: Path) -> dict:
             "control_folder": str(folder / "control"),
         }
     if url.startswith(("redis://", "rediss://")):
-        return {"socket_connect_timeout": 2, "socket_timeout": 10}
+        # The connect timeout comes from similarity.celery.configure (SIMILARITY["BROKER_TIMEOUT"]).
+        return {"socket_timeout": 10}
     return {}
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from similarity.conf import DEFAULTS as SIMILARITY_DEFAULTS
-
 from .broker import broker_transport, broker_transport_options, result_backend
 from .database import database_settings
 
@@ -113,20 +111,6 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Search by photo waits for a result: a result store that is down must fail that request
-# within about a second (Celery's own reconnect policy retries 20 times, a second apart).
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
-    "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2},
-}
-CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 1
-# A save must not hang when the broker is down: give up publishing quickly; the row stays
-# "pending" and can be re-enqueued (similarity_reindex).
-CELERY_TASK_PUBLISH_RETRY_POLICY = {
-    "max_retries": 2,
-    "interval_start": 0,
-    "interval_step": 0.2,
-    "interval_max": 0.5,
-}
 REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "similarity.api.pagination.PageNumberPagination",  # bad ?page= is a 400
     "PAGE_SIZE": 20,
@@ -189,6 +173,8 @@ def _encoder_setting(name: str, default: str) -> str:
 
 
 SIMILARITY = {
+    # The shop's model and the adapter that says where its text, photos and categories are.
+    "MODELS": {"catalog.Product": "catalog.similarity.ProductAdapter"},
     "IMAGE_ENCODER": _encoder_setting(
         "IMAGE_ENCODER", "similarity.ml.encoders.image.EfficientNetLiteImageEncoder"
     ),
@@ -202,7 +188,7 @@ SIMILARITY = {
     "QUEUE": os.environ.get("SIMILARITY_QUEUE", "similarity"),
     "TRAINING_QUEUE": os.environ.get("SIMILARITY_TRAINING_QUEUE", "similarity-training"),
     # Photo (and worker-side text) search queries; empty: the encoding queue.
-    "QUERY_QUEUE": os.environ.get("SIMILARITY_QUERY_QUEUE", SIMILARITY_DEFAULTS["QUERY_QUEUE"]),
+    "QUERY_QUEUE": os.environ.get("SIMILARITY_QUERY_QUEUE", "similarity-query"),
     "MODELS_DIR": os.environ.get("SIMILARITY_MODELS_DIR") or str(VAR_DIR / "models"),
     # Encoding queue tuning (see similarity/conf.py), when set in the environment.
     **{
@@ -226,24 +212,9 @@ SIMILARITY = {
     # Training (admin button, similarity_train) fine-tunes the last N image blocks first; 0: off.
     "IMAGE_FINETUNE": {"blocks": int(os.environ.get("SIMILARITY_IMAGE_FINETUNE_BLOCKS") or 0)},
 }
-# The sweeper re-sends rows left pending by a broker outage or a dead worker (run beat:
-# `celery -A config beat`, or `worker -B` on one machine).
+# The app's periodic tasks (sweeper, clustering) and fail-fast broker options are added by
+# similarity.celery.configure(app) in config/celery.py; beat keeps its state here.
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-_SWEEP_INTERVAL = float(SIMILARITY.get("SWEEP_INTERVAL", SIMILARITY_DEFAULTS["SWEEP_INTERVAL"]))
-CELERY_BEAT_SCHEDULE = {
-    "similarity-sweep": {
-        "task": "similarity.sweep",
-        "schedule": _SWEEP_INTERVAL,
-        # A sweep still queued when the next one is sent is of no use.
-        "options": {"queue": SIMILARITY["QUEUE"], "expires": _SWEEP_INTERVAL},
-    },
-}
-if SIMILARITY["CLUSTER_INTERVAL"]:
-    CELERY_BEAT_SCHEDULE["similarity-cluster"] = {
-        "task": "similarity.cluster",
-        "schedule": SIMILARITY["CLUSTER_INTERVAL"],
-        "options": {"queue": SIMILARITY["TRAINING_QUEUE"], "expires": SIMILARITY["CLUSTER_INTERVAL"]},
-    }
 
 LOGGING = {
     "version": 1,

@@ -19,7 +19,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
-    path("api/", include("catalog.api.urls")),
+    path("api/", include("similarity.urls")),
 ]
 
 # Media holds files that came from outside (imported and uploaded photos): a browser must

@@ -1,10 +1,9 @@
-"""App config: connect the save signal of every Embeddable model, the scan settings of new
-database connections, and register checks."""
+"""App config: register the host's models named in settings, set the scan settings of new
+database connections, and register the system checks."""
 from __future__ import annotations
 
 from django.apps import AppConfig
 from django.db.backends.signals import connection_created
-from django.db.models.signals import post_save
 from django.utils.translation import gettext_lazy as _
 
 
@@ -15,14 +14,10 @@ class SimilarityConfig(AppConfig):
 
     def ready(self) -> None:
         from similarity import checks  # noqa: F401  (registers system checks)
-        from similarity.models import embeddable_models
+        from similarity.registry import extend_admin, register_from_settings, registered_models
         from similarity.search.scan import configure_connection
-        from similarity.signal_handlers import schedule_encode_on_save
 
         connection_created.connect(configure_connection, dispatch_uid="similarity_scan_settings")
-        for model in embeddable_models():
-            post_save.connect(
-                schedule_encode_on_save,
-                sender=model,
-                dispatch_uid=f"similarity_encode_{model._meta.label_lower}",
-            )
+        register_from_settings()
+        for model in registered_models():  # models registered before the admin was discovered
+            extend_admin(model)

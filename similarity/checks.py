@@ -129,15 +129,15 @@ def _check_queue_numbers() -> list[Error]:
 
 
 def _check_fields() -> list[Error]:
-    from similarity.models import embeddable_models
+    from similarity.registry import registered_models
 
     errors = []
-    for model in embeddable_models():
+    for model in registered_models():
         if model._meta.pk.get_internal_type() not in ("AutoField", "BigAutoField", "IntegerField", "BigIntegerField"):
             errors.append(
                 Error(
                     f"{model._meta.label} has a {model._meta.pk.get_internal_type()} primary key; "
-                    "Embeddable models need an integer one (vectors refer to rows by integer id).",
+                    "registered models need an integer one (vectors refer to rows by integer id).",
                     obj=model,
                     id="similarity.E003",
                 )

@@ -5,12 +5,16 @@ Read attributes of ``similarity_settings`` at call time, never at import time, s
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
+    # The host's models that take part: {"app.Model": "dotted.path.to.ItemAdapter" or None}
+    # (see similarity.registry; similarity.register() in AppConfig.ready() does the same).
+    "MODELS": {},
     # Encoders, by dotted path (loaded lazily in the worker, never in the web process).
     "IMAGE_ENCODER": "similarity.ml.encoders.image.EfficientNetLiteImageEncoder",
     "TEXT_ENCODER": "similarity.ml.encoders.text.UniversalSentenceEncoder",
@@ -25,9 +29,16 @@ DEFAULTS: dict[str, Any] = {
     "TEXT_WEIGHT": 0.7,
     # "auto" picks CUDA when present.
     "DEVICE": "auto",
-    "QUEUE": "similarity",
+    # Queues. Left unset they are namespaced by the project (the settings module's package:
+    # "shop.similarity", "shop.similarity-training", "shop.similarity-query"), so that two
+    # projects sharing a broker never take each other's tasks; QUEUE_PREFIX overrides "shop.".
+    "QUEUE_PREFIX": None,
+    "QUEUE": None,
     # Training and clustering run on their own queue, away from encoding.
-    "TRAINING_QUEUE": "similarity-training",
+    "TRAINING_QUEUE": None,
+    # A save never waits longer than this (seconds) on a broker that is down: its row stays
+    # pending and the sweeper sends it later (see similarity.celery.configure).
+    "BROKER_TIMEOUT": 1.0,
     # Learned fusion: output size, category level of the labels (also the level category
     # suggestions and clusters work at), where checkpoints go, and TrainConfig overrides.
     "LEARNED_DIM": 256,
@@ -62,8 +73,8 @@ DEFAULTS: dict[str, Any] = {
     "SWITCH_COVERAGE": 1.0,
     # Search queries the web process cannot encode itself (photos, torch text encoders) go
     # to a worker on QUERY_QUEUE and wait QUERY_TIMEOUT seconds for it. A queue of its own,
-    # so that a re-index or a training run never holds a query up; None or "": QUEUE.
-    "QUERY_QUEUE": "similarity-query",
+    # so that a re-index or a training run never holds a query up; "": the encoding QUEUE.
+    "QUERY_QUEUE": None,
     "QUERY_TIMEOUT": 10.0,
     "MAX_QUERY_IMAGE_BYTES": 10 * 1024 * 1024,
     # Queries.
@@ -79,7 +90,15 @@ DEFAULTS: dict[str, Any] = {
     "MAX_TEXT_CHARS": 2000,
     # API: reads need a signed-in user (DRF token or session) when true; writes always need staff.
     "API_REQUIRE_TOKEN": False,
+    # Rate limits of the API's scopes (per user, per address when anonymous); a rate in
+    # REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] for the same scope wins.
+    "API_RATES": {"read": "600/min", "similar": "300/min", "search": "120/min", "image-search": "30/min", "suggestions": "120/min"},
+    # Extend the ModelAdmin registered for each registered model with the similarity panels.
+    "ADMIN": True,
 }
+
+
+QUEUE_NAMES = {"QUEUE": "similarity", "TRAINING_QUEUE": "similarity-training", "QUERY_QUEUE": "similarity-query"}
 
 
 class SimilaritySettings:
@@ -96,8 +115,19 @@ class SimilaritySettings:
         if name.startswith("_") or name not in DEFAULTS:
             raise AttributeError(f"Invalid SIMILARITY setting: {name!r}")
         if name not in self._cache:
-            self._cache[name] = self.user_settings.get(name, DEFAULTS[name])
+            value = self.user_settings.get(name, DEFAULTS[name])
+            if name in QUEUE_NAMES and value is None:
+                value = self._queue_prefix() + QUEUE_NAMES[name]
+            self._cache[name] = value
         return self._cache[name]
+
+    def _queue_prefix(self) -> str:
+        prefix = self.user_settings.get("QUEUE_PREFIX")
+        if prefix is None:
+            # override_settings hides SETTINGS_MODULE: the environment still names it.
+            module = getattr(settings, "SETTINGS_MODULE", None) or os.environ.get("DJANGO_SETTINGS_MODULE") or "django"
+            prefix = module.split(".")[0] + "."
+        return prefix
 
     @property
     def fused_dim(self) -> int:

@@ -1,8 +1,8 @@
-"""The abstract ``Embeddable`` mixin (encoding state) and the bookkeeping models.
+"""The tables the app owns: encoding state, vector spaces, vectors, versions, clusters.
 
-A concrete model (the shop's product) inherits ``Embeddable`` and says what it feeds the
-encoders: ``get_embedding_text()`` and ``get_embedding_image()``. Its vectors live in
-``Embedding`` rows, one per row and ``VectorSpace``: a space is one encoder configuration
+A host registers its own model (``similarity.registry``); the model gets no column. Its
+items' encoding state lives in ``EncodingState`` rows and their vectors in ``Embedding``
+rows, one per item and ``VectorSpace``: a space is one encoder configuration
 (encoders, weights, dimensions, learned model). Queries read the active space only; a new
 configuration is built as a second space in the background and takes over atomically (see
 ``similarity.indexing.spaces``). Dimensions are per space, so changing them needs no migration.
@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.apps import apps
 from django.conf import settings
-from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
+from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils.translation import gettext, ngettext
@@ -33,137 +32,79 @@ class Modalities(models.TextChoices):
     IMAGE = "image", _("image only (no text)")
 
 
-class Embeddable(models.Model):
-    """Encoding state and the link to the vectors; subclass it and implement the two getters.
+class StateQuerySet(models.QuerySet):
+    def for_model(self, model: Any) -> StateQuerySet:
+        """The states of ``model``'s items (a registered class, instance or label).
 
-    The primary key must be an integer (``Embedding.object_id``).
+        By the content type's natural key (a join), not its cached id: long-lived workers see
+        content types re-created under them (a flush, a restore).
+        """
+        if isinstance(model, str):
+            from django.apps import apps
+
+            model = apps.get_model(model)
+        meta = model._meta
+        return self.filter(content_type__app_label=meta.app_label, content_type__model=meta.model_name)
+
+
+class EncodingState(models.Model):
+    """Where one item of a registered model stands with the encoder: the app's own row.
+
+    The host's table gets no column: status, reason, content hash and the claim of the
+    worker encoding it live here (one row per item, created when it is first scheduled).
+    The encoding queue is these rows (see ``similarity.indexing.claims``): a change marks
+    the row pending with a request time; a worker claims a batch with its task id.
     """
 
-    embedding_status = models.CharField(
-        _("embedding status"),
-        max_length=16,
-        choices=EmbeddingStatus.choices,
-        default=EmbeddingStatus.PENDING,
-        db_index=True,
-        editable=False,
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
+    object_id = models.BigIntegerField()
+    status = models.CharField(
+        _("embedding status"), max_length=16, choices=EmbeddingStatus.choices, default=EmbeddingStatus.PENDING
     )
-    embedding_error = models.TextField(_("embedding error"), blank=True, editable=False)
-    embedding_modalities = models.CharField(
-        _("encoded from"), max_length=16, choices=Modalities.choices, blank=True, editable=False
-    )
+    error = models.TextField(_("embedding error"), blank=True)
+    modalities = models.CharField(_("encoded from"), max_length=16, choices=Modalities.choices, blank=True)
     # SHA-256 of the encoded text and photo bytes: unchanged content is not encoded again.
-    content_hash = models.CharField(_("content hash"), max_length=64, blank=True, editable=False)
-    encoded_at = models.DateTimeField(_("encoded at"), null=True, blank=True, editable=False)
-    # The encoding queue lives in these rows (see similarity.indexing.writer.claim_batch): a change
-    # marks a row pending with a request time; a worker claims a batch with its task id.
-    embedding_requested_at = models.DateTimeField(_("encoding requested"), null=True, blank=True, editable=False)
-    embedding_claim = models.CharField(max_length=64, blank=True, editable=False)
-    embedding_claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    content_hash = models.CharField(_("content hash"), max_length=64, blank=True)
+    encoded_at = models.DateTimeField(_("encoded at"), null=True, blank=True)
+    requested_at = models.DateTimeField(_("encoding requested"), null=True, blank=True)
+    claim = models.CharField(max_length=64, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
 
-    embeddings = GenericRelation("similarity.Embedding")
+    item = GenericForeignKey("content_type", "object_id")
+
+    objects = StateQuerySet.as_manager()
 
     class Meta:
-        abstract = True
+        verbose_name = _("encoding state")
+        verbose_name_plural = _("encoding states")
+        constraints = [
+            models.UniqueConstraint(fields=["content_type", "object_id"], name="similarity_one_state_per_item"),
+        ]
+        indexes = [
+            # The queue: pending rows of a model, oldest request first.
+            models.Index(fields=["content_type", "status", "requested_at"], name="similarity_state_queue"),
+        ]
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        """Save the row; an update never writes the worker's columns (vectors, status, queue).
-
-        A form loaded before the worker finished must not put stale vectors back.
-        """
-        if not self._state.adding and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
-            kwargs["update_fields"] = [
-                f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in WORKER_FIELDS
-            ]
-        super().save(*args, **kwargs)
-
-    def get_embedding_text(self) -> str:
-        """Return the text to encode (title, brand, category, description...)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement get_embedding_text()")
-
-    def get_embedding_image(self) -> Any:
-        """Return the image to encode as a Django ``File`` (e.g. a FieldFile), or None."""
-        raise NotImplementedError(f"{type(self).__name__} must implement get_embedding_image()")
-
-    def get_learning_text(self) -> str:
-        """Return the text the learned model reads; it must not contain the category label."""
-        return self.get_embedding_text()
-
-    def get_similarity_label(self) -> str:
-        """Return the category path used as training label ("A > B > C"), "" if unlabelled."""
-        return ""
-
-    def get_keyword_text(self) -> str:
-        """Return the short text whose keywords explain a match (the title)."""
-        return str(self)
-
-    @classmethod
-    def labelled(cls, queryset: models.QuerySet) -> models.QuerySet:
-        """Return the rows of ``queryset`` that have a label (category suggestions vote)."""
-        return queryset
-
-    @classmethod
-    def search_exact(cls, queryset: models.QuerySet, query: str) -> models.QuerySet:
-        """Return rows whose identifier is exactly ``query`` (text search puts them first)."""
-        return queryset.none()
-
-    @classmethod
-    def search_keywords(cls, queryset: models.QuerySet, tokens: list[str]) -> models.QuerySet:
-        """Return rows whose title contains one of ``tokens`` (model numbers, units)."""
-        return queryset.none()
-
-    @classmethod
-    def filter_label(cls, queryset: models.QuerySet, label: str) -> models.QuerySet:
-        """Return the rows of ``queryset`` whose label is exactly ``label`` ("" = unlabelled)."""
-        raise NotImplementedError(f"{cls.__name__} has no categories (implement filter_label)")
-
-    @classmethod
-    def set_label(cls, queryset: models.QuerySet, label: str) -> list[Any]:
-        """Put the rows of ``queryset`` under category ``label``, creating it; return the changed pks.
-
-        Called by accepted category suggestions, in their transaction; the caller re-encodes
-        the changed rows.
-        """
-        raise NotImplementedError(f"{cls.__name__} has no categories (implement set_label)")
-
-    def get_split_key(self) -> str:
-        """Return the stable key of the held-out split (the sku for products)."""
-        return str(self.pk)
-
-    def embedding(self, space: VectorSpace | None = None) -> Embedding | None:
-        """Return this row's vectors in ``space`` (default: the active space), or None."""
-        space = space or VectorSpace.active_for(self._meta.label)
-        if space is None or self.pk is None:
-            return None
-        return self.embeddings.filter(space=space).first()
-
-    @classmethod
-    def get_embedding_queryset(cls) -> models.QuerySet:
-        """Return the queryset the worker loads rows from (override to add select_related)."""
-        return cls._default_manager.all()
-
-    @classmethod
-    def get_clustering_queryset(cls) -> models.QuerySet:
-        """Return the rows clustering looks at (override to leave out inactive items)."""
-        return cls._default_manager.all()
-
-    @classmethod
-    def filter_category(cls, queryset: models.QuerySet, path: str) -> models.QuerySet:
-        """Return the rows of ``queryset`` in category ``path`` and below (for reindexing)."""
-        raise NotImplementedError(f"{cls.__name__} has no categories to filter by (implement filter_category)")
-
-    @classmethod
-    def filter_changed_since(cls, queryset: models.QuerySet, when: Any) -> models.QuerySet:
-        """Return the rows of ``queryset`` changed at or after ``when`` (for reindexing)."""
-        raise NotImplementedError(f"{cls.__name__} does not record changes (implement filter_changed_since)")
+    def __str__(self) -> str:
+        return f"{self.content_type_id}:{self.object_id} {self.status}"
 
 
-# Columns only the encoding pipeline writes.
-WORKER_FIELDS = frozenset(f.name for f in Embeddable._meta.local_fields if not f.primary_key)
+def state_of(obj: Any) -> EncodingState | None:
+    """The encoding state of a registered item (read from prefetched ``similarity_states``
+    when the queryset fetched them), or None while it was never scheduled."""
+    cache = getattr(obj, "_prefetched_objects_cache", {})
+    if "similarity_states" in cache:
+        states = list(cache["similarity_states"])
+        return states[0] if states else None
+    return EncodingState.objects.for_model(obj).filter(object_id=obj.pk).first()
 
 
-def embeddable_models() -> list[type[Embeddable]]:
-    """Return every installed concrete model that mixes in ``Embeddable``."""
-    return [m for m in apps.get_models() if issubclass(m, Embeddable)]
+def embedding_of(obj: Any, space: VectorSpace | None = None) -> Embedding | None:
+    """The vectors of a registered item in ``space`` (default: its model's active space)."""
+    space = space or VectorSpace.active_for(obj._meta.label)
+    if space is None or obj.pk is None:
+        return None
+    return Embedding.objects.for_model(obj, space).filter(object_id=obj.pk).first()
 
 
 class ModelVersion(models.Model):
@@ -216,7 +157,7 @@ class SpaceState(models.TextChoices):
 
 
 class VectorSpace(models.Model):
-    """One encoder configuration of one Embeddable model, and its place in the switch-over.
+    """One encoder configuration of one registered model, and its place in the switch-over.
 
     ``spec`` holds what builds the encoders (dotted paths, weight files, dimensions, fusion
     weights, learned model); ``key`` is its fingerprint. At most one space per model is
@@ -266,13 +207,13 @@ class VectorSpace(models.Model):
 
 class EmbeddingQuerySet(models.QuerySet):
     def for_model(self, model: type, space: VectorSpace | None = None) -> EmbeddingQuerySet:
-        """The vectors of ``model``'s rows (an Embeddable class or instance), in ``space`` if given."""
+        """The vectors of ``model``'s rows (a registered class or instance), in ``space`` if given."""
         vectors = self.filter(content_type=ContentType.objects.get_for_model(model))
         return vectors if space is None else vectors.filter(space=space)
 
 
 class Embedding(models.Model):
-    """The vectors of one row of an Embeddable model in one vector space.
+    """The vectors of one item of a registered model in one vector space.
 
     The vector columns have no fixed size: each space gets partial HNSW indexes on
     ``(column::vector(n)) WHERE space_id = <id>`` when it is created (``similarity.indexing.spaces``).

@@ -54,9 +54,9 @@ def encode_query_task(space_id: int, kind: str, payload: str) -> dict:
 def sweep_task() -> dict:
     """Periodic (celery beat): re-send rows left pending and re-encode stale rows."""
     from similarity.indexing.sweep import sweep
-    from similarity.models import embeddable_models
+    from similarity.registry import registered_models
 
-    return {model._meta.label: sweep(model._meta.label) for model in embeddable_models()}
+    return {model._meta.label: sweep(model._meta.label) for model in registered_models()}
 
 
 @shared_task(name="similarity.train_model")
@@ -70,11 +70,11 @@ def train_model_task(model_label: str, level: int | None = None, activate: str =
 
 @shared_task(name="similarity.cluster", **DATABASE_RETRY)
 def cluster_task(model_label: str | None = None) -> dict:
-    """Cluster the active vectors of one model (None: every Embeddable model) and store suggestions."""
+    """Cluster the active vectors of one model (None: every registered model) and store suggestions."""
     from similarity.categories.clustering import ClusteringUnavailable, run_clustering
-    from similarity.models import embeddable_models
+    from similarity.registry import registered_models
 
-    labels = [model_label] if model_label else [m._meta.label for m in embeddable_models()]
+    labels = [model_label] if model_label else [m._meta.label for m in registered_models()]
     done = {}
     for label in labels:
         try:

@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> dict:
     from django.db import connections
 
     from catalog.models import Product
+    from similarity.indexing.queue import enqueue_encode
     from similarity.indexing.spaces import ensure_configured_space
     from similarity.search.query_encoding import encode_image_query
-    from similarity.indexing.queue import enqueue_encode
 
     label = "catalog.Product"
     space = ensure_configured_space(label)
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
             while not stop.is_set():
                 enqueue_encode(label, pks, force=True)
                 rounds["started"] += 1
-                while Product.objects.filter(embedding_status="pending").exists():
+                while Product.objects.filter(similarity_states__status="pending").exists():
                     if stop.wait(0.2):
                         return
                 rounds["finished"] += 1

@@ -55,7 +55,9 @@ def put_vectors(obj: Any, *, in_space: Any = None, **columns: Any) -> None:
 
 def vectors_of(obj: Any, in_space: Any = None) -> Any:
     """The row's vectors (an Embedding) in ``in_space`` or the active space; None if none."""
-    return obj.embedding(in_space)
+    from similarity.models import embedding_of
+
+    return embedding_of(obj, in_space)
 
 
 # Three groups of products; their vectors sit around three orthogonal directions.
@@ -82,8 +84,6 @@ def grouped_catalog(*, images: bool = False) -> dict[str, list[Product]]:
 
     The earphones have no category at all, so clustering proposes to create one for them.
     """
-    from similarity.models import EmbeddingStatus
-
     dim = space().dims["fused"]
     products: dict[str, list[Product]] = {}
     for g, (name, (title, path, colour)) in enumerate(GROUPS.items()):
@@ -95,8 +95,28 @@ def grouped_catalog(*, images: bool = False) -> dict[str, list[Product]]:
             p = make_product(f"{name}-{i}", title.format(i), category=category, image=photo)
             put_vectors(p, fused=grouped_vector(g, i, dim))
             products.setdefault(name, []).append(p)
-    Product.objects.update(embedding_status=EmbeddingStatus.READY)
+    mark_ready(Product.objects.all())
     return products
+
+
+def mark_ready(queryset: Any) -> None:
+    """Give the rows a ``ready`` encoding state (vectors put in by hand, not by the worker)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from similarity.models import EmbeddingStatus, EncodingState
+
+    content_type = ContentType.objects.get_for_model(queryset.model)
+    EncodingState.objects.bulk_create(
+        [EncodingState(content_type=content_type, object_id=pk, status=EmbeddingStatus.READY) for pk in queryset.values_list("pk", flat=True)],
+        update_conflicts=True, unique_fields=["content_type", "object_id"], update_fields=["status", "claim", "claimed_at"],
+    )
+
+
+def states(queryset: Any) -> Any:
+    """The encoding states of the rows of ``queryset``."""
+    from similarity.models import EncodingState
+
+    return EncodingState.objects.for_model(queryset.model).filter(object_id__in=queryset.values("pk"))
 
 
 def write_csv(path: Path, rows: list[dict[str, str]], header: list[str], encoding: str = "utf-8") -> Path:

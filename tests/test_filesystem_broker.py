@@ -62,7 +62,7 @@ def test_photo_search_under_load_during_a_reindex_loses_no_answer_and_no_worker(
     assert summary["answered"] == QUERIES, summary
     assert summary["reindex"]["started"] >= 1, summary
     wait_for(
-        lambda: not Product.objects.filter(embedding_status="pending").exists(),
+        lambda: not Product.objects.filter(similarity_states__status="pending").exists(),
         timeout=120,
         message="the last re-index round to finish",
     )

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from similarity.api.serializers import EmbeddingModalitiesField
+from similarity.api.serializers import EmbeddingModalitiesField, EncodingStatusField
 
 from ..models import Category, Product, ProductImage
 
 # The attribute a queryset annotated with its first photo's file name sets (see
-# catalog.api.views.with_primary_image); without it the photos are read (or prefetched).
+# ProductAdapter.results_queryset); without it the photos are read (or prefetched).
 PRIMARY_IMAGE = "_primary_image_name"
 
 
@@ -24,6 +24,7 @@ class CategorySerializer(serializers.ModelSerializer):
 class ProductSerializer(serializers.ModelSerializer):
     category = CategorySerializer(read_only=True, allow_null=True)  # null: not categorised
     image = serializers.SerializerMethodField()
+    embedding_status = EncodingStatusField()
     embedding_modalities = EmbeddingModalitiesField()
 
     class Meta:
@@ -34,7 +35,7 @@ class ProductSerializer(serializers.ModelSerializer):
         ]
 
     def get_image(self, obj: Product) -> str | None:
-        if hasattr(obj, PRIMARY_IMAGE):  # results: the name came with the row (catalog.api.views)
+        if hasattr(obj, PRIMARY_IMAGE):  # results: the name came with the row
             name = getattr(obj, PRIMARY_IMAGE)
             if name is None:
                 return None

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from django.apps import apps
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Prefetch, Q, prefetch_related_objects
@@ -24,17 +23,17 @@ from django.utils.html import format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 
-from similarity.admin.embeddable import card
+from similarity.admin.items import card
+from similarity.categories.clustering import enqueue_clustering
 from similarity.categories.decisions import DecisionError, accept, may_decide, reject, rename_cluster
 from similarity.models import (
     CategoryCluster,
     CategorySuggestion,
     ClusterRun,
     Decision,
-    embeddable_models,
     sample_members,
 )
-from similarity.categories.clustering import enqueue_clustering
+from similarity.registry import get_adapter, registered_models
 
 THUMBNAILS = 8
 
@@ -57,7 +56,7 @@ def attach_thumbnails(rows: list[Any], ids_of: Any) -> None:
         by_label[row.model_label].update(ids_of(row))
     objects = {}
     for label, wanted in by_label.items():
-        for obj in apps.get_model(label).get_embedding_queryset().filter(pk__in=wanted):
+        for obj in get_adapter(label).get_queryset().filter(pk__in=wanted):
             objects[label, obj.pk] = obj
     for row in rows:
         row.thumbnails = [card(objects[row.model_label, pk]) for pk in ids_of(row) if (row.model_label, pk) in objects]
@@ -137,7 +136,7 @@ class CategoryClusterAdmin(ReadOnlyAdmin):
     def run_view(self, request: Any) -> HttpResponseRedirect:
         if request.method != "POST" or not self.may_run(request):
             raise PermissionDenied
-        for model in embeddable_models():
+        for model in registered_models():
             enqueue_clustering(model._meta.label)
         self.message_user(
             request, _("Clustering started on the training queue; new clusters appear here when it finishes."), messages.SUCCESS

@@ -9,10 +9,10 @@ from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
-from similarity.learning.versions import activate_version
+from similarity.learning.versions import activate_version, enqueue_training
 from similarity.ml.evaluation import format_score
-from similarity.models import ModelVersion, VectorSpace, embeddable_models
-from similarity.learning.versions import enqueue_training
+from similarity.models import ModelVersion, VectorSpace
+from similarity.registry import registered_models
 
 
 @admin.register(ModelVersion)
@@ -77,7 +77,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def train_view(self, request: Any) -> HttpResponseRedirect:
         if request.method != "POST" or not self.has_change_permission(request):
             raise PermissionDenied
-        for model in embeddable_models():
+        for model in registered_models():
             enqueue_training(model._meta.label)
         self.message_user(
             request,

@@ -19,8 +19,12 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from similarity.api.exceptions import exception_handler
+from similarity.api.pagination import PageNumberPagination
 from similarity.api.permissions import ClusterPermissions
+from similarity.api.schema import AutoSchema
 from similarity.api.serializers import FIELD_ERRORS, QueryParametersSerializer, TextField
+from similarity.api.throttling import ActionScopedRateThrottle
 from similarity.categories.decisions import DecisionError, accept, reject
 from similarity.models import CategoryCluster, CategorySuggestion, Decision, SuggestionKind, sample_members
 
@@ -102,7 +106,13 @@ class ClusterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
     serializer_class = ClusterSerializer
     permission_classes = [ClusterPermissions]
+    throttle_classes = [ActionScopedRateThrottle]
+    pagination_class = PageNumberPagination
+    schema = AutoSchema()
     model_labels: tuple[str, ...] = ()
+
+    def get_exception_handler(self) -> Any:
+        return exception_handler
 
     def get_queryset(self) -> Any:
         queryset = CategoryCluster.objects.select_related("run").prefetch_related(

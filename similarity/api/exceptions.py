@@ -1,6 +1,7 @@
 """How the similarity API answers errors: always JSON, and a database outage is a 503.
 
-Runs in the web process. Wired as REST_FRAMEWORK["EXCEPTION_HANDLER"]. DRF turns its own
+Runs in the web process. The app's views use it whatever the host's settings say; anything
+it does not handle goes to the host's REST_FRAMEWORK["EXCEPTION_HANDLER"] (DRF's by default). DRF turns its own
 exceptions into JSON; a database that is down, restarting or out of connections raises
 Django's ``OperationalError`` / ``InterfaceError``, which DRF would leave to Django's HTML
 500 page. Those are the service being unavailable, not a bug: 503 with ``Retry-After``.
@@ -13,6 +14,7 @@ from typing import Any
 from django.db import InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger(__name__)
@@ -30,4 +32,5 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
-    return drf_exception_handler(exc, context)
+    host = api_settings.EXCEPTION_HANDLER  # the host's own, for everything else
+    return (drf_exception_handler if host is exception_handler else host)(exc, context)

@@ -1,4 +1,4 @@
-"""Viewset and view mixins that add similarity endpoints to a DRF API of an Embeddable model.
+"""Viewset and view mixins that add similarity endpoints to a DRF API of a registered model.
 
 - ``SimilarItemsMixin``: ``GET {detail}/similar/`` with the viewset's filters, explanations.
 - ``CategorySuggestionsMixin``: ``GET {detail}/category-suggestions/``.
@@ -24,6 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from similarity.api.serializers import (
+    STATUS,
     ImageSearchRequestSerializer,
     ImageSearchSerializer,
     SearchQuerySerializer,
@@ -35,12 +36,14 @@ from similarity.api.serializers import (
     search_responses,
     serialize_items,
     similar_items_responses,
+    with_encoding_state,
 )
 from similarity.categories.suggestions import cut_label, likely_miscategorised, suggest
 from similarity.conf import similarity_settings
 from similarity.indexing.spaces import active_space_pk, cached_space
 from similarity.ml.images import UPLOAD_FORMATS, ImageRejected, check_upload, decode_image
-from similarity.models import VectorSpace
+from similarity.models import EmbeddingStatus, VectorSpace
+from similarity.registry import get_adapter
 from similarity.search.explain import explain, explanation_annotations
 from similarity.search.queries import nearest, similar_to
 from similarity.search.query_encoding import (
@@ -102,7 +105,7 @@ class _ResultsMixin:
         lookup = self.lookup_url_kwarg or self.lookup_field
         queryset = self.get_queryset()
         active = active_space_pk(queryset.model._meta.label)
-        queryset = queryset.prefetch_related(None).annotate(**{ACTIVE_SPACE: active})
+        queryset = with_encoding_state(queryset.prefetch_related(None).annotate(**{ACTIVE_SPACE: active}))
         obj = get_object_or_404(queryset, **{self.lookup_field: self.kwargs[lookup]})
         self.check_object_permissions(self.request, obj)
         return obj
@@ -147,7 +150,8 @@ class SimilarItemsMixin(_ResultsMixin):
         reasons = explain(neighbours, space, query=obj) if neighbours else []
         rows = [{"score": n.score, "object": n.object, "explanation": r} for n, r in zip(neighbours, reasons)]
         return self.results_response(
-            rows, id=obj.pk, mode=mode, k=k, embedding_status=obj.embedding_status, space=space.key if space else None
+            rows, id=obj.pk, mode=mode, k=k, embedding_status=getattr(obj, STATUS) or EmbeddingStatus.PENDING,
+            space=space.key if space else None,
         )
 
 
@@ -176,7 +180,7 @@ class CategorySuggestionsMixin(_ResultsMixin):
         obj = self.get_query_object()
         candidates = self.get_queryset().exclude(pk=obj.pk)
         suggestions = suggest(obj, queryset=candidates, level=level)
-        label = obj.get_similarity_label()
+        label = get_adapter(obj).get_label(obj)
         current = cut_label(label, level)
         return Response(
             {

@@ -16,12 +16,19 @@ from rest_framework.request import Request
 from similarity.api.serializers import EMPTY_VALUE
 
 _WHOLE_NUMBER = re.compile(r"[0-9]+")
+DEFAULT_PAGE_SIZE = 20
 
 
 class PageNumberPagination(pagination.PageNumberPagination):
     """``?page=N`` (N >= 1, default 1); no ``page=last``, which the schema cannot describe."""
 
     last_page_strings = ()
+
+    def get_page_size(self, request: Request) -> int:
+        # The host's REST_FRAMEWORK["PAGE_SIZE"] when it sets one (DRF reads it once, at import).
+        from rest_framework.settings import api_settings
+
+        return api_settings.PAGE_SIZE or DEFAULT_PAGE_SIZE
 
     def get_page_number(self, request: Request, paginator: Any) -> int:
         value = request.query_params.get(self.page_query_param)

@@ -15,7 +15,7 @@ from rest_framework import serializers
 
 from similarity.conf import similarity_settings
 from similarity.ml.images import UPLOAD_FORMATS
-from similarity.models import EmbeddingStatus, Modalities
+from similarity.models import EmbeddingStatus, EncodingState, Modalities, state_of
 from similarity.search.queries import MODES
 
 EMPTY_VALUE = "This parameter is empty: give it a value or leave it out."
@@ -114,18 +114,52 @@ class SuggestionQuerySerializer(QueryParametersSerializer):
     level = serializers.IntegerField(required=False, min_value=1, max_value=10, help_text="cut categories to this level")
 
 
-class EmbeddingModalitiesField(serializers.ChoiceField):
-    """An item's ``embedding_modalities``: what its vectors were encoded from, null until encoded.
+# Attributes a results queryset annotated with the item's state (``with_encoding_state``);
+# without them the state is read (or taken from prefetched ``similarity_states``).
+STATUS, MODALITIES = "_similarity_status", "_similarity_modalities"
 
-    The column stores "" before the first encoding; a client reads that as "none yet".
-    """
+
+def with_encoding_state(queryset: Any) -> Any:
+    """Annotate each item with its encoding status and modalities (two scalar subqueries of
+    the same statement, evaluated for the rows returned only)."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.db.models import OuterRef, Subquery
+
+    states = EncodingState.objects.filter(
+        content_type=ContentType.objects.get_for_model(queryset.model), object_id=OuterRef("pk")
+    )
+    return queryset.annotate(
+        **{STATUS: Subquery(states.values("status")[:1]), MODALITIES: Subquery(states.values("modalities")[:1])}
+    )
+
+
+def _state_value(obj: Any, attribute: str, field: str) -> Any:
+    if hasattr(obj, attribute):
+        return getattr(obj, attribute)
+    state = state_of(obj)
+    return getattr(state, field) if state is not None else None
+
+
+class EncodingStatusField(serializers.ChoiceField):
+    """An item's ``embedding_status`` (pending until its first encoding)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("help_text", "the item's encoding state; no similar items until it is ready")
+        super().__init__(choices=EmbeddingStatus.choices, read_only=True, source="*", **kwargs)
+
+    def to_representation(self, obj: Any) -> str:
+        return _state_value(obj, STATUS, "status") or EmbeddingStatus.PENDING
+
+
+class EmbeddingModalitiesField(serializers.ChoiceField):
+    """An item's ``embedding_modalities``: what its vectors were encoded from, null until encoded."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("help_text", "what the item's vectors were encoded from; null until it is encoded")
-        super().__init__(choices=Modalities.choices, allow_null=True, read_only=True, **kwargs)
+        super().__init__(choices=Modalities.choices, allow_null=True, read_only=True, source="*", **kwargs)
 
-    def to_representation(self, value: Any) -> str | None:
-        return value or None
+    def to_representation(self, obj: Any) -> str | None:
+        return _state_value(obj, MODALITIES, "modalities") or None
 
 
 class ExplanationSerializer(serializers.Serializer):

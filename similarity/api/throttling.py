@@ -2,7 +2,7 @@
 
 Runs in the web process. The scope is the view's ``throttle_scope`` when it has one, else the
 viewset action mapped through ``ActionScopedRateThrottle.action_scopes``; rates come from
-REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]. Counters live in the default cache, which must be
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], over the defaults in ``SIMILARITY["API_RATES"]``. Counters live in the default cache, which must be
 shared by all web processes (Redis) for the limits to hold across them.
 
 Anonymous clients are counted by address. ``X-Forwarded-For`` is read only when
@@ -16,6 +16,8 @@ from typing import Any
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
+
+from similarity.conf import similarity_settings
 
 
 class ActionScopedRateThrottle(ScopedRateThrottle):
@@ -58,5 +60,7 @@ class ActionScopedRateThrottle(ScopedRateThrottle):
     def get_rate(self) -> str | None:
         # DRF binds THROTTLE_RATES when the class is created; read them per request instead so
         # that override_settings(REST_FRAMEWORK=...) and reloaded settings take effect.
-        self.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+        # The app's scopes have defaults (SIMILARITY["API_RATES"]): a host that sets no rate for
+        # them gets those, not an ImproperlyConfigured 500.
+        self.THROTTLE_RATES = {**similarity_settings.API_RATES, **(api_settings.DEFAULT_THROTTLE_RATES or {})}
         return super().get_rate()

@@ -31,6 +31,7 @@ from similarity.models import (
     SuggestionKind,
     VectorSpace,
 )
+from similarity.registry import get_adapter
 from similarity.search.queries import column_for
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def run_clustering(model_label: str, **options: Any) -> ClusterRun:
 
 
 def _vectors(model: type, space: VectorSpace, column: str) -> tuple[list[int], np.ndarray]:
-    active = model.get_clustering_queryset().values("pk")
+    active = get_adapter(model).get_clustering_queryset().values("pk")
     stored = (
         Embedding.objects.for_model(model, space)
         .filter(object_id__in=active, **{f"{column}__isnull": False})
@@ -85,12 +86,13 @@ def _vectors(model: type, space: VectorSpace, column: str) -> tuple[list[int], n
 def _texts_and_labels(model: type, pks: list[int]) -> tuple[list[str], list[str]]:
     texts: dict[int, str] = {}
     labels: dict[int, str] = {}
-    queryset = model.get_embedding_queryset()
+    adapter = get_adapter(model)
+    queryset = adapter.get_queryset()
     for start in range(0, len(pks), CHUNK):
         for obj in queryset.filter(pk__in=pks[start : start + CHUNK]):
             # Titles name clusters better than descriptions, whose boilerplate can look distinctive.
-            texts[obj.pk] = obj.get_keyword_text()
-            labels[obj.pk] = obj.get_similarity_label()
+            texts[obj.pk] = adapter.get_keyword_text(obj)
+            labels[obj.pk] = adapter.get_label(obj)
     return [texts.get(pk, "") for pk in pks], [labels.get(pk, "") for pk in pks]
 
 

@@ -1,7 +1,7 @@
 """What a merchandiser decides about categories: accept, reject or rename a suggestion, apply one.
 
 Runs in the web process (admin and API) and in the worker (``similarity.suggest_categories``).
-Every decision is one transaction: the items change category through the model's ``set_label``
+Every decision is one transaction: the items change category through their adapter's ``set_label``
 hook, are scheduled for re-encoding (the category is part of what they are encoded from), and
 the decision is written to the admin log, on the suggestion and on every item it changed.
 """
@@ -19,9 +19,10 @@ from django.utils.translation import gettext as _
 
 from similarity.categories.suggestions import likely_miscategorised, suggest
 from similarity.conf import similarity_settings
+from similarity.indexing.queue import enqueue_encode
 from similarity.ml.clusters import PATH_SEPARATOR
 from similarity.models import CategoryCluster, CategorySuggestion, Decision, SuggestionKind
-from similarity.indexing.queue import enqueue_encode
+from similarity.registry import get_adapter
 
 
 class DecisionError(ValueError):
@@ -53,12 +54,13 @@ def accept(suggestion: CategorySuggestion, user: Any, *, name: str | None = None
         if name is not None and name.strip() and name.strip() != suggestion.name:
             _rename_in_place(suggestion, name)
         model = apps.get_model(suggestion.model_label)
+        adapter = get_adapter(model)
         rows = model._default_manager.filter(pk__in=suggestion.object_ids)
         if suggestion.kind == SuggestionKind.ASSIGN:
-            rows = model.filter_label(rows, "")
+            rows = adapter.filter_label(rows, "")
         elif suggestion.kind == SuggestionKind.MOVE:  # still in the category (or below it)
-            rows = model.filter_category(rows, suggestion.source_label)
-        changed = model.set_label(rows, suggestion.target_label)
+            rows = adapter.filter_category(rows, suggestion.source_label)
+        changed = adapter.set_label(rows, suggestion.target_label)
         enqueue_encode(suggestion.model_label, changed)
         suggestion.status = Decision.ACCEPTED
         suggestion.applied_label = suggestion.target_label
@@ -98,7 +100,7 @@ def apply_label(obj: Any, label: str, user: Any) -> bool:
     """Put one item under category ``label`` (the "apply" button); return whether it changed."""
     model = type(obj)
     with transaction.atomic():
-        changed = model.set_label(model._default_manager.filter(pk=obj.pk), label)
+        changed = get_adapter(model).set_label(model._default_manager.filter(pk=obj.pk), label)
         enqueue_encode(model._meta.label, changed)
         if changed:
             _log(user, model._default_manager.filter(pk__in=changed), _("Category set to “%s” from its suggestions") % label)
@@ -116,11 +118,12 @@ def suggest_for(model_label: str, pks: Iterable[Any]) -> list[CategorySuggestion
     model, pks = apps.get_model(model_label), list(pks)
     level = similarity_settings.LABEL_LEVEL
     groups: dict[tuple[str, str], list[tuple[Any, float]]] = defaultdict(list)
-    for obj in model.get_embedding_queryset().filter(pk__in=pks):
+    adapter = get_adapter(model)
+    for obj in adapter.get_queryset().filter(pk__in=pks):
         votes = suggest(obj, level=level)
         if not votes:
             continue
-        current, best = obj.get_similarity_label(), votes[0]
+        current, best = adapter.get_label(obj), votes[0]
         if not current or likely_miscategorised(current, votes, level):
             groups[(current, best.label)].append((obj.pk, best.confidence))
     chosen = {pk for members in groups.values() for pk, _confidence in members}

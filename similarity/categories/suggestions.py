@@ -20,6 +20,7 @@ from django.db import models
 
 from similarity.conf import similarity_settings
 from similarity.ml.evaluation import category_at_level
+from similarity.registry import get_adapter
 from similarity.search.queries import similar_to
 
 NEIGHBOURS = 10
@@ -47,11 +48,12 @@ def suggest(
         queryset: candidate neighbours (default: every row); only labelled ones vote.
         level: cut labels to this category level (default: the full path).
     """
-    candidates = type(obj).labelled(type(obj)._default_manager.all() if queryset is None else queryset)
+    adapter = get_adapter(obj)
+    candidates = adapter.labelled(type(obj)._default_manager.all() if queryset is None else queryset)
     weights: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     for neighbour in similar_to(obj, k=neighbours, queryset=candidates):
-        label = neighbour.object.get_similarity_label()
+        label = adapter.get_label(neighbour.object)
         label = category_at_level(label, level) if level else label
         if label:
             weights[label] += max(neighbour.score, 0.0) ** SHARPNESS

@@ -16,12 +16,11 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from django.apps import apps
 from django.db import DatabaseError, connections, models, transaction
 from django.utils import timezone
 
 from similarity.conf import similarity_settings
-from similarity.models import EmbeddingStatus
+from similarity.models import EmbeddingStatus, EncodingState
 
 logger = logging.getLogger(__name__)
 
@@ -31,36 +30,34 @@ def claim_expiry() -> datetime.datetime:
     return timezone.now() - datetime.timedelta(seconds=float(similarity_settings.CLAIM_TIMEOUT))
 
 
-def dead_claims(queryset: models.QuerySet) -> models.QuerySet:
-    """Pending rows claimed by a worker that stopped renewing its claim (killed, gone)."""
-    return queryset.filter(embedding_status=EmbeddingStatus.PENDING, embedding_claimed_at__lt=claim_expiry()).exclude(
-        embedding_claim=""
-    )
+def dead_claims(states: models.QuerySet) -> models.QuerySet:
+    """Pending states claimed by a worker that stopped renewing its claim (killed, gone)."""
+    return states.filter(status=EmbeddingStatus.PENDING, claimed_at__lt=claim_expiry()).exclude(claim="")
 
 
-def claimable(queryset: models.QuerySet, token: str = "") -> models.QuerySet:
-    """Pending rows nobody holds: unclaimed, claimed by ``token``, or a dead worker's."""
-    free = models.Q(embedding_claim="") | models.Q(embedding_claimed_at__lt=claim_expiry())
+def claimable(states: models.QuerySet, token: str = "") -> models.QuerySet:
+    """Pending states nobody holds: unclaimed, claimed by ``token``, or a dead worker's."""
+    free = models.Q(claim="") | models.Q(claimed_at__lt=claim_expiry())
     if token:
-        free |= models.Q(embedding_claim=token)
-    return queryset.filter(free, embedding_status=EmbeddingStatus.PENDING)
+        free |= models.Q(claim=token)
+    return states.filter(free, status=EmbeddingStatus.PENDING)
 
 
 def claim_batch(model_label: str, token: str, size: int | None = None) -> list[Any]:
-    """Claim up to ``size`` pending rows for ``token``, oldest request first; return their keys."""
-    model = apps.get_model(model_label)
+    """Claim up to ``size`` pending items for ``token``, oldest request first; return their keys."""
     size = int(size or similarity_settings.BATCH_SIZE)
+    states = EncodingState.objects.for_model(model_label)
     with transaction.atomic():
         rows = (
-            claimable(model._default_manager.all(), token)
+            claimable(states, token)
             .select_for_update(skip_locked=True)
-            .order_by(models.F("embedding_requested_at").asc(nulls_first=True), "pk")
-            .values_list("pk", flat=True)[:size]
+            .order_by(models.F("requested_at").asc(nulls_first=True), "object_id")
+            .values_list("pk", "object_id")[:size]
         )
-        pks = list(rows)
-        if pks:
-            model._default_manager.filter(pk__in=pks).update(embedding_claim=token, embedding_claimed_at=timezone.now())
-    return pks
+        claimed = list(rows)
+        if claimed:
+            EncodingState.objects.filter(pk__in=[pk for pk, _ in claimed]).update(claim=token, claimed_at=timezone.now())
+    return [object_id for _, object_id in claimed]
 
 
 @contextlib.contextmanager
@@ -87,15 +84,15 @@ def hold_claim(model_label: str, token: str, pks: list[Any]) -> Iterator[None]:
 
 def renew_claim(model_label: str, token: str, pks: list[Any]) -> int:
     """Set the claim time of the rows of ``pks`` that ``token`` still holds to now; return how many."""
-    manager = apps.get_model(model_label)._default_manager
+    states = EncodingState.objects.for_model(model_label)
     with transaction.atomic():
         # SKIP LOCKED: a row being written (or released by an edit) is skipped, never waited
         # for, so renewing cannot deadlock with the batch's own write.
         held = list(
-            manager.filter(pk__in=pks, embedding_claim=token).select_for_update(skip_locked=True).values_list("pk", flat=True)
+            states.filter(object_id__in=pks, claim=token).select_for_update(skip_locked=True).values_list("pk", flat=True)
         )
         if held:
-            manager.filter(pk__in=held).update(embedding_claimed_at=timezone.now())
+            EncodingState.objects.filter(pk__in=held).update(claimed_at=timezone.now())
     return len(held)
 
 

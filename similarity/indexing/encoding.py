@@ -35,17 +35,18 @@ class Item:
     content_hash: str
     image: Any = None
     error: str = ""
+    learning_text: str = ""  # what a learned model reads (never the category)
     spaces: list[Any] = field(default_factory=list)  # the spaces this item needs vectors in
     vectors: dict[int, dict[str, Any]] = field(default_factory=dict)  # space pk -> columns
 
 
-def read(obj: Any) -> Item:
-    """Collect the text and image bytes of ``obj`` and hash them."""
+def read(obj: Any, adapter: Any) -> Item:
+    """Collect the text and image bytes of ``obj`` (through its ``adapter``) and hash them."""
     s = similarity_settings
     error = ""
-    text = (obj.get_embedding_text() or "")[: s.MAX_TEXT_CHARS]
+    text = (adapter.get_text(obj) or "")[: s.MAX_TEXT_CHARS]
     image_bytes = None
-    image_file = obj.get_embedding_image()
+    image_file = adapter.get_image(obj)
     if image_file is not None and getattr(image_file, "name", None):
         try:
             with image_file.open("rb") as fh:
@@ -57,7 +58,10 @@ def read(obj: Any) -> Item:
     digest = hashlib.sha256()
     for part in (text, hashlib.sha256(image_bytes or b"").hexdigest(), str(image_bytes is None)):
         digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
-    return Item(obj=obj, text=text, image_bytes=image_bytes, content_hash=digest.hexdigest(), error=error)
+    learning_text = (adapter.get_learning_text(obj) or "")[: s.MAX_TEXT_CHARS]
+    return Item(
+        obj=obj, text=text, image_bytes=image_bytes, content_hash=digest.hexdigest(), error=error, learning_text=learning_text
+    )
 
 
 def decode_async(items: list[Item]) -> Callable[[], None]:
@@ -143,8 +147,7 @@ def _encode_learned(items: list[Item], space: Any, encoders: Encoders) -> None:
 
     if not items:
         return
-    s = similarity_settings
-    texts = [(i.obj.get_learning_text() or "")[: s.MAX_TEXT_CHARS] for i in items]
+    texts = [i.learning_text for i in items]
     image_dim = space.spec["image_dim"]
     try:
         sentence = np.asarray(encoders.text.encode(texts), dtype=np.float32)

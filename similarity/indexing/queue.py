@@ -19,11 +19,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.apps import apps
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.utils import timezone
 
 from similarity.conf import similarity_settings
-from similarity.models import Embedding, EmbeddingStatus
+from similarity.models import Embedding, EmbeddingStatus, EncodingState
 from similarity.tasks import encode_task
 
 logger = logging.getLogger(__name__)
@@ -45,22 +46,29 @@ def enqueue_encode(model_label: str, pks: Iterable[Any], *, force: bool = False)
     pks = list(pks)
     if not pks:
         return 0
-    changes = dict(
-        embedding_status=EmbeddingStatus.PENDING,
-        embedding_requested_at=timezone.now(),
-        embedding_claim="",
-        embedding_claimed_at=None,
-    )
-    if force:
-        changes["content_hash"] = ""
     model = apps.get_model(model_label)
-    stored = Embedding.objects.for_model(model)
+    content_type = ContentType.objects.get_for_model(model)
+    now = timezone.now()
+    fields = ["status", "requested_at", "claim", "claimed_at", *(["content_hash"] if force else [])]
     marked = 0
     for start in range(0, len(pks), 10_000):
         chunk = pks[start : start + 10_000]
-        marked += model._default_manager.filter(pk__in=chunk).update(**changes)
+        existing = list(model._default_manager.filter(pk__in=chunk).values_list("pk", flat=True))
+        EncodingState.objects.bulk_create(
+            [
+                EncodingState(
+                    content_type=content_type, object_id=pk, status=EmbeddingStatus.PENDING, requested_at=now,
+                    claim="", claimed_at=None, content_hash="",
+                )
+                for pk in existing
+            ],
+            update_conflicts=True,
+            unique_fields=["content_type", "object_id"],
+            update_fields=fields,
+        )
+        marked += len(existing)
         if force:  # the stored vectors no longer count as up to date (they still serve)
-            stored.filter(object_id__in=chunk).update(content_hash="")
+            Embedding.objects.filter(content_type=content_type, object_id__in=existing).update(content_hash="")
     collected = _collector.get()
     if collected is not None:
         collected.setdefault(model_label, set()).update(pks)
@@ -69,11 +77,6 @@ def enqueue_encode(model_label: str, pks: Iterable[Any], *, force: bool = False)
     delay = float(similarity_settings.COALESCE_SECONDS) if len(pks) < _batch_size() else 0.0
     transaction.on_commit(lambda: send_encode_tasks(model_label, len(pks), countdown=delay), robust=True)
     return marked
-
-
-def enqueue_encode_instance(instance: Any) -> None:
-    """Schedule encoding of one saved model instance."""
-    enqueue_encode(instance._meta.label, [instance.pk])
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from similarity.conf import similarity_settings
 from similarity.indexing.queue import enqueue_encode
-from similarity.models import Embedding, EmbeddingStatus, ModelVersion, SpaceState, VectorSpace
+from similarity.models import Embedding, EmbeddingStatus, EncodingState, ModelVersion, SpaceState, VectorSpace
 
 logger = logging.getLogger(__name__)
 
@@ -212,8 +212,10 @@ def coverage(space: VectorSpace) -> tuple[int, int]:
     """Return (rows with vectors in ``space``, rows that can have vectors)."""
     # A row whose encoding failed (a corrupt photo...) cannot be covered: it does not hold
     # the switch, and it is not in the new space's results until it is fixed.
-    eligible = apps.get_model(space.model_label)._default_manager.exclude(embedding_status=EmbeddingStatus.FAILED)
-    return eligible.filter(embeddings__space=space).count(), eligible.count()
+    model = apps.get_model(space.model_label)
+    failed = EncodingState.objects.for_model(model).filter(status=EmbeddingStatus.FAILED).values("object_id")
+    vectors = Embedding.objects.for_model(model, space).exclude(object_id__in=failed)
+    return vectors.count(), model._default_manager.exclude(pk__in=failed).count()
 
 
 def maybe_switch(model_label: str) -> VectorSpace | None:

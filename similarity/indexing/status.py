@@ -15,14 +15,14 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from similarity.conf import similarity_settings
-from similarity.models import EmbeddingStatus, SpaceState, VectorSpace
+from similarity.models import EmbeddingStatus, EncodingState, SpaceState, VectorSpace
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class EncodingStatus:
-    """One Embeddable model's encoding state."""
+    """One registered model's encoding state."""
 
     model_label: str
     total: int = 0
@@ -58,12 +58,15 @@ def encoding_status(model_label: str, *, with_queue: bool = True) -> EncodingSta
     """Return the counts of ``model_label`` (a few aggregate queries) and the queue depth."""
     manager = apps.get_model(model_label)._default_manager
     status = EncodingStatus(model_label=model_label, queue=similarity_settings.QUEUE)
-    counts = dict(manager.values_list("embedding_status").annotate(n=Count("pk")).order_by())
+    states = EncodingState.objects.for_model(model_label)
+    counts = dict(states.values_list("status").annotate(n=Count("pk")).order_by())
+    status.total = manager.count()
+    # Rows without a state yet (there before the app, or bulk-created) wait for the sweeper.
+    counts[EmbeddingStatus.PENDING] = counts.get(EmbeddingStatus.PENDING, 0) + max(0, status.total - sum(counts.values()))
     status.by_status = {s.value: counts.get(s.value, 0) for s in EmbeddingStatus}
-    status.total = sum(counts.values())
     status.spaces = [_space_summary(space) for space in VectorSpace.objects.filter(model_label=model_label).exclude(state=SpaceState.RETIRED)]
-    pending = manager.filter(embedding_status=EmbeddingStatus.PENDING).aggregate(
-        oldest=Min("embedding_requested_at"), claimed=Count("pk", filter=~Q(embedding_claim=""))
+    pending = states.filter(status=EmbeddingStatus.PENDING).aggregate(
+        oldest=Min("requested_at"), claimed=Count("pk", filter=~Q(claim=""))
     )
     status.oldest_pending, status.claimed = pending["oldest"], pending["claimed"]
     if with_queue:

@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.utils import timezone
@@ -23,11 +22,12 @@ from django.utils import timezone
 from similarity import backends
 from similarity.indexing import encoding, spaces
 from similarity.indexing.claims import claim_batch, hold_claim
-from similarity.models import Embedding, EmbeddingStatus, Modalities
+from similarity.models import Embedding, EmbeddingStatus, EncodingState, Modalities
+from similarity.registry import get_adapter
 
 logger = logging.getLogger(__name__)
 
-STATE_FIELDS = ["embedding_status", "embedding_error", "content_hash", "encoded_at", "embedding_claim", "embedding_claimed_at"]
+STATE_FIELDS = ["status", "error", "modalities", "content_hash", "encoded_at", "claim", "claimed_at"]
 EMBEDDING_FIELDS = ["image", "text", "fused", "learned", "attention", "content_hash", "encoded_at"]
 
 
@@ -68,14 +68,16 @@ def encode_objects(model_label: str, pks: list[Any], *, force: bool = False, cla
         claim: write only rows still claimed by this token (others changed meanwhile and
             were released for a fresh encode). ``None``: write every row (in-process use).
     """
-    model = apps.get_model(model_label)
+    adapter = get_adapter(model_label)
     live = spaces.ensure_live_spaces(model_label)  # a new configuration starts its space here
     # Long-lived workers: content types can be re-created under them (flush, restore).
     ContentType.objects.clear_cache()
-    content_type = ContentType.objects.get_for_model(model)
-    rows = list(model.get_embedding_queryset().filter(pk__in=pks))
+    content_type = ContentType.objects.get_for_model(adapter.model)
+    rows = list(adapter.get_queryset().filter(pk__in=pks))
     report = EncodeReport(missing=sorted(set(pks) - {r.pk for r in rows}, key=str))
-    items = [encoding.read(obj) for obj in rows]
+    if report.missing:  # deleted since they were scheduled: nothing to encode, nothing to wait for
+        EncodingState.objects.filter(content_type=content_type, object_id__in=report.missing).delete()
+    items = [encoding.read(obj, adapter) for obj in rows]
     current = set(
         Embedding.objects.filter(space__in=live, content_type=content_type, object_id__in=[r.pk for r in rows])
         .values_list("space_id", "object_id", "content_hash")
@@ -91,57 +93,57 @@ def encode_objects(model_label: str, pks: list[Any], *, force: bool = False, cla
     for space in live:
         encoding.encode_rest(work, space, backends.encoders_for(space.spec))
 
-    now = timezone.now()
-    for item in items:
-        _apply(item, now)
-    _write(model, content_type, items, claim, report, now)
+    _write(content_type, items, claim, report, timezone.now())
     logger.info("encoded %s: %s", model_label, report.as_dict())
     if len(live) > 1 and report.encoded:
         spaces.maybe_switch(model_label)
     return report
 
 
-def _apply(item: encoding.Item, now: Any) -> None:
-    """Set status, reason and bookkeeping on the model instance (saved later in bulk)."""
-    obj = item.obj
+def _apply(item: encoding.Item, state: EncodingState, now: Any) -> None:
+    """Set the item's status, reason and bookkeeping on its state row (saved with the batch)."""
+    state.claim, state.claimed_at = "", None
     if not item.spaces and not item.error:  # every space is up to date
-        obj.embedding_status, obj.embedding_error = EmbeddingStatus.READY, ""
+        state.status, state.error = EmbeddingStatus.READY, ""
         return
-    obj.encoded_at = now
+    state.encoded_at = now
     if item.error:
         # Keep the last good vectors; the status and reason say they are stale.
-        obj.embedding_status, obj.embedding_error, obj.content_hash = EmbeddingStatus.FAILED, item.error, ""
+        state.status, state.error, state.content_hash = EmbeddingStatus.FAILED, item.error, ""
         return
     columns = item.vectors[item.spaces[0].pk]
     has_image, has_text = columns.get("image") is not None, columns.get("text") is not None
-    obj.embedding_modalities = (
-        Modalities.IMAGE_TEXT if has_image and has_text else Modalities.IMAGE if has_image else Modalities.TEXT
-    )
-    obj.embedding_status, obj.embedding_error, obj.content_hash = EmbeddingStatus.READY, "", item.content_hash
+    state.modalities = Modalities.IMAGE_TEXT if has_image and has_text else Modalities.IMAGE if has_image else Modalities.TEXT
+    state.status, state.error, state.content_hash = EmbeddingStatus.READY, "", item.content_hash
 
 
-def _write(model: type, content_type: ContentType, items: list[encoding.Item], claim: str | None, report: EncodeReport, now: Any) -> None:
-    """Write the batch in one transaction, skipping rows whose claim was released."""
+def _write(content_type: ContentType, items: list[encoding.Item], claim: str | None, report: EncodeReport, now: Any) -> None:
+    """Write the batch in one transaction, skipping items whose claim was released."""
     with transaction.atomic():
         pks = [i.obj.pk for i in items]
-        if claim is None:
-            ours = set(pks)
-        else:
-            ours = set(
-                model._default_manager.select_for_update().filter(pk__in=pks, embedding_claim=claim).values_list("pk", flat=True)
-            )
-        vectors = []
+        states = {
+            state.object_id: state
+            for state in EncodingState.objects.select_for_update().filter(content_type=content_type, object_id__in=pks)
+        }
+        vectors, changed, new = [], [], []
         for item in items:
-            item.obj.embedding_claim, item.obj.embedding_claimed_at = "", None
-            if item.obj.pk not in ours:
-                report.released.append(item.obj.pk)
-            elif item.error:
-                report.failed[item.obj.pk] = item.error
+            pk, state = item.obj.pk, states.get(item.obj.pk)
+            if claim is not None and (state is None or state.claim != claim):
+                report.released.append(pk)
+                continue
+            if item.error:
+                report.failed[pk] = item.error
             elif not item.spaces:
-                report.skipped.append(item.obj.pk)
+                report.skipped.append(pk)
             else:
-                report.encoded.append(item.obj.pk)
+                report.encoded.append(pk)
                 vectors += [_embedding(item, space, content_type, now) for space in item.spaces]
+            if state is None:  # encoded in-process without being scheduled first
+                state = EncodingState(content_type=content_type, object_id=pk)
+                new.append(state)
+            else:
+                changed.append(state)
+            _apply(item, state, now)
         if vectors:
             Embedding.objects.bulk_create(
                 vectors,
@@ -149,9 +151,10 @@ def _write(model: type, content_type: ContentType, items: list[encoding.Item], c
                 unique_fields=["space", "content_type", "object_id"],
                 update_fields=EMBEDDING_FIELDS,
             )
-        written = [i.obj for i in items if i.obj.pk in ours]
-        if written:
-            model._default_manager.bulk_update(written, STATE_FIELDS + ["embedding_modalities"])
+        if changed:
+            EncodingState.objects.bulk_update(changed, STATE_FIELDS)
+        if new:
+            EncodingState.objects.bulk_create(new, ignore_conflicts=True)
 
 
 def _embedding(item: encoding.Item, space: Any, content_type: ContentType, now: Any) -> Embedding:

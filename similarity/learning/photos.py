@@ -17,6 +17,7 @@ from django.utils.module_loading import import_string
 from similarity import backends
 from similarity.conf import similarity_settings
 from similarity.indexing.encoding import Item, decode_async, read
+from similarity.registry import get_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def image_features(model_label: str, rows: Sequence[Any], weights: str | None) -
         return image, has_image
     logger.info("encoding the photos of %d rows with %s (weights %s)", len(rows), s.IMAGE_ENCODER, weights or "default")
     encoder = backends.image_encoder_with(weights)
-    for batch in _decoded(list(enumerate(rows))):
+    for batch in _decoded(list(enumerate(rows)), get_adapter(model)):
         present = [(i, item.image) for i, item in batch if item.image is not None]
         if present:
             image[[i for i, _ in present]] = encoder.encode([p for _, p in present])
@@ -55,12 +56,12 @@ def image_features(model_label: str, rows: Sequence[Any], weights: str | None) -
     return image, has_image
 
 
-def _decoded(indexed: list[tuple[int, Any]]) -> Iterator[list[tuple[int, Item]]]:
+def _decoded(indexed: list[tuple[int, Any]], adapter: Any) -> Iterator[list[tuple[int, Item]]]:
     """Read the rows' photos and decode them on the worker's decode threads, a batch at a time
     (``Item.image`` is None, with ``Item.error`` saying why when the photo is unusable)."""
     size = max(1, int(similarity_settings.BATCH_SIZE))
     for start in range(0, len(indexed), size):
-        batch = [(i, read(obj)) for i, obj in indexed[start : start + size]]
+        batch = [(i, read(obj, adapter)) for i, obj in indexed[start : start + size]]
         decode_async([item for _, item in batch])()
         yield batch
 
@@ -81,10 +82,11 @@ def finetune_images(model_label: str, pks: Sequence[Any], labels: list[str], spl
             f"Image fine-tuning works on EfficientNet-Lite0, but SIMILARITY['IMAGE_ENCODER'] is {s.IMAGE_ENCODER}: "
             "set IMAGE_FINETUNE['blocks'] to 0, or use similarity.ml.encoders.image.EfficientNetLiteImageEncoder."
         )
-    rows = apps.get_model(model_label).get_embedding_queryset().in_bulk(list(pks))
+    adapter = get_adapter(model_label)
+    rows = adapter.get_queryset().in_bulk(list(pks))
     photos, unusable = Photos.allocate(len(pks)), 0
     # A row deleted since the catalog was read is simply absent.
-    for batch in _decoded([(i, rows[pk]) for i, pk in enumerate(pks) if pk in rows]):
+    for batch in _decoded([(i, rows[pk]) for i, pk in enumerate(pks) if pk in rows], adapter):
         for i, item in batch:
             if item.image is not None:
                 photos.add(i, item.image)

@@ -30,6 +30,7 @@ from similarity.learning.photos import finetune_images, image_features
 from similarity.ml.evaluation import category_at_level, evaluate_neighbours, is_held_out, json_safe
 from similarity.ml.fusion.fixed import fuse
 from similarity.models import ModelVersion, VectorSpace
+from similarity.registry import get_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ IMAGE_WEIGHTS_FILE = "image.pth"  # the fine-tuned image network, beside the fus
 
 @dataclass
 class Catalog:
-    """Features and labels of every row of an Embeddable model, in one order."""
+    """Features and labels of every row of a registered model, in one order."""
 
     pks: list[Any]
     image: np.ndarray
@@ -88,10 +89,11 @@ def collect_catalog(model_label: str, image_weights: str | None = None) -> Catal
     from similarity.ml.text_pipeline import default_pipeline
 
     model = apps.get_model(model_label)
-    rows = list(model.get_embedding_queryset().order_by("pk"))
+    adapter = get_adapter(model)
+    rows = list(adapter.get_queryset().order_by("pk"))
     s = similarity_settings
     image, has_image = image_features(model_label, rows, image_weights or s.IMAGE_WEIGHTS)
-    texts = [(row.get_learning_text() or "")[: s.MAX_TEXT_CHARS] for row in rows]
+    texts = [(adapter.get_learning_text(row) or "")[: s.MAX_TEXT_CHARS] for row in rows]
     sentence = backends.get_text_encoder().encode(texts) if rows else np.zeros((0, s.TEXT_DIM), np.float32)
     pipeline = default_pipeline()
     return Catalog(
@@ -101,8 +103,8 @@ def collect_catalog(model_label: str, image_weights: str | None = None) -> Catal
         sentence=np.asarray(sentence, dtype=np.float32),
         has_text=np.any(sentence != 0, axis=1) if rows else np.zeros(0, bool),
         tokens=[pipeline.tokenize(t) for t in texts],
-        paths=[row.get_similarity_label() or "" for row in rows],
-        split_keys=[row.get_split_key() for row in rows],
+        paths=[adapter.get_label(row) for row in rows],
+        split_keys=[adapter.get_split_key(row) for row in rows],
     )
 
 
@@ -128,6 +130,8 @@ def train_new_version(
     from similarity.ml.fusion.training import TrainConfig, train
 
     s = similarity_settings
+    if not s.MODELS_DIR:
+        raise ValueError("Set SIMILARITY['MODELS_DIR'] to a writable folder: trained models are saved there.")
     level = level or s.LABEL_LEVEL
     config = TrainConfig(**{"dim": s.LEARNED_DIM, **s.TRAINING, **(overrides or {})})
     tuning = FinetuneConfig(**{"seed": config.seed, "device": s.DEVICE, **s.IMAGE_FINETUNE, **(finetune or {})})

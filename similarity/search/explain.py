@@ -14,6 +14,7 @@ from django.db.models import F
 from pgvector.django import CosineDistance
 
 from similarity.models import Embedding, VectorSpace
+from similarity.registry import get_adapter
 from similarity.search.queries import stored_vector
 
 
@@ -32,8 +33,9 @@ def explain(
     if not neighbours:
         return []
     model = type(neighbours[0].object)
+    adapter = get_adapter(model)
     if query is not None:
-        query_text = query_text or query.get_keyword_text()
+        query_text = query_text or adapter.get_keyword_text(query)
     if query is not None and all(hasattr(n.object, _READ_WITH_RESULTS["attention"]) for n in neighbours):
         # similar_to() read them with explanation_annotations(): no query of our own.
         stored = {n.object.pk: _read_with_result(n.object) for n in neighbours}
@@ -52,7 +54,7 @@ def explain(
                 "image_similarity": row.get("image_similarity"),
                 "text_similarity": row.get("text_similarity"),
                 "attention": row.get("attention") or None,
-                "shared_keywords": [t for t in keywords(neighbour.object.get_keyword_text()) if t in query_tokens],
+                "shared_keywords": [t for t in keywords(adapter.get_keyword_text(neighbour.object)) if t in query_tokens],
             }
         )
     return out
@@ -74,10 +76,10 @@ def explanation_annotations(space: VectorSpace, query: Any) -> dict[str, Any]:
     """
     targets = _stored_targets(space, query)
     annotations = {
-        _READ_WITH_RESULTS[f"{column}_similarity"]: 1.0 - CosineDistance(f"embeddings__{column}", target)
+        _READ_WITH_RESULTS[f"{column}_similarity"]: 1.0 - CosineDistance(f"similarity_embeddings__{column}", target)
         for column, target in targets.items()
     }
-    annotations[_READ_WITH_RESULTS["attention"]] = F("embeddings__attention")
+    annotations[_READ_WITH_RESULTS["attention"]] = F("similarity_embeddings__attention")
     return annotations
 
 

@@ -136,12 +136,12 @@ def nearest_queryset(
     """Return the ORDER BY distance LIMIT k queryset that the space's HNSW index answers.
 
     ``annotations``: extra expressions read in the same statement; they may read the row's
-    vectors in ``space`` as ``embeddings__<column>`` (explanations' cosines).
+    vectors in ``space`` as ``similarity_embeddings__<column>`` (explanations' cosines).
     """
     column = column_for(space, mode)
-    typed = Cast(f"embeddings__{column}", VectorField(dimensions=space.dims[column]))
+    typed = Cast(f"similarity_embeddings__{column}", VectorField(dimensions=space.dims[column]))
     return (
-        queryset.filter(**{"embeddings__space": space, f"embeddings__{column}__isnull": False})
+        queryset.filter(**{"similarity_embeddings__space": space, f"similarity_embeddings__{column}__isnull": False})
         .annotate(_distance=CosineDistance(typed, vector), **(annotations or {}))
         .order_by("_distance")[:k]
     )

@@ -1,8 +1,8 @@
 """Text search: the query's vector in the text space, blended with keyword matches.
 
 Candidates are the nearest rows by text vector plus the rows the model's own hooks find by
-keyword (``Embeddable.search_exact``: an exact identifier such as a sku comes first;
-``Embeddable.search_keywords``: rows whose title contains a query token with a digit, i.e.
+keyword (the adapter's ``search_exact``: an exact identifier such as a sku comes first;
+``search_keywords``: rows whose title contains a query token with a digit, i.e.
 a model number such as ``iphone15`` or ``64g``). Each candidate scores
 ``cosine + KEYWORD_WEIGHT * share of the query's tokens found in its title``.
 """
@@ -15,6 +15,7 @@ import numpy as np
 from django.db import models
 
 from similarity.models import VectorSpace
+from similarity.registry import get_adapter
 from similarity.search.explain import keywords, similarities
 from similarity.search.queries import nearest
 
@@ -37,8 +38,9 @@ def search(query: str, vector: np.ndarray, *, queryset: models.QuerySet, space: 
     """Return the ``k`` best rows of ``queryset`` for ``query`` (its text-space ``vector``)."""
     model = queryset.model
     tokens = keywords(query)
-    exact = list(model.search_exact(queryset, query.strip())[:5])
-    keyword = list(model.search_keywords(queryset, [t for t in tokens if any(c.isdigit() for c in t)])[:CANDIDATES])
+    adapter = get_adapter(model)
+    exact = list(adapter.search_exact(queryset, query.strip())[:5])
+    keyword = list(adapter.search_keywords(queryset, [t for t in tokens if any(c.isdigit() for c in t)])[:CANDIDATES])
     # A query the encoder makes nothing of (only symbols or control characters) has a zero
     # vector, and its cosine with anything is undefined: then keywords alone decide.
     dense = bool(np.any(vector)) and bool(np.all(np.isfinite(vector)))
@@ -49,7 +51,7 @@ def search(query: str, vector: np.ndarray, *, queryset: models.QuerySet, space: 
     exact_ids = {row.pk for row in exact}
     hits = []
     for pk, row in candidates.items():
-        words = set(keywords(row.get_keyword_text()))
+        words = set(keywords(adapter.get_keyword_text(row)))
         shared = [t for t in tokens if t in words]
         cosine = stored.get(pk, {}).get("text_similarity")
         score = (cosine or 0.0) + KEYWORD_WEIGHT * (len(shared) / len(tokens) if tokens else 0.0)

@@ -8,7 +8,7 @@ import pytest
 from catalog.models import Product
 from similarity.indexing.writer import encode_objects
 from similarity.tasks import encode_task
-from tests.factories import image_bytes, make_product, vectors_of
+from tests.factories import image_bytes, make_product, states, vectors_of
 
 pytestmark = pytest.mark.django_db
 
@@ -67,7 +67,7 @@ def test_reencode_action_schedules_forced_encoding(admin_client, products):
     assert sent.call_args.kwargs["args"] == ["catalog.Product"]
     forced = Product.objects.filter(pk__in=[products[0].pk, products[1].pk])
     # Forced: pending, and the content hash cleared so that unchanged content is encoded too.
-    assert set(forced.values_list("embedding_status", "content_hash")) == {("pending", "")}
+    assert set(states(forced).values_list("status", "content_hash")) == {("pending", "")}
 
 
 def test_category_and_image_admin_pages_load(admin_client, products):

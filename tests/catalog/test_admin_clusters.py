@@ -6,7 +6,7 @@ from django.contrib.admin.models import LogEntry
 
 from catalog.models import Category, Product
 from similarity.categories.clustering import run_clustering
-from similarity.models import CategoryCluster, CategorySuggestion, Decision, EmbeddingStatus
+from similarity.models import CategoryCluster, CategorySuggestion, Decision, EmbeddingStatus, state_of
 from tests.factories import grouped_catalog
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +33,7 @@ def test_stray_product_is_flagged_and_apply_moves_it(admin_client, admin_user, c
     response = admin_client.post(f"/admin/catalog/product/{stray.pk}/apply-category/", {"apply_category": "饮料 > 茶"})
     assert response.status_code == 302 and response["Location"].endswith(f"/product/{stray.pk}/change/")
     stray.refresh_from_db()
-    assert stray.category.path == "饮料 > 茶" and stray.embedding_status == EmbeddingStatus.PENDING
+    assert stray.category.path == "饮料 > 茶" and state_of(stray).status == EmbeddingStatus.PENDING
     assert LogEntry.objects.filter(user=admin_user, object_id=str(stray.pk)).exists()
 
 
@@ -146,7 +146,7 @@ def test_view_only_staff_get_no_actions_that_change_things(client, django_user_m
     versions = client.get("/admin/similarity/modelversion/").content.decode()
     assert "Train a new model" not in versions and "activate_selected" not in versions
     sent = []
-    monkeypatch.setattr("similarity.admin.embeddable.enqueue_encode", lambda *args, **kwargs: sent.append(args))
+    monkeypatch.setattr("similarity.admin.items.enqueue_encode", lambda *args, **kwargs: sent.append(args))
     some = [p.pk for group in catalog.values() for p in group][:2]
     client.post("/admin/catalog/product/", {"action": "reencode_selected", "_selected_action": some})
     assert sent == []
@@ -179,7 +179,7 @@ def test_from_products_without_category_to_all_categorised(admin_client, catalog
 def test_suggest_categories_for_many_items_goes_to_the_worker(admin_client, catalog, settings, monkeypatch):
     settings.SIMILARITY = {**settings.SIMILARITY, "SUGGEST_SYNC_LIMIT": 3}
     sent = []
-    monkeypatch.setattr("similarity.admin.embeddable.enqueue_category_suggestions", lambda label, pks: sent.append((label, pks)))
+    monkeypatch.setattr("similarity.admin.items.enqueue_category_suggestions", lambda label, pks: sent.append((label, pks)))
     pks = [p.pk for p in catalog["tea"][:2] + catalog["apples"][:2]]
     response = admin_client.post("/admin/catalog/product/", {"action": "suggest_categories", "_selected_action": pks}, follow=True)
     assert "are being computed" in response.content.decode()

@@ -60,7 +60,7 @@ def test_import_creates_tree_products_images_and_reports_skips(tmp_path, sent):
     # Encoding is scheduled in one batch for the whole import, not per row.
     assert sent.call_count == 1
     assert sent.call_args.kwargs["args"] == ["catalog.Product"]
-    assert Product.objects.filter(embedding_status="pending").count() == 4
+    assert Product.objects.filter(similarity_states__status="pending").count() == 4
 
 
 def test_second_run_changes_nothing(tmp_path, sent):

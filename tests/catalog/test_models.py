@@ -6,6 +6,7 @@ from django.core.management import call_command
 from django.db import IntegrityError, connection
 
 from catalog.models import Category, Product
+from similarity.registry import get_adapter
 from tests.factories import image_bytes, make_product
 
 pytestmark = pytest.mark.django_db
@@ -42,10 +43,12 @@ def test_sku_is_unique():
 
 def test_embedding_text_and_primary_image():
     p = make_product("txt", "小米 手环 8", brand="Xiaomi", category="数码 > 穿戴", description="心率监测" * 200, image=image_bytes())
-    text = p.get_embedding_text()
+    adapter = get_adapter(p)
+    text = adapter.get_text(p)
     assert text.startswith("小米 手环 8\nXiaomi\n数码 > 穿戴\n心率监测")
     assert len(text) < 400  # description is cut to its first 300 characters
-    assert p.get_embedding_image().name == p.images.get().image.name
+    assert adapter.get_image(p).name == p.images.get().image.name
+    assert adapter.get_learning_text(p) == "小米 手环 8\nXiaomi\n" + "心率监测" * 75  # never the category
 
 
 def test_migrations_are_complete_and_vector_columns_have_no_fixed_size():

@@ -9,11 +9,11 @@ from django.utils import timezone
 
 from catalog.models import Product
 from similarity.indexing.claims import claim_batch
-from similarity.indexing.writer import encode_claimed, encode_objects
-from similarity.models import EmbeddingStatus
 from similarity.indexing.queue import enqueue_encode
 from similarity.indexing.sweep import sweep
-from tests.factories import image_bytes, make_product, space, vectors_of
+from similarity.indexing.writer import encode_claimed, encode_objects
+from similarity.models import EmbeddingStatus, state_of
+from tests.factories import image_bytes, make_product, space, states, vectors_of
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +26,7 @@ def pending(sent):
     # Requested one second apart, oldest first.
     start = timezone.now() - datetime.timedelta(minutes=10)
     for i, p in enumerate(products):
-        Product.objects.filter(pk=p.pk).update(embedding_requested_at=start + datetime.timedelta(seconds=i))
+        states(Product.objects.filter(pk=p.pk)).update(requested_at=start + datetime.timedelta(seconds=i))
     return products
 
 
@@ -36,7 +36,7 @@ def test_claims_are_disjoint_and_oldest_first(pending):
     assert first == [p.pk for p in pending[:3]]
     assert second == [p.pk for p in pending[3:]]
     assert claim_batch(LABEL, "task-c", size=3) == []
-    claims = dict(Product.objects.values_list("pk", "embedding_claim"))
+    claims = dict(states(Product.objects.all()).values_list("object_id", "claim"))
     assert {claims[pk] for pk in first} == {"task-a"} and {claims[pk] for pk in second} == {"task-b"}
 
 
@@ -51,7 +51,7 @@ def test_claims_of_dead_workers_expire(pending, settings):
     settings.SIMILARITY = {**settings.SIMILARITY, "CLAIM_TIMEOUT": 60}
     claim_batch(LABEL, "dead", size=5)
     assert claim_batch(LABEL, "alive", size=5) == []
-    Product.objects.update(embedding_claimed_at=timezone.now() - datetime.timedelta(seconds=61))
+    states(Product.objects.all()).update(claimed_at=timezone.now() - datetime.timedelta(seconds=61))
     assert len(claim_batch(LABEL, "alive", size=5)) == 5
 
 
@@ -59,7 +59,7 @@ def test_encode_claimed_writes_vectors_and_frees_the_rows(pending):
     report = encode_claimed(LABEL, "task-a")
     assert sorted(report.encoded) == sorted(p.pk for p in pending)
     rows = Product.objects.all()
-    assert {(r.embedding_status, r.embedding_claim, r.embedding_claimed_at) for r in rows} == {("ready", "", None)}
+    assert {(state_of(r).status, state_of(r).claim, state_of(r).claimed_at) for r in rows} == {("ready", "", None)}
     assert all(vectors_of(r).text is not None for r in rows)
     assert encode_claimed(LABEL, "task-b").as_dict()["encoded"] == 0  # nothing left
 
@@ -80,27 +80,27 @@ def test_an_edit_during_encoding_releases_the_row_and_is_encoded_later(pending, 
     assert report.released == [edited.pk]
     assert sorted(report.encoded) == sorted(pks[1:])
     edited.refresh_from_db()
-    assert edited.embedding_status == EmbeddingStatus.PENDING and vectors_of(edited) is None
+    assert state_of(edited).status == EmbeddingStatus.PENDING and vectors_of(edited) is None
     # The next task encodes the new title.
     assert encode_claimed(LABEL, "task-b").encoded == [edited.pk]
     edited.refresh_from_db()
-    assert edited.embedding_status == EmbeddingStatus.READY
+    assert state_of(edited).status == EmbeddingStatus.READY
 
 
 def test_unchanged_content_is_marked_ready_without_encoding(sent):
     p = make_product("U1", "不变 的 商品", image=image_bytes())
     encode_objects(LABEL, [p.pk])
     p.refresh_from_db()
-    first = (p.encoded_at, list(vectors_of(p).fused))
+    first = (state_of(p).encoded_at, list(vectors_of(p).fused))
     p.price = 10  # not part of the encoded content
     p.save()
     p.refresh_from_db()
-    assert p.embedding_status == EmbeddingStatus.PENDING
+    assert state_of(p).status == EmbeddingStatus.PENDING
     report = encode_claimed(LABEL, "task-a")
     assert report.skipped == [p.pk] and report.encoded == []
     p.refresh_from_db()
-    assert p.embedding_status == EmbeddingStatus.READY
-    assert (p.encoded_at, list(vectors_of(p).fused)) == first
+    assert state_of(p).status == EmbeddingStatus.READY
+    assert (state_of(p).encoded_at, list(vectors_of(p).fused)) == first
 
 
 def test_a_stale_form_save_does_not_overwrite_the_workers_columns(sent):
@@ -111,8 +111,8 @@ def test_a_stale_form_save_does_not_overwrite_the_workers_columns(sent):
     stale.save()
     p.refresh_from_db()
     assert p.brand == "新品牌"
-    assert vectors_of(p) is not None and p.content_hash  # vectors kept
-    assert p.embedding_status == EmbeddingStatus.PENDING  # the edit is encoded again
+    assert vectors_of(p) is not None and state_of(p).content_hash  # vectors kept
+    assert state_of(p).status == EmbeddingStatus.PENDING  # the edit is encoded again
 
 
 def test_sweeper_resends_forgotten_rows_only(pending, sent, settings):
@@ -120,10 +120,10 @@ def test_sweeper_resends_forgotten_rows_only(pending, sent, settings):
     fresh = make_product("Q-new", "刚刚 保存")  # requested now: its own task is on its way
     sent.reset_mock()
     result = sweep(LABEL)
-    assert result == {"forgotten": 5, "tasks": 3, "stale": 0}
+    assert result == {"forgotten": 5, "tasks": 3, "stale": 0, "unscheduled": 0}
     assert sent.call_count == 3
     fresh.refresh_from_db()
-    assert fresh.embedding_status == EmbeddingStatus.PENDING
+    assert state_of(fresh).status == EmbeddingStatus.PENDING
 
 
 def test_sweeper_re_encodes_ready_rows_without_vectors_in_the_space(sent):
@@ -132,7 +132,7 @@ def test_sweeper_re_encodes_ready_rows_without_vectors_in_the_space(sent):
     vectors_of(p).delete()  # e.g. rows encoded before an upgrade that moved the vectors
     assert sweep(LABEL)["stale"] == 1
     p.refresh_from_db()
-    assert p.embedding_status == EmbeddingStatus.PENDING
+    assert state_of(p).status == EmbeddingStatus.PENDING
 
 
 
@@ -164,3 +164,13 @@ def test_forced_enqueue_re_encodes_unchanged_content(sent):
     report = encode_claimed(LABEL, "task-force")
     assert report.encoded == [p.pk] and report.skipped == []
     assert vectors_of(p).encoded_at > first
+
+
+def test_the_sweeper_schedules_rows_that_never_had_a_state(sent):
+    """Rows created by a bulk path (no signal) or there before the app was installed."""
+    Product.objects.bulk_create([Product(sku=f"B{i}", title=f"批量 导入 {i}") for i in range(3)])
+    assert not states(Product.objects.all()).exists()
+    result = sweep(LABEL)
+    assert result["unscheduled"] == 3
+    assert set(states(Product.objects.all()).values_list("status", flat=True)) == {EmbeddingStatus.PENDING}
+    assert sweep(LABEL)["unscheduled"] == 0

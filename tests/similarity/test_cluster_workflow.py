@@ -15,7 +15,15 @@ from catalog.models import Category, Product
 from similarity.categories.clustering import ClusteringUnavailable, run_clustering
 from similarity.categories.decisions import DecisionError, accept, apply_label, reject, rename_cluster, suggest_for
 from similarity.categories.suggestions import Suggestion, cut_label, likely_miscategorised
-from similarity.models import CategoryCluster, CategorySuggestion, ClusterMember, ClusterRun, Decision, EmbeddingStatus
+from similarity.models import (
+    CategoryCluster,
+    CategorySuggestion,
+    ClusterMember,
+    ClusterRun,
+    Decision,
+    EmbeddingStatus,
+    state_of,
+)
 from tests.factories import grouped_catalog, make_product
 
 pytestmark = pytest.mark.django_db
@@ -74,7 +82,7 @@ def test_accept_assign_sets_categories_reencodes_and_logs(catalog, user):
     for p in catalog["tea"][:2]:
         p.refresh_from_db()
         assert p.category == tea
-        assert p.embedding_status == EmbeddingStatus.PENDING  # re-encoded with the new category
+        assert state_of(p).status == EmbeddingStatus.PENDING  # re-encoded with the new category
     logged = LogEntry.objects.filter(user=user)
     assert logged.filter(object_id=str(suggestion.pk), change_message__startswith="Accepted").exists()
     assert set(logged.filter(content_type__model="product").values_list("object_id", flat=True)) == {
@@ -174,7 +182,7 @@ def test_apply_label_moves_one_item(catalog, user):
     item = catalog["tea"][7]
     assert apply_label(item, "饮料 > 茶", user) is True
     item.refresh_from_db()
-    assert item.category.path == "饮料 > 茶" and item.embedding_status == EmbeddingStatus.PENDING
+    assert item.category.path == "饮料 > 茶" and state_of(item).status == EmbeddingStatus.PENDING
     assert apply_label(item, "饮料 > 茶", user) is False
 
 

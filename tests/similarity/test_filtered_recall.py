@@ -28,7 +28,7 @@ def catalog(settings):
     vectors = rng.normal(size=(N, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     products = Product.objects.bulk_create(
-        [Product(sku=f"r{i}", title="r", category=rare if i % RARE_EVERY == 0 else common, embedding_status="ready") for i in range(N)],
+        [Product(sku=f"r{i}", title="r", category=rare if i % RARE_EVERY == 0 else common) for i in range(N)],
         batch_size=5000,
     )
     content_type = ContentType.objects.get_for_model(Product)

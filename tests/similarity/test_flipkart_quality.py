@@ -8,6 +8,8 @@ in-process, then queries neighbours through the HNSW index for each held-out pro
 """
 from __future__ import annotations
 
+from similarity.models import embedding_of
+
 from unittest import mock
 
 import pytest
@@ -34,7 +36,7 @@ def mean_precision(paths: dict[int, str], level: int, mode: str, k: int = 10) ->
     scores = []
     products = Product.objects.all()
     for p in products:
-        if not is_held_out(p.sku) or getattr(p.embedding(), mode) is None:
+        if not is_held_out(p.sku) or getattr(embedding_of(p), mode) is None:
             continue
         neighbours = similar_to(p, k=k, mode=mode)
         scores.append(precision_at_k(label[p.pk], [label[n.object.pk] for n in neighbours], k))
@@ -52,7 +54,7 @@ def test_flipkart_fused_level1_precision_at_10(settings, capsys):
     pks = list(Product.objects.order_by("pk").values_list("pk", flat=True))
     for start in range(0, len(pks), 64):
         encode_objects("catalog.Product", pks[start : start + 64])
-    assert Product.objects.filter(embedding_status="ready").count() == len(pks)
+    assert Product.objects.filter(similarity_states__status="ready").count() == len(pks)
 
     results = {(mode, level): mean_precision(paths, level, mode) for mode in ("image", "text", "fused") for level in (1, 2)}
     with capsys.disabled():

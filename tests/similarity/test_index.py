@@ -7,7 +7,7 @@ from django.core.files.base import ContentFile
 
 from catalog.models import Product, ProductImage
 from similarity.indexing.writer import encode_objects
-from similarity.models import EmbeddingStatus, Modalities
+from similarity.models import EmbeddingStatus, Modalities, state_of
 from tests.factories import image_bytes, make_product, vectors_of
 
 pytestmark = pytest.mark.django_db
@@ -22,8 +22,8 @@ def test_vectors_and_status_are_written():
     report = encode(p)
     p.refresh_from_db()
     assert report.encoded == [p.pk]
-    assert p.embedding_status == EmbeddingStatus.READY
-    assert p.embedding_modalities == Modalities.IMAGE_TEXT
+    assert state_of(p).status == EmbeddingStatus.READY
+    assert state_of(p).modalities == Modalities.IMAGE_TEXT
     vectors = vectors_of(p)
     assert len(vectors.image) == 1280 and len(vectors.text) == 512 and vectors.learned is None
     fused = np.asarray(vectors.fused)
@@ -32,23 +32,23 @@ def test_vectors_and_status_are_written():
     # The weighted concatenation: image part carries sqrt(0.3) of the norm.
     assert np.linalg.norm(fused[:1280]) == pytest.approx(0.3**0.5, abs=1e-4)
     assert vectors.space.spec["image_encoder"].endswith("ColorHistogramImageEncoder")
-    assert vectors.content_hash == p.content_hash
-    assert len(p.content_hash) == 64 and p.encoded_at is not None and p.embedding_error == ""
+    assert vectors.content_hash == state_of(p).content_hash
+    assert len(state_of(p).content_hash) == 64 and state_of(p).encoded_at is not None and state_of(p).error == ""
 
 
 def test_unchanged_content_is_skipped_and_changed_content_re_encoded():
     p = make_product("A2", "iPhone 15 Pro 256G 手机", image=image_bytes())
     encode(p)
     p.refresh_from_db()
-    first_hash, first_time = p.content_hash, p.encoded_at
+    first_hash, first_time = state_of(p).content_hash, state_of(p).encoded_at
     assert encode(p).skipped == [p.pk]
     p.refresh_from_db()
-    assert p.encoded_at == first_time
+    assert state_of(p).encoded_at == first_time
 
     Product.objects.filter(pk=p.pk).update(title="iPhone 15 Pro 512G 手机")
     assert encode(p).encoded == [p.pk]
     p.refresh_from_db()
-    assert p.content_hash != first_hash
+    assert state_of(p).content_hash != first_hash
 
 
 def test_force_re_encodes_unchanged_rows():
@@ -61,8 +61,8 @@ def test_product_without_image_is_text_only_and_says_so():
     p = make_product("T1", "纯文本商品 no photo")
     encode(p)
     p.refresh_from_db()
-    assert p.embedding_status == EmbeddingStatus.READY
-    assert p.embedding_modalities == Modalities.TEXT
+    assert state_of(p).status == EmbeddingStatus.READY
+    assert state_of(p).modalities == Modalities.TEXT
     assert vectors_of(p).image is None
     fused = np.asarray(vectors_of(p).fused)
     assert not fused[:1280].any() and np.linalg.norm(fused) == pytest.approx(1.0, abs=1e-4)
@@ -89,9 +89,9 @@ def test_bad_image_fails_with_readable_error_and_product_stays_saved(name):
     bad.refresh_from_db()
     good.refresh_from_db()
     assert report.encoded == [good.pk]
-    assert bad.embedding_status == EmbeddingStatus.FAILED
-    assert reason in bad.embedding_error and bad.embedding_error.startswith("image:")
-    assert good.embedding_status == EmbeddingStatus.READY
+    assert state_of(bad).status == EmbeddingStatus.FAILED
+    assert reason in state_of(bad).error and state_of(bad).error.startswith("image:")
+    assert state_of(good).status == EmbeddingStatus.READY
     assert Product.objects.filter(sku="B1").exists()
 
 
@@ -100,16 +100,16 @@ def test_missing_image_file_fails_with_its_name():
     p.images.get().image.storage.delete(p.images.get().image.name)
     encode(p)
     p.refresh_from_db()
-    assert p.embedding_status == EmbeddingStatus.FAILED
-    assert "missing from storage" in p.embedding_error
+    assert state_of(p).status == EmbeddingStatus.FAILED
+    assert "missing from storage" in state_of(p).error
 
 
 def test_nothing_to_encode_fails():
     p = Product.objects.create(sku="E1", title="   ")
     encode(p)
     p.refresh_from_db()
-    assert p.embedding_status == EmbeddingStatus.FAILED
-    assert "no image and no text" in p.embedding_error
+    assert state_of(p).status == EmbeddingStatus.FAILED
+    assert "no image and no text" in state_of(p).error
 
 
 def test_missing_rows_are_reported_not_fatal():

@@ -19,6 +19,7 @@ from similarity.conf import similarity_settings
 from similarity.indexing.writer import encode_objects
 from similarity.learning.versions import collect_catalog, train_new_version
 from similarity.models import ModelVersion, VectorSpace
+from similarity.registry import get_adapter
 from similarity.search.queries import similar_to
 from similarity.tasks import encode_task
 from tests.factories import image_bytes, make_product, vectors_of
@@ -70,7 +71,7 @@ def test_training_registers_evaluates_and_activates_a_better_model(catalog, djan
     files = {p.name for p in __import__("pathlib").Path(version.path).iterdir()}
     assert {"weights.pt", "config.json"} <= files
     # Activation re-encodes every product through the worker queue.
-    assert not Product.objects.exclude(embedding_status="pending").exists()
+    assert not Product.objects.exclude(similarity_states__status="pending").exists()
     assert sent.call_count == math.ceil(len(catalog) / similarity_settings.BATCH_SIZE)
 
 
@@ -213,7 +214,7 @@ def test_training_with_image_finetuning_gives_the_version_its_own_image_network(
     vectors = vectors_of(phone)
     assert vectors.space.spec["learned"] == version.name
     assert vectors.space.spec["image_weights"] == version.image_weights  # the worker used the tuned network
-    with phone.get_embedding_image().open("rb") as fh:
+    with get_adapter(phone).get_image(phone).open("rb") as fh:
         photo = decode_image(fh.read(), max_bytes=10**7, max_pixels=10**7)
     tuned_encoder = EfficientNetLiteImageEncoder(weights_path=version.image_weights, device="cpu")
     assert np.allclose(vectors.image, tuned_encoder.encode([photo])[0], atol=1e-4)

@@ -20,6 +20,8 @@ from catalog.models import Product
 from similarity import backends
 from similarity.conf import similarity_settings
 from similarity.indexing.queue import collect_encodes
+from similarity.models import state_of
+from similarity.registry import get_adapter
 from tests.conftest import wait_for
 from tests.factories import make_product, vectors_of
 
@@ -180,26 +182,26 @@ def test_poison_inputs_fail_alone_and_the_rest_of_the_batch_is_encoded(celery_wo
     products = Product.objects.filter(sku__in=skus)
 
     def settled():
-        statuses = dict(products.values_list("sku", "embedding_status"))
+        statuses = dict(products.values_list("sku", "similarity_states__status"))
         return len(statuses) == len(skus) and set(statuses.values()) <= {"ready", "failed"}
 
     wait_for(settled, timeout=180, message=f"the worker to settle {len(skus)} products")
 
     rows = {p.sku: p for p in products}
     log = worker_log_tail(celery_worker_process)
-    statuses = {sku: (p.embedding_status, p.embedding_error) for sku, p in rows.items()}
+    statuses = {sku: (state_of(p).status, state_of(p).error) for sku, p in rows.items()}
     assert {sku: s for sku, (s, _) in statuses.items()} == {
         **{sku: "failed" for sku in BAD},
         **{sku: "ready" for sku in GOOD},
         HUGE_TEXT_SKU: "ready",
     }, f"{statuses}\n--- worker log ---\n{log}"
     # They were one batch: one encode_objects call stamps every row with the same time.
-    assert len({p.encoded_at for p in rows.values()}) == 1, (
-        f"expected one batch, got encoded_at {sorted({p.encoded_at for p in rows.values()})}"
+    assert len({state_of(p).encoded_at for p in rows.values()}) == 1, (
+        f"expected one batch, got encoded_at {sorted({state_of(p).encoded_at for p in rows.values()})}"
     )
 
     for sku, (_, reason) in BAD.items():
-        error = rows[sku].embedding_error
+        error = state_of(rows[sku]).error
         assert error.startswith("image:"), (sku, error)
         assert re.search(reason, error, re.IGNORECASE), (sku, error)
         assert vectors_of(rows[sku]) is None, sku
@@ -207,8 +209,8 @@ def test_poison_inputs_fail_alone_and_the_rest_of_the_batch_is_encoded(celery_wo
     image_encoder = backends.get_image_encoder()
     for sku, (_, shown, wrong) in valid.items():
         row = rows[sku]
-        assert row.embedding_error == "", (sku, row.embedding_error)
-        assert row.embedding_modalities == "image+text", sku
+        assert state_of(row).error == "", (sku, state_of(row).error)
+        assert state_of(row).modalities == "image+text", sku
         vectors = vectors_of(row)
         assert vectors.image is not None and len(vectors.image) == similarity_settings.IMAGE_DIM, sku
         assert vectors.fused is not None, sku
@@ -222,8 +224,8 @@ def test_poison_inputs_fail_alone_and_the_rest_of_the_batch_is_encoded(celery_wo
     huge = rows[HUGE_TEXT_SKU]
     assert huge.title == huge_title and len(huge.description) == HUGE  # the row keeps its full text
     huge_vectors = vectors_of(huge)
-    assert huge.embedding_modalities == "text" and huge_vectors.image is None
+    assert state_of(huge).modalities == "text" and huge_vectors.image is None
     assert huge_vectors.text is not None and huge_vectors.fused is not None
-    text = huge.get_embedding_text()
+    text = get_adapter(huge).get_text(huge)
     (expected_text,) = backends.get_text_encoder().encode([text[: similarity_settings.MAX_TEXT_CHARS]])
     np.testing.assert_allclose(np.asarray(huge_vectors.text), expected_text, atol=1e-6)

@@ -14,7 +14,7 @@ from similarity.indexing.spaces import index_name
 from similarity.models import Embedding
 from similarity.search.explain import explain, explanation_annotations
 from similarity.search.queries import nearest_queryset, similar_to
-from tests.factories import put_vectors, space
+from tests.factories import mark_ready, put_vectors, space
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +29,7 @@ def vec(*head: float) -> list[float]:
 
 def product_with(sku: str, vector: list[float], **fields) -> Product:
     p = Product.objects.create(sku=sku, title=sku, **fields)
-    Product.objects.filter(pk=p.pk).update(embedding_status="ready")
+    mark_ready(Product.objects.filter(pk=p.pk))
     if vector is not None:
         put_vectors(p, fused=vector)
     p.refresh_from_db()
@@ -77,7 +77,8 @@ def test_no_vector_means_no_neighbours():
 def test_plan_uses_the_hnsw_cosine_index():
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(2000, 8)).astype(np.float32)
-    products = Product.objects.bulk_create([Product(sku=f"r{i}", title="r", embedding_status="ready") for i in range(len(vectors))])
+    products = Product.objects.bulk_create([Product(sku=f"r{i}", title="r") for i in range(len(vectors))])
+    mark_ready(Product.objects.all())
     current, content_type = space(), ContentType.objects.get_for_model(Product)
     Embedding.objects.bulk_create(
         [

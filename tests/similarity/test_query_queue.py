@@ -9,8 +9,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from catalog.models import Product
 from similarity.conf import similarity_settings
-from similarity.indexing.writer import encode_objects
 from similarity.indexing.queue import enqueue_encode
+from similarity.indexing.writer import encode_objects
 from tests.conftest import wait_for
 from tests.factories import image_bytes, make_product
 
@@ -35,14 +35,14 @@ def test_a_photo_search_is_answered_while_a_long_reindex_runs(client, start_work
     query = start_worker("query", queues=[s.QUERY_QUEUE or s.QUEUE], env=SLOW)
     try:
         enqueue_encode("catalog.Product", [p.pk for p in products], force=True)
-        wait_for(lambda: Product.objects.exclude(embedding_claim="").exists(), timeout=30, message="a batch claimed")
+        wait_for(lambda: Product.objects.filter(similarity_states__claim__gt="").exists(), timeout=30, message="a batch claimed")
 
         photo = SimpleUploadedFile("query.png", image_bytes((210, 30, 30)), content_type="image/png")
         response = client.post("/api/search/image/", {"image": photo, "k": 3})
 
         assert response.status_code == 200, response.content
         assert [r["item"]["sku"] for r in response.json()["results"]]
-        assert Product.objects.filter(embedding_status="pending").exists(), "the re-index should still be running"
+        assert Product.objects.filter(similarity_states__status="pending").exists(), "the re-index should still be running"
     finally:
         encoding.kill()  # mid-batch; nothing to wait for
         query.kill()

@@ -1,6 +1,8 @@
 """Saving schedules encoding after commit, on the similarity queue; rollback sends nothing."""
 from __future__ import annotations
 
+from tests.factories import states
+
 from unittest import mock
 
 import pytest
@@ -8,8 +10,8 @@ from django.db import transaction
 
 from catalog.models import Product
 from similarity.conf import similarity_settings
-from similarity.models import EmbeddingStatus
 from similarity.indexing.queue import collect_encodes
+from similarity.models import EmbeddingStatus, state_of
 from similarity.tasks import encode_task
 from tests.factories import make_product
 
@@ -25,8 +27,8 @@ def test_save_enqueues_after_commit_on_the_similarity_queue(sent):
         args=["catalog.Product"], queue=similarity_settings.QUEUE, countdown=similarity_settings.COALESCE_SECONDS
     )
     p.refresh_from_db()
-    assert p.embedding_status == EmbeddingStatus.PENDING
-    assert p.embedding_requested_at is not None and p.embedding_claim == ""
+    assert state_of(p).status == EmbeddingStatus.PENDING
+    assert state_of(p).requested_at is not None and state_of(p).claim == ""
 
 
 def test_rollback_enqueues_nothing(sent):
@@ -45,7 +47,7 @@ def test_adding_a_photo_re_encodes_the_product(sent):
     labels = [c.kwargs["args"] for c in sent.call_args_list]
     assert labels == [["catalog.Product"], ["catalog.Product"]]
     p.refresh_from_db()
-    assert p.embedding_status == EmbeddingStatus.PENDING
+    assert state_of(p).status == EmbeddingStatus.PENDING
 
 
 def test_collect_encodes_batches_many_saves(sent, settings):
@@ -54,7 +56,7 @@ def test_collect_encodes_batches_many_saves(sent, settings):
         products = [Product.objects.create(sku=f"C{i}", title=f"商品 {i}") for i in range(10)]
     # One task per batch of 4, sent at once (no coalescing delay for full batches).
     assert [c.kwargs for c in sent.call_args_list] == [{"args": ["catalog.Product"], "queue": similarity_settings.QUEUE}] * 3
-    assert set(Product.objects.filter(pk__in=[p.pk for p in products]).values_list("embedding_status", flat=True)) == {
+    assert set(states(Product.objects.filter(pk__in=[p.pk for p in products])).values_list("status", flat=True)) == {
         "pending"
     }
 
@@ -64,4 +66,4 @@ def test_broker_down_keeps_the_save_and_the_row_pending(settings):
     with mock.patch.object(encode_task, "apply_async", side_effect=OSError("connection refused")):
         p = Product.objects.create(sku="S4", title="broker down")
     p.refresh_from_db()
-    assert p.embedding_status == EmbeddingStatus.PENDING
+    assert state_of(p).status == EmbeddingStatus.PENDING

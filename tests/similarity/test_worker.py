@@ -5,7 +5,7 @@ import pytest
 from django.core.files.base import ContentFile
 
 from catalog.models import Product, ProductImage
-from similarity.models import EmbeddingStatus
+from similarity.models import EmbeddingStatus, state_of
 from tests.conftest import wait_for
 from tests.factories import image_bytes, make_product, vectors_of
 
@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
 def status_of(*products):
-    return dict(Product.objects.filter(pk__in=[p.pk for p in products]).values_list("sku", "embedding_status"))
+    return dict(Product.objects.filter(pk__in=[p.pk for p in products]).values_list("sku", "similarity_states__status"))
 
 
 def test_saved_products_get_vectors_from_the_worker(celery_worker_process):
@@ -34,14 +34,14 @@ def test_saved_products_get_vectors_from_the_worker(celery_worker_process):
     good.refresh_from_db()
     bad.refresh_from_db()
     assert vectors_of(good).fused is not None and len(vectors_of(good).image) == 1280
-    assert bad.embedding_error.startswith("image:")
+    assert state_of(bad).error.startswith("image:")
 
     # An edit re-encodes: the content hash changes.
-    old_hash = good.content_hash
+    old_hash = state_of(good).content_hash
     good.title = "无线 蓝牙 耳机 主动降噪 Pro"
     good.save()
     wait_for(
-        lambda: Product.objects.filter(pk=good.pk, embedding_status=EmbeddingStatus.READY).exclude(content_hash=old_hash).exists(),
+        lambda: Product.objects.filter(pk=good.pk, similarity_states__status=EmbeddingStatus.READY).exclude(similarity_states__content_hash=old_hash).exists(),
         timeout=60,
         message="re-encoding after an edit",
     )

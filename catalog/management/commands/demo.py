@@ -24,8 +24,9 @@ from catalog.management.supervisor import ChildFailed, Supervisor
 from catalog.models import Product
 from similarity.categories.clustering import ClusteringUnavailable, run_clustering
 from similarity.conf import similarity_settings
-from similarity.models import EmbeddingStatus
 from similarity.indexing.queue import enqueue_encode
+from similarity.indexing.status import encoding_status
+from similarity.models import EmbeddingStatus
 
 DEMO_CATALOG = Path(__file__).resolve().parents[2] / "demo" / "grocery-iconic" / "products.csv"
 ADMIN_USER, ADMIN_PASSWORD = "admin", "admin"
@@ -123,15 +124,15 @@ class Command(BaseCommand):
     def _requeue_pending(self) -> None:
         """Send rows left pending by an interrupted earlier run, or by the encoding worker
         that just died: every process of it is gone, so its claims are released at once."""
-        pending = Product.objects.filter(embedding_status=EmbeddingStatus.PENDING)
+        pending = Product.objects.exclude(similarity_states__status__in=[EmbeddingStatus.READY, EmbeddingStatus.FAILED])
         pks = list(pending.values_list("pk", flat=True))
         enqueue_encode("catalog.Product", pks)
 
     def _wait_encoded(self, children: Supervisor, timeout: int) -> None:
         began, deadline, last = time.monotonic(), time.monotonic() + timeout, None
-        todo = Product.objects.filter(embedding_status=EmbeddingStatus.PENDING).count()
+        todo = encoding_status("catalog.Product", with_queue=False).by_status[EmbeddingStatus.PENDING]
         while True:
-            counts = {s: Product.objects.filter(embedding_status=s).count() for s in EmbeddingStatus.values}
+            counts = encoding_status("catalog.Product", with_queue=False).by_status
             if counts != last:
                 self.stdout.write("  encoding: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
                 last = counts
@@ -159,7 +160,7 @@ class Command(BaseCommand):
 
     def _print_urls(self, port: int, seconds: float, serving: bool) -> None:
         base = f"http://127.0.0.1:{port}"
-        first = Product.objects.filter(embedding_status=EmbeddingStatus.READY).order_by("pk").first()
+        first = Product.objects.filter(similarity_states__status=EmbeddingStatus.READY).order_by("pk").first()
         lines = [
             "",
             f"Demo ready in {seconds:.0f}s: {Product.objects.count()} products.",

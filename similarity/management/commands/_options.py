@@ -4,20 +4,23 @@ from __future__ import annotations
 from django.apps import apps
 from django.core.management.base import CommandError
 
-from similarity.models import Embeddable, embeddable_models
+from similarity.registry import is_registered, registered_models
 
 
 def model_label(value: str | None) -> str:
-    """Return ``value`` checked to be an Embeddable model, or the first such model."""
+    """Return ``value`` checked to be a registered model, or the first registered model."""
     if value:
         try:
             model = apps.get_model(value)
         except (LookupError, ValueError) as exc:
             raise CommandError(f"--model {value!r}: {exc}") from None
-        if not issubclass(model, Embeddable):
-            raise CommandError(f"--model {value!r} does not mix in similarity.models.Embeddable.")
+        if not is_registered(model):
+            raise CommandError(
+                f"--model {value!r} is not registered with similarity: add it to SIMILARITY['MODELS'] "
+                "or call similarity.register()."
+            )
         return model._meta.label
-    models = embeddable_models()
+    models = registered_models()
     if not models:
-        raise CommandError("No model mixes in similarity.models.Embeddable.")
+        raise CommandError("No model is registered with similarity: add one to SIMILARITY['MODELS'].")
     return models[0]._meta.label

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from similarity.categories.clustering import ClusteringUnavailable, run_clustering
+from similarity.categories.clustering import ClusteringUnavailable, enqueue_clustering, run_clustering
 from similarity.management.commands._options import model_label
 from similarity.models import CategorySuggestion, Decision
-from similarity.categories.clustering import enqueue_clustering
 
 
 class Command(BaseCommand):
@@ -17,7 +16,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--model", help="app_label.Model to cluster (default: the first Embeddable model)")
+        parser.add_argument("--model", help="app_label.Model to cluster (default: the first registered model)")
         parser.add_argument("--k", type=int, help="number of clusters (default: chosen by cosine silhouette)")
         parser.add_argument("--seed", type=int, help="random seed (default 0)")
         parser.add_argument(

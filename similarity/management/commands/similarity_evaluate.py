@@ -14,8 +14,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from django.apps import apps
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
@@ -31,6 +29,7 @@ from similarity.ml.evaluation import (
     tfidf_vectors,
 )
 from similarity.models import ModelVersion
+from similarity.registry import get_adapter
 
 # Diagnostics of a model with category evidence: its two parts scored apart.
 NETWORK_ONLY = "learned fusion, network only (no category evidence)"
@@ -46,10 +45,10 @@ class Command(BaseCommand):
     help = "Evaluate image, text, fused and learned vectors on the held-out products."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--model", help="app_label.Model (default: the first Embeddable model)")
+        parser.add_argument("--model", help="app_label.Model (default: the first registered model)")
         parser.add_argument("--model-version", help="ModelVersion name for the learned rows (default: the active one)")
         parser.add_argument("--levels", default="", help="comma-separated category levels (default: every level present)")
-        parser.add_argument("--output", type=Path, help="folder for evaluation.json and evaluation.md")
+        parser.add_argument("--output", type=Path, help="folder for evaluation.json and evaluation.md (default: similarity-evaluation/<time> here)")
         parser.add_argument("--title", default="", help="heading of the markdown report")
 
     def handle(self, *args, **opts) -> None:
@@ -110,7 +109,7 @@ class Command(BaseCommand):
         }
         markdown = _markdown(report, levels, opts["title"])
         self.stdout.write(markdown)
-        output = opts["output"] or Path(settings.VAR_DIR) / "evaluation" / timezone.now().strftime("%Y%m%d-%H%M%S")
+        output = opts["output"] or Path("similarity-evaluation") / timezone.now().strftime("%Y%m%d-%H%M%S")
         output.mkdir(parents=True, exist_ok=True)
         (output / "evaluation.json").write_text(json.dumps(json_safe(report), indent=2, ensure_ascii=False), encoding="utf-8")
         (output / "evaluation.md").write_text(markdown, encoding="utf-8")
@@ -151,5 +150,5 @@ def _markdown(report: dict, levels: list[int], title: str) -> str:
 
 def _rows(label: str, pks: list) -> list:
     """The rows of ``pks``, in that order."""
-    found = apps.get_model(label).get_embedding_queryset().in_bulk(pks)
+    found = get_adapter(label).get_queryset().in_bulk(pks)
     return [found[pk] for pk in pks]

@@ -8,17 +8,17 @@ import time
 
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
 
 from similarity.conf import similarity_settings
+from similarity.indexing.queue import enqueue_encode
 from similarity.indexing.status import encoding_status
 from similarity.indexing.writer import encode_objects
 from similarity.management.commands._options import model_label
-from similarity.models import EmbeddingStatus
-from similarity.indexing.queue import enqueue_encode
+from similarity.models import EmbeddingStatus, EncodingState
+from similarity.registry import get_adapter
 
 
 class Command(BaseCommand):
@@ -29,7 +29,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--model", help="app_label.Model (default: the first Embeddable model)")
+        parser.add_argument("--model", help="app_label.Model (default: the first registered model)")
         which = parser.add_mutually_exclusive_group()
         which.add_argument("--missing", action="store_true", help="only rows that are not ready")
         which.add_argument("--failed", action="store_true", help="only rows whose encoding failed")
@@ -59,15 +59,15 @@ class Command(BaseCommand):
         model = apps.get_model(label)
         queryset = model._default_manager.all()
         if opts["missing"]:
-            queryset = queryset.filter(~Q(embedding_status=EmbeddingStatus.READY))
+            queryset = queryset.exclude(similarity_states__status=EmbeddingStatus.READY)
         elif opts["failed"]:
-            queryset = queryset.filter(embedding_status=EmbeddingStatus.FAILED)
+            queryset = queryset.filter(similarity_states__status=EmbeddingStatus.FAILED)
         try:
             if opts["category"]:
-                queryset = model.filter_category(queryset, opts["category"])
+                queryset = get_adapter(model).filter_category(queryset, opts["category"])
             if opts["since"]:
-                queryset = model.filter_changed_since(queryset, parse_when(opts["since"]))
-        except NotImplementedError as exc:
+                queryset = get_adapter(model).filter_changed_since(queryset, parse_when(opts["since"]))
+        except ValueError as exc:
             raise CommandError(str(exc)) from None
         return queryset
 
@@ -87,7 +87,7 @@ class Command(BaseCommand):
         )
 
     def wait(self, label: str, pks: list, timeout: float) -> None:
-        manager = apps.get_model(label)._default_manager
+        states = EncodingState.objects.for_model(label)
         started = time.monotonic()
         done = 0
         with tqdm(total=len(pks), unit="row", desc="workers", file=self.stderr) as bar:
@@ -95,7 +95,7 @@ class Command(BaseCommand):
                 pending = 0
                 for start in range(0, len(pks), 10_000):
                     chunk = pks[start : start + 10_000]
-                    pending += manager.filter(pk__in=chunk, embedding_status=EmbeddingStatus.PENDING).count()
+                    pending += states.filter(object_id__in=chunk, status=EmbeddingStatus.PENDING).count()
                 bar.update(len(pks) - pending - done)
                 done = len(pks) - pending
                 if timeout and time.monotonic() - started > timeout:

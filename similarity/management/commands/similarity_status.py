@@ -13,7 +13,7 @@ class Command(BaseCommand):
     help = "Show how many rows are ready, pending and failed, by encoder version; queue depth; oldest pending row."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--model", help="app_label.Model (default: the first Embeddable model)")
+        parser.add_argument("--model", help="app_label.Model (default: the first registered model)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def handle(self, *args, **opts) -> None:

@@ -18,7 +18,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--model", help="app_label.Model to train on (default: the first Embeddable model)")
+        parser.add_argument("--model", help="app_label.Model to train on (default: the first registered model)")
         parser.add_argument("--level", type=int, help="category level of the labels (default SIMILARITY['LABEL_LEVEL'])")
         parser.add_argument("--epochs", type=int)
         parser.add_argument("--seed", type=int)

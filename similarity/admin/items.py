@@ -1,10 +1,13 @@
-"""Admin mixin for Embeddable models: embedding status, similar items, category suggestions.
+"""The similarity panels of a registered model's ModelAdmin: status, similar items, categories.
 
-Mix ``EmbeddableAdminMixin`` into the ModelAdmin of an Embeddable model and add
-``similarity_readonly_fields`` (or the ``similarity_fieldset()``) to its layout. The change
-page then shows the item's similar items (with why) and its likely categories, each with an
-"apply" button; the list gets a status column and the actions "re-encode" and "suggest
-categories" (stored as suggestions to review beside the clusters').
+``SimilarityAdminMixin`` goes in front of the host's ModelAdmin, by hand
+(``class ItemAdmin(SimilarityAdminMixin, admin.ModelAdmin)``) or by ``extend(Model)``, which
+wraps whatever ModelAdmin is registered for it, a third party's (django-oscar's) included;
+the app does it for every registered model when ``SIMILARITY["ADMIN"]`` is on. The change page
+then shows the item's similar items (with why) and its likely categories, each with an
+"apply" button; the list gets a status column and filter, a summary line, and the actions
+"re-encode" and "suggest categories" (stored as suggestions to review beside the clusters').
+The host's own fields, fieldsets, columns and actions stay as they are.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, path, reverse
@@ -20,14 +24,14 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from similarity.categories.decisions import apply_label, suggest_for
-from similarity.categories.suggestions import cut_label, likely_miscategorised, suggest
+from similarity.categories.suggestions import cut_label, enqueue_category_suggestions, likely_miscategorised, suggest
 from similarity.conf import similarity_settings
+from similarity.indexing.queue import enqueue_encode
 from similarity.indexing.status import encoding_status
-from similarity.models import EmbeddingStatus, VectorSpace
+from similarity.models import EmbeddingStatus, VectorSpace, embedding_of, state_of
+from similarity.registry import get_adapter
 from similarity.search.explain import explain
 from similarity.search.queries import similar_to
-from similarity.categories.suggestions import enqueue_category_suggestions
-from similarity.indexing.queue import enqueue_encode
 
 STATUS_COLOURS = {
     EmbeddingStatus.READY: "#2e7d32",
@@ -44,30 +48,78 @@ def attention_shares(weights: dict[str, float] | None) -> list[tuple[str, int]]:
     return [(ATTENTION_LABELS.get(k, k), round(100 * v)) for k, v in (weights or {}).items()]
 
 
-class EmbeddableAdminMixin:
-    """ModelAdmin mixin for models that inherit ``similarity.models.Embeddable``."""
+class EncodingStatusFilter(admin.SimpleListFilter):
+    """Filter items by where their encoding stands."""
+
+    title = _("vectors")
+    parameter_name = "vectors"
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        return [(value, label) for value, label in EmbeddingStatus.choices]
+
+    def queryset(self, request: Any, queryset: Any) -> Any:
+        if self.value() == EmbeddingStatus.PENDING:  # never scheduled counts as pending
+            return queryset.filter(Q(similarity_states__status=self.value()) | Q(similarity_states__isnull=True))
+        if self.value() in EmbeddingStatus.values:
+            return queryset.filter(similarity_states__status=self.value())
+        return queryset
+
+
+class SimilarityAdminMixin:
+    """ModelAdmin mixin for a registered model: status, similar items, likely categories."""
 
     similar_items_count = 12
     similarity_readonly_fields = ("embedding_summary", "category_suggestions", "similar_items")
-    actions = ["reencode_selected", "suggest_categories"]
+    similarity_actions = ("reencode_selected", "suggest_categories")
     change_list_template = "similarity/admin/embeddable_change_list.html"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Added to the host's own actions (a class attribute would replace them).
+        self.actions = [*(self.actions or []), *(a for a in self.similarity_actions if a not in (self.actions or []))]
 
     def changelist_view(self, request: Any, extra_context: dict[str, Any] | None = None) -> Any:
         """The list, under a one-line summary of the encoding state (as similarity_status)."""
         status = encoding_status(self.model._meta.label)
         return super().changelist_view(request, {"encoding_status": status, **(extra_context or {})})
 
+    def get_queryset(self, request: Any) -> Any:
+        return super().get_queryset(request).prefetch_related("similarity_states")
+
+    def get_list_display(self, request: Any) -> Any:
+        columns = list(super().get_list_display(request))
+        return columns if "embedding_status_badge" in columns else [*columns, "embedding_status_badge"]
+
+    def get_list_filter(self, request: Any) -> Any:
+        filters = list(super().get_list_filter(request))
+        return filters if EncodingStatusFilter in filters else [*filters, EncodingStatusFilter]
+
+    def get_readonly_fields(self, request: Any, obj: Any = None) -> Any:
+        fields = [f for f in super().get_readonly_fields(request, obj) if f not in self.similarity_readonly_fields]
+        return [*fields, *self.similarity_readonly_fields] if obj is not None else fields
+
+    def get_fieldsets(self, request: Any, obj: Any = None) -> Any:
+        """The host's fieldsets, then a "Similarity" one (on the change page)."""
+        ours = set(self.similarity_readonly_fields)
+        fieldsets = []
+        for name, options in super().get_fieldsets(request, obj):
+            fields = [f for f in options.get("fields", ()) if (f if isinstance(f, str) else None) not in ours]
+            fieldsets.append((name, {**options, "fields": fields}))
+        return [*fieldsets, self.similarity_fieldset()] if obj is not None else fieldsets
+
     def similarity_fieldset(self) -> tuple[Any, dict[str, Any]]:
         """Return a fieldset showing the embedding summary, likely categories and similar items."""
         return (_("Similarity"), {"fields": self.similarity_readonly_fields})
 
-    @admin.display(description=_("vectors"), ordering="embedding_status")
+    @admin.display(description=_("vectors"), ordering="similarity_states__status")
     def embedding_status_badge(self, obj: Any) -> str:
+        state = state_of(obj)
+        status = state.status if state else EmbeddingStatus.PENDING
         return format_html(
             '<span style="color:{};font-weight:600" title="{}">{}</span>',
-            STATUS_COLOURS.get(obj.embedding_status, "inherit"),
-            obj.embedding_error,
-            obj.get_embedding_status_display(),
+            STATUS_COLOURS.get(status, "inherit"),
+            state.error if state else "",
+            EmbeddingStatus(status).label,
         )
 
     @admin.display(description=_("embedding"))
@@ -75,11 +127,12 @@ class EmbeddableAdminMixin:
         if obj is None or obj.pk is None:
             return "-"
         space = VectorSpace.active_for(obj._meta.label)
-        embedding = obj.embedding(space) if space else None
+        embedding = embedding_of(obj, space) if space else None
         return render_to_string(
             "similarity/admin/embedding_summary.html",
             {
                 "obj": obj,
+                "state": state_of(obj),
                 "badge": self.embedding_status_badge(obj),
                 "space": space,
                 "embedding": embedding,
@@ -97,7 +150,7 @@ class EmbeddableAdminMixin:
         cards = [{**card(n.object), "score": n.score, "why": why} for n, why in zip(neighbours, reasons)]
         return render_to_string(
             "similarity/admin/similar_items.html",
-            {"obj": obj, "neighbours": cards, "has_vectors": bool(neighbours) or obj.embedding() is not None},
+            {"obj": obj, "neighbours": cards, "has_vectors": bool(neighbours) or embedding_of(obj) is not None},
         )
 
     @admin.display(description=_("likely categories"))
@@ -105,7 +158,7 @@ class EmbeddableAdminMixin:
         if obj is None or obj.pk is None:
             return "-"
         level = similarity_settings.LABEL_LEVEL
-        current = obj.get_similarity_label()
+        current = get_adapter(obj).get_label(obj)
         votes = self.offered_categories(obj)
         return render_to_string(
             "similarity/admin/category_suggestions.html",
@@ -187,10 +240,25 @@ class EmbeddableAdminMixin:
 
 def card(obj: Any) -> dict[str, Any]:
     """Return what a thumbnail card shows of an item: the item, its admin URL, its photo URL."""
-    image = obj.get_embedding_image()
+    image = get_adapter(obj).get_image(obj)
     meta = obj._meta
     try:
         url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk])
     except NoReverseMatch:
         url = ""
     return {"object": obj, "url": url, "image_url": image.url if image is not None and getattr(image, "name", "") else ""}
+
+
+def extend(model: Any, site: admin.AdminSite | None = None) -> type:
+    """Put the similarity panels into the ModelAdmin registered for ``model`` (registering a
+    plain one if there is none), without subclassing it in the host's code; return the class."""
+    site = site or admin.site
+    existing = site._registry.get(model)
+    base = type(existing) if existing is not None else admin.ModelAdmin
+    if issubclass(base, SimilarityAdminMixin):
+        return base
+    extended = type(base.__name__, (SimilarityAdminMixin, base), {"__module__": base.__module__})
+    if existing is not None:
+        site.unregister(model)
+    site.register(model, extended)
+    return extended
