@@ -20,7 +20,7 @@ from django.utils.translation import gettext as _
 from similarity.categories.suggestions import likely_miscategorised, suggest
 from similarity.conf import similarity_settings
 from similarity.indexing.queue import enqueue_encode
-from similarity.ml.clusters import PATH_SEPARATOR
+from similarity.ml.taxonomy import LABELS
 from similarity.models import CategoryCluster, CategorySuggestion, Decision, SuggestionKind
 from similarity.registry import get_adapter
 
@@ -162,7 +162,7 @@ def _rename_in_place(suggestion: CategorySuggestion, name: str) -> None:
     if suggestion.kind != SuggestionKind.CREATE:
         raise DecisionError(_("Only a suggested new category can be renamed."))
     suggestion.name = _clean_name(name)
-    suggestion.target_label = PATH_SEPARATOR.join(p for p in (suggestion.parent_label, suggestion.name) if p)
+    suggestion.target_label = LABELS.child(suggestion.parent_label, suggestion.name)
 
 
 def _clean_name(name: str) -> str:

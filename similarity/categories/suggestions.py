@@ -20,6 +20,7 @@ from django.db import models
 
 from similarity.conf import similarity_settings
 from similarity.ml.evaluation import category_at_level
+from similarity.ml.taxonomy import LABELS
 from similarity.registry import get_adapter
 from similarity.search.queries import similar_to
 
@@ -27,7 +28,6 @@ NEIGHBOURS = 10
 SHARPNESS = 16
 # An item looks miscategorised when its neighbours give another category this share of the vote.
 MISCATEGORISED_CONFIDENCE = 0.5
-PATH_SEPARATOR = " > "
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def cut_label(path: str, level: int | None) -> str:
     """Return the first ``level`` levels of a category path (all of a shorter one; None: all)."""
     if not path or not level:
         return path
-    return PATH_SEPARATOR.join(p.strip() for p in path.split(PATH_SEPARATOR.strip())[:level])
+    return LABELS.cut(path, level)
 
 
 def likely_miscategorised(current: str, suggestions: list[Suggestion], level: int | None = None) -> bool:
@@ -81,7 +81,7 @@ def likely_miscategorised(current: str, suggestions: list[Suggestion], level: in
     if not current or not suggestions:
         return False
     best = suggestions[0]
-    refines = best.label == current or best.label.startswith(current + PATH_SEPARATOR)
+    refines = best.label == current or LABELS.is_within(best.label, current)
     return not refines and best.confidence >= MISCATEGORISED_CONFIDENCE
 
 

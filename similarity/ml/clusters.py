@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from similarity.ml.taxonomy import LABELS
+
 __all__ = [
     "Cluster",
     "ClusterFit",
@@ -56,7 +58,6 @@ __all__ = [
     "suggest",
 ]
 
-PATH_SEPARATOR = " > "
 SMALL = 5000  # up to this many fitted rows, full k-means; above it, mini-batches
 SEARCH_ROWS = 5000  # rows the k search runs on
 SEARCH_INITS = 10
@@ -433,7 +434,7 @@ def suggest(
                     cluster=cluster.index,
                     members=list(cluster.members),
                     source_label="",
-                    target_label=PATH_SEPARATOR.join(p for p in (parent, cluster.name) if p),
+                    target_label=LABELS.child(parent, cluster.name),
                     name=cluster.name,
                     parent=parent,
                     text=f'Create new category "{cluster.name}" under {where} for these '
@@ -459,7 +460,7 @@ def suggest(
         strays: dict[str, list[int]] = {}
         for i in cluster.members:
             source = labels[i]
-            if source and source != target and not source.startswith(target + PATH_SEPARATOR):
+            if source and source != target and not LABELS.is_within(source, target):
                 strays.setdefault(source, []).append(i)
         strays = {source: rows for source, rows in strays.items() if len(rows) <= max_stray_share * totals[source]}
         for source, rows in sorted(strays.items(), key=lambda item: (-len(item[1]), item[0])):
@@ -574,7 +575,7 @@ def _name(words: list[str], size: int) -> str:
 
 
 def _common_parent(labels: list[str]) -> str:
-    parents = Counter(label.rsplit(PATH_SEPARATOR, 1)[0] if PATH_SEPARATOR in label else "" for label in labels)
+    parents = Counter(LABELS.parent(label) for label in labels)
     if not parents:
         return ""
     return sorted(parents.items(), key=lambda item: (-item[1], item[0]))[0][0]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-PATH_SEPARATOR = " > "
+from similarity.ml.taxonomy import LABELS
 
 
 def is_held_out(sku: str) -> bool:
@@ -22,8 +22,7 @@ def is_held_out(sku: str) -> bool:
 
 def category_at_level(path: str, level: int) -> str:
     """Return the first ``level`` levels of a "A > B > C" path ("" when it is shorter)."""
-    parts = [p.strip() for p in path.split(PATH_SEPARATOR.strip())] if path else []
-    return PATH_SEPARATOR.join(parts[:level]) if len(parts) >= level else ""
+    return LABELS.at_level(path, level)
 
 
 def precision_at_k(query_label: str, neighbour_labels: Sequence[str], k: int) -> float:

@@ -250,6 +250,8 @@ def test_cluster_task_runs_every_model_and_reports_skips(settings):
 
 
 def test_clustering_is_scheduled_daily_on_the_training_queue(settings):
-    entry = settings.CELERY_BEAT_SCHEDULE["similarity-cluster"]
+    from config.celery import app  # the project's Celery app, configured by similarity.celery
+
+    entry = app.conf.beat_schedule["similarity-cluster"]
     assert entry["task"] == "similarity.cluster" and entry["schedule"] == 24 * 3600
     assert entry["options"]["queue"] == settings.SIMILARITY["TRAINING_QUEUE"]
