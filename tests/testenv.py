@@ -1,7 +1,8 @@
 """Test environment, loaded as a pytest plugin (``-p tests.testenv``) before Django starts.
 
 Sets the variables settings.py reads, so the test process and the worker processes it
-starts share them: fast fake encoders, private queues, a private media folder.
+starts share them: the test settings (tests/settings.py), fast fake encoders, private
+queues, a private media folder.
 """
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import os
 import tempfile
 import uuid
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# The demo's settings plus the app's own test app (tests/testapp): the worker processes the
+# tests start inherit it, so they know the test app's models too.
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
 os.environ.setdefault("SIMILARITY_IMAGE_ENCODER", "similarity.ml.encoders.fake.ColorHistogramImageEncoder")
 os.environ.setdefault("SIMILARITY_TEXT_ENCODER", "similarity.ml.encoders.fake.HashingTextEncoder")
 _run = uuid.uuid4().hex[:8]

@@ -1,0 +1,22 @@
+"""Settings of the test run: the demo shop's, plus the app's own test app.
+
+The app's tests (tests/similarity/) run against ``tests.testapp``; the demo's tests
+(tests/catalog/) against its catalog, which stays registered first. ``tests.testenv`` names
+this module, so the worker processes the tests start read it too.
+"""
+from __future__ import annotations
+
+from config.settings import *  # noqa: F403
+from config.settings import INSTALLED_APPS, SIMILARITY
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+
+SIMILARITY = {
+    **SIMILARITY,
+    "MODELS": {
+        **SIMILARITY["MODELS"],
+        "testapp.Gadget": "tests.testapp.adapters.GadgetAdapter",
+        "testapp.Book": "tests.testapp.adapters.BookAdapter",
+        "testapp.Listing": "tests.testapp.adapters.ListingAdapter",
+    },
+}
