@@ -17,7 +17,7 @@ from pathlib import Path
 from django.core.files.base import ContentFile
 from django.db import DatabaseError, transaction
 
-from similarity.indexing.queue import collect_encodes
+import similarity
 
 from .csvfile import DEFAULT_ENCODING, read_records
 from .models import PATH_SEPARATOR, Category, Product, ProductImage
@@ -67,7 +67,7 @@ def import_csv(
     header, records = read_records(path, columns=COLUMNS, required=REQUIRED, encoding=encoding)
     report = ImportReport(ignored_columns=[h for h in header if h not in COLUMNS])
     imported_on: dict[str, int] = {}  # sku -> line
-    with collect_encodes():
+    with similarity.collect_encodes():
         for record in records:
             sku = record.values.get("sku", "")
             try:

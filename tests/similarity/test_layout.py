@@ -76,3 +76,13 @@ def test_every_module_is_in_a_layer_a_newcomer_can_name():
            "similarity.adapters", "similarity.urls", "similarity.celery"}
     stray = {n for n in modules() if n not in top and n.split(".")[1] not in layers}
     assert stray == set()
+
+
+def test_the_public_api_is_importable_from_the_package():
+    import similarity
+
+    assert {"register", "enqueue_encode", "collect_encodes", "similar_to", "suggest"} <= set(similarity.__all__)
+    for name in similarity.__all__:
+        assert getattr(similarity, name) is not None, name
+    with pytest.raises(AttributeError):
+        similarity.Embeddable  # noqa: B018  (gone: models are registered, not mixed in)

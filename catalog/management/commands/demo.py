@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from io import StringIO
 from pathlib import Path
 
 from django.conf import settings
@@ -20,12 +21,10 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+import similarity
 from catalog.management.supervisor import ChildFailed, Supervisor
 from catalog.models import Product
-from similarity.categories.clustering import ClusteringUnavailable, run_clustering
 from similarity.conf import similarity_settings
-from similarity.indexing.queue import enqueue_encode
-from similarity.indexing.status import encoding_status
 from similarity.models import EmbeddingStatus
 
 DEMO_CATALOG = Path(__file__).resolve().parents[2] / "demo" / "grocery-iconic" / "products.csv"
@@ -126,13 +125,13 @@ class Command(BaseCommand):
         that just died: every process of it is gone, so its claims are released at once."""
         pending = Product.objects.exclude(similarity_states__status__in=[EmbeddingStatus.READY, EmbeddingStatus.FAILED])
         pks = list(pending.values_list("pk", flat=True))
-        enqueue_encode("catalog.Product", pks)
+        similarity.enqueue_encode("catalog.Product", pks)
 
     def _wait_encoded(self, children: Supervisor, timeout: int) -> None:
         began, deadline, last = time.monotonic(), time.monotonic() + timeout, None
-        todo = encoding_status("catalog.Product", with_queue=False).by_status[EmbeddingStatus.PENDING]
+        todo = similarity.encoding_status("catalog.Product", with_queue=False).by_status[EmbeddingStatus.PENDING]
         while True:
-            counts = encoding_status("catalog.Product", with_queue=False).by_status
+            counts = similarity.encoding_status("catalog.Product", with_queue=False).by_status
             if counts != last:
                 self.stdout.write("  encoding: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
                 last = counts
@@ -152,11 +151,11 @@ class Command(BaseCommand):
     def _cluster(self) -> None:
         """Find category clusters once, so the review page has something to show."""
         try:
-            run = run_clustering("catalog.Product")
-        except ClusteringUnavailable as exc:
+            call_command("similarity_cluster", model="catalog.Product", stdout=StringIO())
+        except CommandError as exc:
             self.stdout.write(f"  clustering skipped: {exc}")
             return
-        self.stdout.write(f"  clustered {run.products} products into {run.k} clusters")
+        self.stdout.write("  clustered the catalog: Similarity > Category clusters has the groups")
 
     def _print_urls(self, port: int, seconds: float, serving: bool) -> None:
         base = f"http://127.0.0.1:{port}"
