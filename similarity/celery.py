@@ -61,7 +61,25 @@ def connect_timeout(budget: float) -> float:
 
 
 def configure(app: Any) -> None:
-    """Add the app's schedule and routes to ``app`` and make its broker and result store fail fast."""
+    """Add the app's schedule and routes to ``app`` and make its broker and result store fail fast.
+
+    Applied when ``app`` loads its configuration (at once if it has): a host calls this while
+    its Celery module is imported, which may be while its settings module is still importing
+    (a settings module that imports the project's settings package), when the settings are
+    not all there yet.
+    """
+    if app.configured:
+        _configure(app)
+    else:
+        app.on_after_configure.connect(_configured, sender=app, weak=False)
+
+
+def _configured(sender: Any, **kwargs: Any) -> None:
+    """``on_after_configure`` of a host's Celery app: apply ``configure``."""
+    _configure(sender)
+
+
+def _configure(app: Any) -> None:
     conf = app.conf
     budget = float(similarity_settings.BROKER_TIMEOUT)
     conf.beat_schedule = {**beat_schedule(), **(conf.beat_schedule or {})}

@@ -58,3 +58,24 @@ def test_queues_are_namespaced_by_the_project_unless_named(settings):
     assert similarity_settings.QUEUE == "eu-shop:similarity"
     settings.SIMILARITY = {**settings.SIMILARITY, "QUEUE": "encode"}
     assert similarity_settings.QUEUE == "encode"
+
+
+def test_a_settings_module_importing_the_projects_settings_gets_its_own_queues():
+    """tests.settings imports config.settings, whose package imports the Celery app while
+    tests.settings is still half-loaded: configure(app) must not read the settings then."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = (
+        "from django.conf import settings; settings.INSTALLED_APPS\n"
+        "from config.celery import app\n"
+        "from similarity.conf import similarity_settings as s\n"
+        "print(s.QUEUE, app.conf.task_routes['similarity.encode']['queue'], "
+        "app.conf.beat_schedule['similarity-cluster']['options']['queue'])\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "SIMILARITY_QUEUE": "q-own", "SIMILARITY_TRAINING_QUEUE": "t-own"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["q-own", "q-own", "t-own"]
