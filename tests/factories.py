@@ -1,4 +1,8 @@
-"""Small builders for test data: products with real image files, Chinese titles included."""
+"""Small builders for test data with real image files, Chinese titles included.
+
+The app's tests build the test app's items (``make_gadget``, ``make_book``, ``make_listing``:
+tests/testapp); the demo's tests build its catalog products (``make_product``).
+"""
 from __future__ import annotations
 
 import csv
@@ -10,6 +14,9 @@ from django.core.files.base import ContentFile
 from PIL import Image
 
 from catalog.models import Category, Product, ProductImage
+from tests.testapp.models import Book, Gadget, GadgetPhoto, Genre, Listing, Shelf
+
+GADGET, BOOK, LISTING = "testapp.Gadget", "testapp.Book", "testapp.Listing"
 
 
 def image_bytes(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 64), fmt: str = "PNG", mode: str = "RGB") -> bytes:
@@ -29,6 +36,57 @@ def make_product(sku: str, title: str, *, image: bytes | None = None, category: 
         photo.image.save(f"{sku}.png", ContentFile(image), save=False)
         photo.save()
     return product
+
+
+def shelf_path(path: str) -> Shelf | None:
+    """The shelf of "A > B > C", creating missing levels; None for ""."""
+    node = None
+    for name in [part.strip() for part in path.split(">") if part.strip()]:
+        node, _ = Shelf.objects.get_or_create(label=name, parent=node)
+    return node
+
+
+def genre_path(path: str) -> Genre | None:
+    """The genre of "A > B > C", creating missing levels; None for ""."""
+    node = None
+    for name in [part.strip() for part in path.split(">") if part.strip()]:
+        node, _ = Genre.objects.get_or_create(name=name, broader=node)
+    return node
+
+
+def add_photo(gadget: Gadget, data: bytes, *, rank: int = 0, name: str = "") -> GadgetPhoto:
+    """Save a photo of ``gadget`` (a file in storage), as the admin's inline would."""
+    photo = GadgetPhoto(gadget=gadget, rank=rank)
+    photo.picture.save(name or f"{gadget.code}-{rank}.png", ContentFile(data), save=False)
+    photo.save()
+    return photo
+
+
+def make_gadget(code: str, name: str, *, image: bytes | None = None, shelf: str = "", **fields: Any) -> Gadget:
+    """Create a gadget (and its first photo) on shelf ``shelf`` ("A > B")."""
+    if shelf:
+        fields["shelf"] = shelf_path(shelf)
+    gadget = Gadget.objects.create(code=code, name=name, **fields)
+    if image is not None:
+        add_photo(gadget, image)
+    return gadget
+
+
+def make_book(isbn: str, heading: str, *, genres: tuple[str, ...] = (), **fields: Any) -> Book:
+    """Create a book in ``genres`` (paths "A > B")."""
+    book = Book.objects.create(isbn=isbn, heading=heading, **fields)
+    if genres:
+        book.genres.set([genre_path(path) for path in genres])
+    return book
+
+
+def make_listing(caption: str, *, image: bytes | None = None, section: str = "", **fields: Any) -> Listing:
+    """Create a listing with its photo on the row and its path ("A/B") in ``section``."""
+    listing = Listing(caption=caption, section=section, **fields)
+    if image is not None:
+        listing.photo.save("listing.png", ContentFile(image), save=False)  # storage keeps names apart
+    listing.save()
+    return listing
 
 
 def space(model_label: str = "catalog.Product"):
@@ -60,7 +118,7 @@ def vectors_of(obj: Any, in_space: Any = None) -> Any:
     return embedding_of(obj, in_space)
 
 
-# Three groups of products; their vectors sit around three orthogonal directions.
+# Three groups of items; their vectors sit around three orthogonal directions.
 GROUPS = {
     "earphones": ("蓝牙耳机 无线 降噪 {}", "数码 > 耳机", (20, 20, 20)),
     "tea": ("西湖龙井 绿茶 {} green tea", "饮料 > 茶", (40, 160, 60)),
@@ -84,19 +142,30 @@ def grouped_catalog(*, images: bool = False) -> dict[str, list[Product]]:
 
     The earphones have no category at all, so clustering proposes to create one for them.
     """
-    dim = space().dims["fused"]
-    products: dict[str, list[Product]] = {}
+    return _grouped("catalog.Product", lambda key, title, path, photo: make_product(key, title, category=path, image=photo), images)
+
+
+def grouped_gadgets(*, images: bool = False) -> dict[str, list[Gadget]]:
+    """The same 24 items as gadgets on shelves (``grouped_catalog`` for the test app)."""
+    return _grouped(GADGET, lambda key, title, path, photo: make_gadget(key, title, shelf=path, image=photo), images)
+
+
+def _grouped(model_label: str, make: Any, images: bool) -> dict[str, list[Any]]:
+    dim = space(model_label).dims["fused"]
+    items: dict[str, list[Any]] = {}
     for g, (name, (title, path, colour)) in enumerate(GROUPS.items()):
         for i in range(8):
             category = "" if i < 2 or name == "earphones" else path
             if name == "tea" and i == 7:
                 category = "生鲜 > 水果"
             photo = image_bytes(tuple(min(255, c + 6 * i) for c in colour)) if images else None
-            p = make_product(f"{name}-{i}", title.format(i), category=category, image=photo)
-            put_vectors(p, fused=grouped_vector(g, i, dim))
-            products.setdefault(name, []).append(p)
-    mark_ready(Product.objects.all())
-    return products
+            item = make(f"{name}-{i}", title.format(i), category, photo)
+            put_vectors(item, fused=grouped_vector(g, i, dim))
+            items.setdefault(name, []).append(item)
+    from django.apps import apps
+
+    mark_ready(apps.get_model(model_label).objects.all())
+    return items
 
 
 def mark_ready(queryset: Any) -> None:

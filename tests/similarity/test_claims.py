@@ -7,36 +7,35 @@ from unittest import mock
 import pytest
 from django.utils import timezone
 
-from catalog.models import Product
 from similarity.indexing.claims import claim_batch
 from similarity.indexing.queue import enqueue_encode
 from similarity.indexing.sweep import sweep
 from similarity.indexing.writer import encode_claimed, encode_objects
 from similarity.models import EmbeddingStatus, state_of
-from tests.factories import image_bytes, make_product, space, states, vectors_of
+from tests.factories import GADGET as LABEL
+from tests.factories import image_bytes, make_gadget, space, states, vectors_of
+from tests.testapp.models import Gadget
 
 pytestmark = pytest.mark.django_db
-
-LABEL = "catalog.Product"
 
 
 @pytest.fixture
 def pending(sent):
-    products = [make_product(f"Q{i}", f"队列 商品 {i}") for i in range(5)]
+    gadgets = [make_gadget(f"Q{i}", f"队列 商品 {i}") for i in range(5)]
     # Requested one second apart, oldest first.
     start = timezone.now() - datetime.timedelta(minutes=10)
-    for i, p in enumerate(products):
-        states(Product.objects.filter(pk=p.pk)).update(requested_at=start + datetime.timedelta(seconds=i))
-    return products
+    for i, g in enumerate(gadgets):
+        states(Gadget.objects.filter(pk=g.pk)).update(requested_at=start + datetime.timedelta(seconds=i))
+    return gadgets
 
 
 def test_claims_are_disjoint_and_oldest_first(pending):
     first = claim_batch(LABEL, "task-a", size=3)
     second = claim_batch(LABEL, "task-b", size=3)
-    assert first == [p.pk for p in pending[:3]]
-    assert second == [p.pk for p in pending[3:]]
+    assert first == [g.pk for g in pending[:3]]
+    assert second == [g.pk for g in pending[3:]]
     assert claim_batch(LABEL, "task-c", size=3) == []
-    claims = dict(states(Product.objects.all()).values_list("object_id", "claim"))
+    claims = dict(states(Gadget.objects.all()).values_list("object_id", "claim"))
     assert {claims[pk] for pk in first} == {"task-a"} and {claims[pk] for pk in second} == {"task-b"}
 
 
@@ -44,21 +43,21 @@ def test_a_redelivered_task_takes_its_rows_back(pending):
     first = claim_batch(LABEL, "task-a", size=2)
     # The worker died; the broker redelivers the same message (same task id).
     assert claim_batch(LABEL, "task-a", size=2) == first
-    assert claim_batch(LABEL, "task-b", size=2) == [p.pk for p in pending[2:4]]
+    assert claim_batch(LABEL, "task-b", size=2) == [g.pk for g in pending[2:4]]
 
 
 def test_claims_of_dead_workers_expire(pending, settings):
     settings.SIMILARITY = {**settings.SIMILARITY, "CLAIM_TIMEOUT": 60}
     claim_batch(LABEL, "dead", size=5)
     assert claim_batch(LABEL, "alive", size=5) == []
-    states(Product.objects.all()).update(claimed_at=timezone.now() - datetime.timedelta(seconds=61))
+    states(Gadget.objects.all()).update(claimed_at=timezone.now() - datetime.timedelta(seconds=61))
     assert len(claim_batch(LABEL, "alive", size=5)) == 5
 
 
 def test_encode_claimed_writes_vectors_and_frees_the_rows(pending):
     report = encode_claimed(LABEL, "task-a")
-    assert sorted(report.encoded) == sorted(p.pk for p in pending)
-    rows = Product.objects.all()
+    assert sorted(report.encoded) == sorted(g.pk for g in pending)
+    rows = Gadget.objects.all()
     assert {(state_of(r).status, state_of(r).claim, state_of(r).claimed_at) for r in rows} == {("ready", "", None)}
     assert all(vectors_of(r).text is not None for r in rows)
     assert encode_claimed(LABEL, "task-b").as_dict()["encoded"] == 0  # nothing left
@@ -71,7 +70,7 @@ def test_an_edit_during_encoding_releases_the_row_and_is_encoded_later(pending, 
 
     def edit_then_encode(*args, **kwargs):
         # The merchandiser saves a new title while the worker is busy with the batch.
-        Product.objects.filter(pk=edited.pk).update(title="新 标题 改过")
+        Gadget.objects.filter(pk=edited.pk).update(name="新 标题 改过")
         enqueue_encode(LABEL, [edited.pk])
         return real_encode(*args, **kwargs)
 
@@ -88,11 +87,11 @@ def test_an_edit_during_encoding_releases_the_row_and_is_encoded_later(pending, 
 
 
 def test_unchanged_content_is_marked_ready_without_encoding(sent):
-    p = make_product("U1", "不变 的 商品", image=image_bytes())
+    p = make_gadget("U1", "不变 的 商品", image=image_bytes())
     encode_objects(LABEL, [p.pk])
     p.refresh_from_db()
     first = (state_of(p).encoded_at, list(vectors_of(p).fused))
-    p.price = 10  # not part of the encoded content
+    p.stock = 10  # not part of the encoded content
     p.save()
     p.refresh_from_db()
     assert state_of(p).status == EmbeddingStatus.PENDING
@@ -104,20 +103,20 @@ def test_unchanged_content_is_marked_ready_without_encoding(sent):
 
 
 def test_a_stale_form_save_does_not_overwrite_the_workers_columns(sent):
-    p = make_product("U2", "旧 表单")
-    stale = Product.objects.get(pk=p.pk)  # loaded before the worker wrote the vectors
+    p = make_gadget("U2", "旧 表单")
+    stale = Gadget.objects.get(pk=p.pk)  # loaded before the worker wrote the vectors
     encode_objects(LABEL, [p.pk])
-    stale.brand = "新品牌"
+    stale.maker = "新品牌"
     stale.save()
     p.refresh_from_db()
-    assert p.brand == "新品牌"
+    assert p.maker == "新品牌"
     assert vectors_of(p) is not None and state_of(p).content_hash  # vectors kept
     assert state_of(p).status == EmbeddingStatus.PENDING  # the edit is encoded again
 
 
 def test_sweeper_resends_forgotten_rows_only(pending, sent, settings):
     settings.SIMILARITY = {**settings.SIMILARITY, "PENDING_MAX_AGE": 300, "BATCH_SIZE": 2}
-    fresh = make_product("Q-new", "刚刚 保存")  # requested now: its own task is on its way
+    fresh = make_gadget("Q-new", "刚刚 保存")  # requested now: its own task is on its way
     sent.reset_mock()
     result = sweep(LABEL)
     assert result == {"forgotten": 5, "tasks": 3, "stale": 0, "unscheduled": 0}
@@ -127,7 +126,7 @@ def test_sweeper_resends_forgotten_rows_only(pending, sent, settings):
 
 
 def test_sweeper_re_encodes_ready_rows_without_vectors_in_the_space(sent):
-    p = make_product("V1", "旧 版本 向量")
+    p = make_gadget("V1", "旧 版本 向量")
     encode_objects(LABEL, [p.pk])
     vectors_of(p).delete()  # e.g. rows encoded before an upgrade that moved the vectors
     assert sweep(LABEL)["stale"] == 1
@@ -141,13 +140,13 @@ def test_database_round_trips_per_batch_do_not_grow_with_the_batch(sent):
     from django.test.utils import CaptureQueriesContext
 
     def queries_for(n: int, prefix: str) -> int:
-        products = [make_product(f"{prefix}{i}", f"批量 {prefix} {i}", image=image_bytes((i * 7 % 255, 90, 30))) for i in range(n)]
+        gadgets = [make_gadget(f"{prefix}{i}", f"批量 {prefix} {i}", image=image_bytes((i * 7 % 255, 90, 30))) for i in range(n)]
         with CaptureQueriesContext(connection) as captured:
             report = encode_claimed(LABEL, f"task-{prefix}")
-        assert sorted(report.encoded) == sorted(p.pk for p in products)
+        assert sorted(report.encoded) == sorted(g.pk for g in gadgets)
         return len(captured.captured_queries)
 
-    space()  # created once per configuration, not per batch
+    space(LABEL)  # created once per configuration, not per batch
     small, large = queries_for(2, "S"), queries_for(20, "L")
     assert small == large, (small, large)
     # Claim, configuration (learned model, spaces), rows + photos, current vectors, write
@@ -156,7 +155,7 @@ def test_database_round_trips_per_batch_do_not_grow_with_the_batch(sent):
 
 
 def test_forced_enqueue_re_encodes_unchanged_content(sent):
-    p = make_product("F1", "强制 重新 编码", image=image_bytes())
+    p = make_gadget("F1", "强制 重新 编码", image=image_bytes())
     encode_objects(LABEL, [p.pk])
     first = vectors_of(p).encoded_at
     enqueue_encode(LABEL, [p.pk], force=True)
@@ -168,9 +167,9 @@ def test_forced_enqueue_re_encodes_unchanged_content(sent):
 
 def test_the_sweeper_schedules_rows_that_never_had_a_state(sent):
     """Rows created by a bulk path (no signal) or there before the app was installed."""
-    Product.objects.bulk_create([Product(sku=f"B{i}", title=f"批量 导入 {i}") for i in range(3)])
-    assert not states(Product.objects.all()).exists()
+    Gadget.objects.bulk_create([Gadget(code=f"B{i}", name=f"批量 导入 {i}") for i in range(3)])
+    assert not states(Gadget.objects.all()).exists()
     result = sweep(LABEL)
     assert result["unscheduled"] == 3
-    assert set(states(Product.objects.all()).values_list("status", flat=True)) == {EmbeddingStatus.PENDING}
+    assert set(states(Gadget.objects.all()).values_list("status", flat=True)) == {EmbeddingStatus.PENDING}
     assert sweep(LABEL)["unscheduled"] == 0

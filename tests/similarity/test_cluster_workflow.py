@@ -11,7 +11,6 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from catalog.models import Category, Product
 from similarity.categories.clustering import ClusteringUnavailable, run_clustering
 from similarity.categories.decisions import DecisionError, accept, apply_label, reject, rename_cluster, suggest_for
 from similarity.categories.suggestions import Suggestion, cut_label, likely_miscategorised
@@ -24,7 +23,9 @@ from similarity.models import (
     EmbeddingStatus,
     state_of,
 )
-from tests.factories import grouped_catalog, make_product
+from similarity.registry import get_adapter, registered_models
+from tests.factories import GADGET, grouped_gadgets, make_gadget, shelf_path
+from tests.testapp.models import Gadget
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +36,12 @@ def user():
 
 @pytest.fixture
 def catalog():
-    return grouped_catalog()
+    return grouped_gadgets()
+
+
+def label_of(item) -> str:
+    item.refresh_from_db()
+    return get_adapter(item).get_label(item)
 
 
 @pytest.fixture
@@ -50,7 +56,7 @@ def suggestions(kind: str | None = None):
 
 
 def test_run_stores_clusters_members_and_the_three_kinds_of_suggestion(catalog):
-    run = run_clustering("catalog.Product", k=3)
+    run = run_clustering(GADGET, k=3)
     assert run.k == 3 and run.products == 24 and run.column == "fused"
     clusters = {c.majority_label: c for c in CategoryCluster.objects.filter(run=run)}
     assert set(clusters) == {"饮料 > 茶", "生鲜 > 水果", ""}
@@ -74,18 +80,18 @@ def test_run_stores_clusters_members_and_the_three_kinds_of_suggestion(catalog):
 
 
 def test_accept_assign_sets_categories_reencodes_and_logs(catalog, user):
-    run_clustering("catalog.Product", k=3)
+    run_clustering(GADGET, k=3)
     suggestion = suggestions("assign").get(target_label="饮料 > 茶")
     done = accept(suggestion, user)
     assert done.status == Decision.ACCEPTED and done.decided_by == user and done.changed == 2
-    tea = Category.objects.get(path="饮料 > 茶")
+    tea = shelf_path("饮料 > 茶")
     for p in catalog["tea"][:2]:
         p.refresh_from_db()
-        assert p.category == tea
+        assert p.shelf == tea
         assert state_of(p).status == EmbeddingStatus.PENDING  # re-encoded with the new category
     logged = LogEntry.objects.filter(user=user)
     assert logged.filter(object_id=str(suggestion.pk), change_message__startswith="Accepted").exists()
-    assert set(logged.filter(content_type__model="product").values_list("object_id", flat=True)) == {
+    assert set(logged.filter(content_type__model="gadget").values_list("object_id", flat=True)) == {
         str(p.pk) for p in catalog["tea"][:2]
     }
     with pytest.raises(DecisionError, match="already accepted"):
@@ -93,27 +99,27 @@ def test_accept_assign_sets_categories_reencodes_and_logs(catalog, user):
 
 
 def test_accept_move_leaves_items_that_moved_since(catalog, user):
-    run_clustering("catalog.Product", k=3)
+    run_clustering(GADGET, k=3)
     move = suggestions("move").get()
     stray = catalog["tea"][7]
-    stray.category = Category.get_or_create_path("饮料 > 咖啡")  # someone fixed it differently meanwhile
+    stray.shelf = shelf_path("饮料 > 咖啡")  # someone fixed it differently meanwhile
     stray.save()
     assert accept(move, user).changed == 0
-    stray.refresh_from_db()
-    assert stray.category.path == "饮料 > 咖啡"
+    assert label_of(stray) == "饮料 > 咖啡"
 
 
 def test_accept_create_with_a_new_name_creates_the_category(catalog, user):
-    run_clustering("catalog.Product", k=3)
+    run_clustering(GADGET, k=3)
     create = suggestions("create").get()
     done = accept(create, user, name="  蓝牙  耳机 ")
     assert done.applied_label == "蓝牙 耳机" and done.changed == 8
-    assert set(Product.objects.filter(sku__startswith="earphones").values_list("category__path", flat=True)) == {"蓝牙 耳机"}
+    assert {label_of(g) for g in catalog["earphones"]} == {"蓝牙 耳机"}
+    assert Gadget.objects.filter(code__startswith="earphones", shelf__label="蓝牙 耳机", shelf__parent=None).count() == 8
 
 
 @pytest.mark.parametrize("name, error", [("", "empty"), ("A > B", "cannot contain"), ("x" * 201, "at most 200")])
 def test_bad_names_are_refused_and_change_nothing(catalog, user, name, error):
-    run_clustering("catalog.Product", k=3)
+    run_clustering(GADGET, k=3)
     cluster = suggestions("create").get().cluster
     with pytest.raises(DecisionError, match=error):
         rename_cluster(cluster, name, user)
@@ -122,7 +128,7 @@ def test_bad_names_are_refused_and_change_nothing(catalog, user, name, error):
 
 
 def test_rename_cluster_renames_its_create_suggestion_and_logs(catalog, user):
-    run_clustering("catalog.Product", k=3)
+    run_clustering(GADGET, k=3)
     create = suggestions("create").get()
     rename_cluster(create.cluster, "耳机", user)
     create.refresh_from_db()
@@ -133,12 +139,12 @@ def test_rename_cluster_renames_its_create_suggestion_and_logs(catalog, user):
 
 
 def test_rerun_replaces_open_suggestions_keeps_decided_and_does_not_repeat_rejected(catalog, user):
-    first = run_clustering("catalog.Product", k=3)
+    first = run_clustering(GADGET, k=3)
     accepted = accept(suggestions("assign").get(target_label="饮料 > 茶"), user)
     rejected = reject(suggestions("move").get(), user)
     open_before = set(suggestions().values_list("pk", flat=True))
 
-    second = run_clustering("catalog.Product", k=3)
+    second = run_clustering(GADGET, k=3)
     assert CategorySuggestion.objects.filter(pk__in=open_before).count() == 0  # replaced
     assert CategorySuggestion.objects.get(pk=accepted.pk).status == Decision.ACCEPTED  # kept, with its cluster
     assert CategorySuggestion.objects.get(pk=rejected.pk).cluster.run_id == first.pk
@@ -152,20 +158,20 @@ def test_rerun_replaces_open_suggestions_keeps_decided_and_does_not_repeat_rejec
 
 
 def test_clustering_needs_active_vectors():
-    make_product("X1", "无向量的商品")
+    make_gadget("X1", "无向量的商品")
     with pytest.raises(ClusteringUnavailable, match="encode it first"):
-        run_clustering("catalog.Product")
+        run_clustering(GADGET)
 
 
-def test_inactive_products_are_not_clustered(catalog):
-    Product.objects.filter(sku__startswith="apples").update(is_active=False)
-    run = run_clustering("catalog.Product", k=2)
+def test_unlisted_gadgets_are_not_clustered(catalog):
+    Gadget.objects.filter(code__startswith="apples").update(listed=False)
+    run = run_clustering(GADGET, k=2)
     assert run.products == 16
     assert not ClusterMember.objects.filter(object_id__in=[p.pk for p in catalog["apples"]]).exists()
 
 
 def test_neighbour_vote_suggestions_group_by_change(catalog):
-    made = suggest_for("catalog.Product", [p.pk for p in catalog["tea"]] + [catalog["apples"][0].pk])
+    made = suggest_for(GADGET, [p.pk for p in catalog["tea"]] + [catalog["apples"][0].pk])
     by_change = {(s.kind, s.source_label, s.target_label): s for s in made}
     assign_tea = by_change[("assign", "", "饮料 > 茶")]
     assert sorted(assign_tea.object_ids) == sorted(p.pk for p in catalog["tea"][:2])
@@ -173,7 +179,7 @@ def test_neighbour_vote_suggestions_group_by_change(catalog):
     assert by_change[("assign", "", "生鲜 > 水果")].object_ids == [catalog["apples"][0].pk]
     assert all(s.cluster is None and 0.5 <= s.confidence <= 1 for s in made)
     # asking again for one item takes it out of the earlier suggestion
-    suggest_for("catalog.Product", [catalog["tea"][0].pk])
+    suggest_for(GADGET, [catalog["tea"][0].pk])
     assign_tea.refresh_from_db()
     assert assign_tea.object_ids == [catalog["tea"][1].pk] and assign_tea.size == 1
 
@@ -181,33 +187,32 @@ def test_neighbour_vote_suggestions_group_by_change(catalog):
 def test_apply_label_moves_one_item(catalog, user):
     item = catalog["tea"][7]
     assert apply_label(item, "饮料 > 茶", user) is True
-    item.refresh_from_db()
-    assert item.category.path == "饮料 > 茶" and state_of(item).status == EmbeddingStatus.PENDING
+    assert label_of(item) == "饮料 > 茶" and state_of(item).status == EmbeddingStatus.PENDING
     assert apply_label(item, "饮料 > 茶", user) is False
 
 
 def test_command_prints_clusters_and_suggestions(catalog):
     out = io.StringIO()
-    call_command("similarity_cluster", "--k", "3", stdout=out)
+    call_command("similarity_cluster", "--model", GADGET, "--k", "3", stdout=out)
     text = out.getvalue()
     assert "24 items -> 3 clusters" in text
     assert "Create new category" in text and "Move 1 item from" in text
     assert ClusterRun.objects.count() == 1
     with pytest.raises(CommandError, match="at least 2"):
-        call_command("similarity_cluster", "--k", "1")
+        call_command("similarity_cluster", "--model", GADGET, "--k", "1")
 
 
 def test_task_sends_clustering_to_the_training_queue(sent_clustering):
-    call_command("similarity_cluster", "--async", stdout=io.StringIO())
+    call_command("similarity_cluster", "--model", GADGET, "--async", stdout=io.StringIO())
     assert sent_clustering.call_args.kwargs["queue"].startswith("similarity-training")
 
 
 def test_clusters_compare_with_categories_at_the_label_level(catalog):
     """Apples each in their own leaf ("生鲜 > 水果 > 苹果 N") still make one pure fruit cluster."""
     for i, apple in enumerate(catalog["apples"][2:]):
-        apple.category = Category.get_or_create_path(f"生鲜 > 水果 > 苹果 {i}")
+        apple.shelf = shelf_path(f"生鲜 > 水果 > 苹果 {i}")
         apple.save()
-    run = run_clustering("catalog.Product", k=3)
+    run = run_clustering(GADGET, k=3)
     fruit = CategoryCluster.objects.get(run=run, majority_label="生鲜 > 水果")
     assert fruit.purity == 1.0 and fruit.labelled == 6
     assert not fruit.suggestions.filter(kind="create").exists()
@@ -243,9 +248,10 @@ def test_likely_miscategorised(current, best, confidence, level, flagged):
 def test_cluster_task_runs_every_model_and_reports_skips(settings):
     from similarity.tasks import cluster_task
 
-    assert cluster_task.run() == {"catalog.Product": {"skipped": ANY}}  # nothing encoded yet
-    grouped_catalog()
-    done = cluster_task.run("catalog.Product")["catalog.Product"]
+    every = {model._meta.label: {"skipped": ANY} for model in registered_models()}
+    assert GADGET in every and cluster_task.run() == every  # nothing encoded yet
+    grouped_gadgets()
+    done = cluster_task.run(GADGET)[GADGET]
     assert done["items"] == 24 and done["run"] == ClusterRun.objects.get().pk
 
 

@@ -13,49 +13,51 @@ from celery import Task
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from catalog.models import Product
 from similarity.indexing.writer import encode_objects
 from similarity.tasks import encode_task
-from tests.factories import make_product, states
+from tests.factories import GADGET as LABEL
+from tests.factories import make_gadget, states
+from tests.testapp.models import Gadget
 
 pytestmark = pytest.mark.django_db
-
-LABEL = "catalog.Product"
 
 
 @pytest.fixture
 def catalog(sent):
-    phone = make_product("P1", "华为 Mate 60 手机", category="数码 > 手机")
-    case = make_product("P2", "手机壳 硅胶", category="数码 > 手机 > 配件")
-    shirt = make_product("P3", "纯棉 T恤", category="服装 > 上衣")
-    broken = make_product("P4", "   ")  # nothing to encode: fails
-    encode_objects(LABEL, [p.pk for p in (phone, case, shirt, broken)])
-    return {p.sku: p for p in (phone, case, shirt, broken)}
+    phone = make_gadget("P1", "华为 Mate 60 手机", shelf="数码 > 手机")
+    case = make_gadget("P2", "手机壳 硅胶", shelf="数码 > 手机 > 配件")
+    shirt = make_gadget("P3", "纯棉 T恤", shelf="服装 > 上衣")
+    broken = make_gadget("P4", "   ")  # nothing to encode: fails
+    encode_objects(LABEL, [g.pk for g in (phone, case, shirt, broken)])
+    return {g.code: g for g in (phone, case, shirt, broken)}
 
 
-def run(*args) -> str:
+def run(command, *args) -> str:
+    """Run ``command`` on the gadgets (the demo's catalog is the first registered model)."""
     out = io.StringIO()
-    call_command(*args, stdout=out, stderr=io.StringIO())
+    if "--model" not in args:
+        args = ("--model", LABEL, *args)
+    call_command(command, *args, stdout=out, stderr=io.StringIO())
     return out.getvalue()
 
 
-def encoded_at(sku: str):
-    return state_of(Product.objects.get(sku=sku)).encoded_at
+def encoded_at(code: str):
+    return state_of(Gadget.objects.get(code=code)).encoded_at
 
 
 def test_sync_reindex_of_failed_rows_touches_only_them(catalog):
-    before = {sku: encoded_at(sku) for sku in catalog}
+    before = {code: encoded_at(code) for code in catalog}
     out = run("similarity_reindex", "--failed", "--sync")
     assert "0 encoded, 0 unchanged, 1 failed" in out
-    after = {sku: encoded_at(sku) for sku in catalog}
-    assert [sku for sku in catalog if after[sku] != before[sku]] == ["P4"]
+    after = {code: encoded_at(code) for code in catalog}
+    assert [code for code in catalog if after[code] != before[code]] == ["P4"]
 
 
 def test_sync_force_reindex_of_a_category_includes_its_subtree(catalog):
-    before = {sku: encoded_at(sku) for sku in catalog}
+    before = {code: encoded_at(code) for code in catalog}
     out = run("similarity_reindex", "--category", "数码 >手机", "--sync", "--force")
     assert "2 encoded" in out
-    changed = sorted(sku for sku in catalog if encoded_at(sku) != before[sku])
+    changed = sorted(code for code in catalog if encoded_at(code) != before[code])
     assert changed == ["P1", "P2"]
 
 
@@ -64,18 +66,18 @@ def test_unforced_reindex_skips_unchanged_content(catalog):
 
 
 def test_since_selects_recently_changed_rows(catalog, sent, django_capture_on_commit_callbacks):
-    Product.objects.filter(sku__in=["P1", "P2", "P4"]).update(updated_at=timezone.now() - datetime.timedelta(days=3))
+    Gadget.objects.filter(code__in=["P1", "P2", "P4"]).update(changed=timezone.now() - datetime.timedelta(days=3))
     yesterday = (timezone.localdate() - datetime.timedelta(days=1)).isoformat()
     with django_capture_on_commit_callbacks(execute=True):
         out = run("similarity_reindex", "--since", yesterday)
     assert out.startswith("1 rows marked pending; 1 tasks sent")
-    assert list(Product.objects.filter(similarity_states__status="pending").values_list("sku", flat=True)) == ["P3"]
+    assert list(Gadget.objects.filter(similarity_states__status="pending").values_list("code", flat=True)) == ["P3"]
     assert sent.call_args.kwargs["args"] == [LABEL]
 
 
 def test_missing_sends_every_row_that_is_not_ready(catalog, sent, settings, django_capture_on_commit_callbacks):
     settings.SIMILARITY = {**settings.SIMILARITY, "BATCH_SIZE": 1}
-    states(Product.objects.filter(sku="P2")).update(status="pending")
+    states(Gadget.objects.filter(code="P2")).update(status="pending")
     with django_capture_on_commit_callbacks(execute=True):
         out = run("similarity_reindex", "--missing")
     assert out.startswith("2 rows marked pending; 2 tasks sent")
@@ -86,7 +88,7 @@ def test_missing_sends_every_row_that_is_not_ready(catalog, sent, settings, djan
     "args, message",
     [
         (["--since", "last week"], "not an ISO date"),
-        (["--model", "catalog.Category"], "is not registered"),
+        (["--model", "testapp.Shelf"], "is not registered"),
         (["--model", "nope.Nothing"], "--model 'nope.Nothing'"),
     ],
 )
@@ -99,7 +101,7 @@ def test_status_counts_versions_oldest_pending_and_queue_depth(catalog, settings
     queue = f"similarity-status-{uuid.uuid4().hex[:8]}"
     settings.SIMILARITY = {**settings.SIMILARITY, "QUEUE": queue}
     requested = timezone.now() - datetime.timedelta(minutes=5)
-    states(Product.objects.filter(sku="P3")).update(status="pending", requested_at=requested)
+    states(Gadget.objects.filter(code="P3")).update(status="pending", requested_at=requested)
     assert json.loads(run("similarity_status", "--json"))["queue_depth"] == 0
     for _ in range(2):  # two real messages in Redis, nobody consuming this queue
         Task.apply_async(encode_task, args=[LABEL], queue=queue)
@@ -124,6 +126,6 @@ def test_status_counts_versions_oldest_pending_and_queue_depth(catalog, settings
 
 
 def test_admin_list_shows_the_status_summary(admin_client, catalog):
-    html = admin_client.get("/admin/catalog/product/").content.decode()
+    html = admin_client.get("/admin/testapp/gadget/").content.decode()
     assert 'id="encoding-status"' in html
     assert "3 ready · 0 pending (0 being encoded) · 1 failed" in html

@@ -1,4 +1,4 @@
-"""A filter that keeps 2% of 20,000 products must not cost results or recall: pgvector's
+"""A filter that keeps 2% of 20,000 items must not cost results or recall: pgvector's
 iterative HNSW scan keeps going until it has k matches."""
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
 from django.utils import timezone
 
-from catalog.models import Category, Product
 from similarity.models import Embedding
 from similarity.search.queries import nearest_queryset
 from similarity.search.scan import tune_scan
-from tests.factories import space
+from tests.factories import GADGET, shelf_path, space
+from tests.testapp.models import Gadget
 
 pytestmark = pytest.mark.django_db(transaction=True)  # TRUNCATE afterwards: 20k rows
 
@@ -22,36 +22,36 @@ N, RARE_EVERY, K, QUERIES, DIM = 20_000, 50, 10, 40, 32
 @pytest.fixture
 def catalog(settings):
     settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_DIM": 16, "TEXT_DIM": 16}  # fused: 32-d
-    current = space()
-    rare, common = Category.get_or_create_path("稀有"), Category.get_or_create_path("常见")
+    current = space(GADGET)
+    rare, common = shelf_path("稀有"), shelf_path("常见")
     rng = np.random.default_rng(42)
     vectors = rng.normal(size=(N, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    products = Product.objects.bulk_create(
-        [Product(sku=f"r{i}", title="r", category=rare if i % RARE_EVERY == 0 else common) for i in range(N)],
+    gadgets = Gadget.objects.bulk_create(
+        [Gadget(code=f"r{i}", name="r", shelf=rare if i % RARE_EVERY == 0 else common) for i in range(N)],
         batch_size=5000,
     )
-    content_type = ContentType.objects.get_for_model(Product)
+    content_type = ContentType.objects.get_for_model(Gadget)
     now = timezone.now()
     Embedding.objects.bulk_create(
         [
             Embedding(space=current, content_type=content_type, object_id=p.pk, fused=v.tolist(), content_hash="x", encoded_at=now)
-            for p, v in zip(products, vectors)
+            for p, v in zip(gadgets, vectors)
         ],
         batch_size=2000,
     )
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE catalog_product")
+        cursor.execute("ANALYZE testapp_gadget")
         cursor.execute("ANALYZE similarity_embedding")
-    ids = np.array([p.pk for p in products])
+    ids = np.array([p.pk for p in gadgets])
     return current, rare, ids, vectors, rng
 
 
 def test_filtered_hnsw_scan_keeps_k_results_and_recall(catalog, client):
     current, rare, ids, vectors, rng = catalog
     in_filter = np.arange(N) % RARE_EVERY == 0
-    assert in_filter.sum() == N // RARE_EVERY  # 400 products: 2%
-    queryset = Product.objects.filter(category=rare)
+    assert in_filter.sum() == N // RARE_EVERY  # 400 gadgets: 2%
+    queryset = Gadget.objects.filter(shelf=rare)
     recalls = []
     for _ in range(QUERIES):
         query = rng.normal(size=DIM).astype(np.float32)
@@ -68,8 +68,8 @@ def test_filtered_hnsw_scan_keeps_k_results_and_recall(catalog, client):
     print(f"\nfiltered (2% of 20k) recall@10 of the HNSW path: {np.mean(recalls):.3f} (min {min(recalls):.1f})")
     assert np.mean(recalls) >= 0.9
 
-    # Through the API: a product of the rare category, filtered to that category.
-    product = Product.objects.filter(category=rare).first()
-    body = client.get(f"/api/products/{product.pk}/similar/", {"k": K, "category": rare.pk}).json()
+    # Through the API: a gadget of the rare category, filtered to that category.
+    gadget = Gadget.objects.filter(shelf=rare).first()
+    body = client.get(f"/api/gadgets/{gadget.pk}/similar/", {"k": K, "category": rare.pk}).json()
     assert len(body["results"]) == K
-    assert {r["item"]["category"]["id"] for r in body["results"]} == {rare.pk}
+    assert {tuple(r["item"]["categories"]) for r in body["results"]} == {("稀有",)}

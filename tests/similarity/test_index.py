@@ -3,22 +3,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from django.core.files.base import ContentFile
-
-from catalog.models import Product, ProductImage
 from similarity.indexing.writer import encode_objects
 from similarity.models import EmbeddingStatus, Modalities, state_of
-from tests.factories import image_bytes, make_product, vectors_of
+from tests.factories import GADGET, LISTING, add_photo, image_bytes, make_gadget, make_listing, vectors_of
+from tests.testapp.models import Gadget
 
 pytestmark = pytest.mark.django_db
 
 
-def encode(*products, force=False):
-    return encode_objects("catalog.Product", [p.pk for p in products], force=force)
+def encode(*items, force=False):
+    return encode_objects(items[0]._meta.label, [item.pk for item in items], force=force)
 
 
 def test_vectors_and_status_are_written():
-    p = make_product("A1", "红色 连衣裙 夏季", image=image_bytes((220, 20, 20)), category="服装 > 女装")
+    p = make_gadget("A1", "红色 连衣裙 夏季", image=image_bytes((220, 20, 20)), shelf="服装 > 女装")
     report = encode(p)
     p.refresh_from_db()
     assert report.encoded == [p.pk]
@@ -37,7 +35,7 @@ def test_vectors_and_status_are_written():
 
 
 def test_unchanged_content_is_skipped_and_changed_content_re_encoded():
-    p = make_product("A2", "iPhone 15 Pro 256G 手机", image=image_bytes())
+    p = make_gadget("A2", "iPhone 15 Pro 256G 手机", image=image_bytes())
     encode(p)
     p.refresh_from_db()
     first_hash, first_time = state_of(p).content_hash, state_of(p).encoded_at
@@ -45,20 +43,20 @@ def test_unchanged_content_is_skipped_and_changed_content_re_encoded():
     p.refresh_from_db()
     assert state_of(p).encoded_at == first_time
 
-    Product.objects.filter(pk=p.pk).update(title="iPhone 15 Pro 512G 手机")
+    Gadget.objects.filter(pk=p.pk).update(name="iPhone 15 Pro 512G 手机")
     assert encode(p).encoded == [p.pk]
     p.refresh_from_db()
     assert state_of(p).content_hash != first_hash
 
 
 def test_force_re_encodes_unchanged_rows():
-    p = make_product("A3", "牛奶 1L", image=image_bytes())
+    p = make_gadget("A3", "牛奶 1L", image=image_bytes())
     encode(p)
     assert encode(p, force=True).encoded == [p.pk]
 
 
-def test_product_without_image_is_text_only_and_says_so():
-    p = make_product("T1", "纯文本商品 no photo")
+def test_an_item_without_image_is_text_only_and_says_so():
+    p = make_gadget("T1", "纯文本商品 no photo")
     encode(p)
     p.refresh_from_db()
     assert state_of(p).status == EmbeddingStatus.READY
@@ -77,13 +75,11 @@ BAD_IMAGES = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD_IMAGES))
-def test_bad_image_fails_with_readable_error_and_product_stays_saved(name):
+def test_bad_image_fails_with_readable_error_and_the_item_stays_saved(name):
     data, reason = BAD_IMAGES[name]
-    good = make_product("G1", "good one", image=image_bytes())
-    bad = Product.objects.create(sku="B1", title="bad image product")
-    photo = ProductImage(product=bad, position=0)
-    photo.image.save("bad.jpg", ContentFile(data), save=False)
-    photo.save()
+    good = make_gadget("G1", "good one", image=image_bytes())
+    bad = Gadget.objects.create(code="B1", name="bad image gadget")
+    add_photo(bad, data, name="bad.jpg")
 
     report = encode(good, bad)
     bad.refresh_from_db()
@@ -92,12 +88,12 @@ def test_bad_image_fails_with_readable_error_and_product_stays_saved(name):
     assert state_of(bad).status == EmbeddingStatus.FAILED
     assert reason in state_of(bad).error and state_of(bad).error.startswith("image:")
     assert state_of(good).status == EmbeddingStatus.READY
-    assert Product.objects.filter(sku="B1").exists()
+    assert Gadget.objects.filter(code="B1").exists()
 
 
 def test_missing_image_file_fails_with_its_name():
-    p = make_product("M1", "photo deleted from disk", image=image_bytes())
-    p.images.get().image.storage.delete(p.images.get().image.name)
+    p = make_gadget("M1", "photo deleted from disk", image=image_bytes())
+    p.photos.get().picture.storage.delete(p.photos.get().picture.name)
     encode(p)
     p.refresh_from_db()
     assert state_of(p).status == EmbeddingStatus.FAILED
@@ -105,7 +101,7 @@ def test_missing_image_file_fails_with_its_name():
 
 
 def test_nothing_to_encode_fails():
-    p = Product.objects.create(sku="E1", title="   ")
+    p = Gadget.objects.create(code="E1", name="   ")
     encode(p)
     p.refresh_from_db()
     assert state_of(p).status == EmbeddingStatus.FAILED
@@ -113,6 +109,18 @@ def test_nothing_to_encode_fails():
 
 
 def test_missing_rows_are_reported_not_fatal():
-    p = make_product("X1", "exists", image=image_bytes())
-    report = encode_objects("catalog.Product", [p.pk, 999_999])
+    p = make_gadget("X1", "exists", image=image_bytes())
+    report = encode_objects(GADGET, [p.pk, 999_999])
     assert report.encoded == [p.pk] and report.missing == [999_999]
+
+
+def test_a_photo_on_the_row_is_encoded_and_a_bad_one_fails_alone():
+    with_photo = make_listing("红色 杯子", image=image_bytes((220, 20, 20)), section="Home/Kitchen")
+    broken = make_listing("broken photo", image=b"<html>definitely not a photo</html>")
+    without = make_listing("no photo at all")
+    report = encode_objects(LISTING, [with_photo.pk, broken.pk, without.pk])
+    assert sorted(report.encoded) == sorted([with_photo.pk, without.pk])
+    assert (state_of(with_photo).status, state_of(with_photo).modalities) == (EmbeddingStatus.READY, Modalities.IMAGE_TEXT)
+    assert len(vectors_of(with_photo).image) == 1280
+    assert state_of(broken).status == EmbeddingStatus.FAILED and state_of(broken).error.startswith("image:")
+    assert state_of(without).modalities == Modalities.TEXT and vectors_of(without).image is None

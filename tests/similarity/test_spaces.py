@@ -6,36 +6,36 @@ import numpy as np
 import pytest
 from django.db import connection
 
-from catalog.models import Product
 from similarity import backends
 from similarity.indexing.spaces import coverage, ensure_configured_space, index_name
 from similarity.indexing.writer import encode_claimed, encode_objects
 from similarity.models import SpaceState, VectorSpace
 from similarity.registry import get_adapter
 from similarity.search.queries import similar_to
-from tests.factories import image_bytes, make_product, states
+from tests.factories import GADGET as LABEL
+from tests.factories import image_bytes, make_gadget, states
+from tests.testapp.models import Gadget
 
 pytestmark = pytest.mark.django_db
-
-LABEL = "catalog.Product"
 COLOURS = [(200, 30, 30), (190, 40, 35), (30, 200, 30), (40, 190, 45), (30, 30, 200), (35, 45, 190), (120, 120, 0), (0, 120, 120)]
 TITLES = ["红色 连衣裙", "红色 长裙", "绿色 T恤", "绿色 衬衫", "蓝色 牛仔裤", "蓝色 短裤", "黄色 帽子", "青色 围巾"]
 
 
 @pytest.fixture
-def catalog(sent):
-    products = [make_product(f"S{i}", title, image=image_bytes(colour)) for i, (title, colour) in enumerate(zip(TITLES, COLOURS))]
-    encode_objects(LABEL, [p.pk for p in products])
-    return products
+def gadgets(sent):
+    gadgets = [make_gadget(f"S{i}", title, image=image_bytes(colour)) for i, (title, colour) in enumerate(zip(TITLES, COLOURS))]
+    encode_objects(LABEL, [g.pk for g in gadgets])
+    return gadgets
 
 
-def exact_answer(products: list[Product], spec: dict, k: int = 5) -> dict[int, list[tuple[int, float]]]:
+def exact_answer(items: list[Gadget], spec: dict, k: int = 5) -> dict[int, list[tuple[int, float]]]:
     """Nearest neighbours by exact cosine, computed here from the encoders of ``spec``."""
     encoders = backends.encoders_for(spec)
     from similarity.indexing.encoding import decode_async, encode_rest, encode_text, read
 
     space = VectorSpace(pk=-1, spec=spec)
-    items = [read(p, get_adapter(p)) for p in Product.objects.filter(pk__in=[p.pk for p in products]).prefetch_related("images")]
+    adapter = get_adapter(LABEL)
+    items = [read(g, adapter) for g in adapter.get_queryset().filter(pk__in=[g.pk for g in items])]
     for item in items:
         item.spaces = [space]
     wait = decode_async(items)
@@ -50,32 +50,32 @@ def exact_answer(products: list[Product], spec: dict, k: int = 5) -> dict[int, l
     return answer
 
 
-def observed(products: list[Product], k: int = 5) -> dict[int, list[tuple[int, float]]]:
-    return {p.pk: [(n.object.pk, round(n.score, 4)) for n in similar_to(p, k=k)] for p in products}
+def observed(items: list[Gadget], k: int = 5) -> dict[int, list[tuple[int, float]]]:
+    return {g.pk: [(n.object.pk, round(n.score, 4)) for n in similar_to(g, k=k)] for g in items}
 
 
-def test_a_new_dimension_is_built_beside_the_old_one_and_switched_atomically(catalog, settings, sent):
+def test_a_new_dimension_is_built_beside_the_old_one_and_switched_atomically(gadgets, settings, sent):
     old_space = VectorSpace.active_for(LABEL)
-    old_answer = exact_answer(catalog, old_space.spec)
-    assert observed(catalog) == old_answer
+    old_answer = exact_answer(gadgets, old_space.spec)
+    assert observed(gadgets) == old_answer
 
     # A different image encoder size: a new configuration, no migration.
     settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_DIM": 64, "BATCH_SIZE": 3}
     new_space = ensure_configured_space(LABEL)
     assert new_space.state == SpaceState.BUILDING and new_space.dims["image"] == 64 and new_space.dims["fused"] == 576
-    assert set(states(Product.objects.all()).values_list("status", flat=True)) == {"pending"}  # all queued again
-    new_answer = exact_answer(catalog, new_space.spec)
+    assert set(states(Gadget.objects.all()).values_list("status", flat=True)) == {"pending"}  # all queued again
+    new_answer = exact_answer(gadgets, new_space.spec)
     assert new_answer != old_answer
 
     # The worker fills the new space batch by batch; after every batch every query gives
     # exactly the old space's answer, until the last batch switches to the new one.
     batches = 0
-    while Product.objects.filter(similarity_states__status="pending").exists():
+    while Gadget.objects.filter(similarity_states__status="pending").exists():
         encode_claimed(LABEL, f"task-{batches}")
         batches += 1
         active = VectorSpace.active_for(LABEL)
         expected = new_answer if active == new_space else old_answer
-        assert observed(catalog) == expected, f"after batch {batches} ({active})"
+        assert observed(gadgets) == expected, f"after batch {batches} ({active})"
     assert batches == 3
     assert VectorSpace.active_for(LABEL) == new_space
     old_space.refresh_from_db()
@@ -87,24 +87,24 @@ def test_a_new_dimension_is_built_beside_the_old_one_and_switched_atomically(cat
     assert not {index_name(old_space, c) for c in ("image", "text", "fused")} & indexes
 
 
-def test_a_threshold_switches_early_and_leaves_the_rest_out(catalog, settings, sent):
+def test_a_threshold_switches_early_and_leaves_the_rest_out(gadgets, settings, sent):
     settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_DIM": 32, "BATCH_SIZE": 6, "SWITCH_COVERAGE": 0.75}
     new_space = ensure_configured_space(LABEL)
     encode_claimed(LABEL, "first")  # 6 of 8 rows: 75 %
     assert coverage(new_space) == (6, 8)
     assert VectorSpace.active_for(LABEL) == new_space
     covered = set(new_space.embeddings.values_list("object_id", flat=True))
-    for p in catalog:
+    for p in gadgets:
         result = similar_to(p, k=10)
         if p.pk in covered:
             assert {n.object.pk for n in result} == covered - {p.pk}  # never a row of the old space
         else:
             assert result == []  # no vector in the active space yet
     encode_claimed(LABEL, "second")
-    assert all(len(similar_to(p, k=10)) == 7 for p in catalog)
+    assert all(len(similar_to(p, k=10)) == 7 for p in gadgets)
 
 
-def test_a_superseded_building_space_is_dropped(catalog, settings, sent):
+def test_a_superseded_building_space_is_dropped(gadgets, settings, sent):
     settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_DIM": 64, "BATCH_SIZE": 3}
     first = ensure_configured_space(LABEL)
     encode_claimed(LABEL, "partial")  # 3 of 8
@@ -116,7 +116,7 @@ def test_a_superseded_building_space_is_dropped(catalog, settings, sent):
     assert VectorSpace.objects.filter(model_label=LABEL, state=SpaceState.BUILDING).get() == second
 
 
-def test_changing_back_to_the_active_configuration_builds_nothing(catalog, settings, sent):
+def test_changing_back_to_the_active_configuration_builds_nothing(gadgets, settings, sent):
     active = VectorSpace.active_for(LABEL)
     assert ensure_configured_space(LABEL) == active
     assert VectorSpace.objects.count() == 1
