@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from catalog.models import Product
 from similarity.conf import similarity_settings
 from similarity.indexing.writer import encode_objects
 from similarity.learning.versions import collect_catalog, train_new_version
 from similarity.models import ModelVersion, VectorSpace
-from similarity.registry import get_adapter
+from similarity.registry import get_adapter, registered_models
 from similarity.search.queries import similar_to
 from similarity.tasks import encode_task
-from tests.factories import image_bytes, make_product, vectors_of
+from tests.factories import GADGET, image_bytes, make_gadget, vectors_of
+from tests.testapp.models import Gadget
 
 pytestmark = pytest.mark.django_db
 
@@ -42,86 +42,86 @@ NOISE = ["新款", "经典", "热卖", "礼盒", "包邮", "正品", "特价", "
 @pytest.fixture
 def catalog():
     rng = np.random.default_rng(3)
-    products = []
+    gadgets = []
     with mock.patch.object(encode_task, "apply_async"):
         for path, (synonyms, colour) in CATEGORIES.items():
             for i in range(30):
                 words = [synonyms[i % 3], *rng.choice(NOISE, size=4, replace=False)]
                 jitter = tuple(int(c + rng.integers(-20, 20)) for c in colour)
-                products.append(
-                    make_product(
+                gadgets.append(
+                    make_gadget(
                         f"{synonyms[0]}-{i}", " ".join(words),
-                        category=path, image=image_bytes(jitter) if i % 5 else None,
+                        shelf=path, image=image_bytes(jitter) if i % 5 else None,
                     )
                 )
-        # Noise products without a category: never labels, still encoded.
+        # Noise gadgets without a category: never labels, still encoded.
         for i in range(5):
-            products.append(make_product(f"misc-{i}", f"杂项 商品 {i}"))
-    encode_objects("catalog.Product", [p.pk for p in products])
-    return products
+            gadgets.append(make_gadget(f"misc-{i}", f"杂项 商品 {i}"))
+    encode_objects(GADGET, [g.pk for g in gadgets])
+    return gadgets
 
 
 def test_training_registers_evaluates_and_activates_a_better_model(catalog, django_capture_on_commit_callbacks):
     with mock.patch.object(encode_task, "apply_async") as sent, django_capture_on_commit_callbacks(execute=True):
-        version = train_new_version("catalog.Product", level=2, overrides=FAST)
+        version = train_new_version(GADGET, level=2, overrides=FAST)
     assert version.is_active, version.notes
     assert version.baseline_metrics["model"] == "fixed-weight fusion"
     assert version.metrics["p@10"] > version.baseline_metrics["p@10"]
     assert 0 <= version.metrics["p@1"] <= 1 and version.label_level == 2
     files = {p.name for p in __import__("pathlib").Path(version.path).iterdir()}
     assert {"weights.pt", "config.json"} <= files
-    # Activation re-encodes every product through the worker queue.
-    assert not Product.objects.exclude(similarity_states__status="pending").exists()
+    # Activation re-encodes every gadget through the worker queue.
+    assert not Gadget.objects.exclude(similarity_states__status="pending").exists()
     assert sent.call_count == math.ceil(len(catalog) / similarity_settings.BATCH_SIZE)
 
 
 def test_activation_is_refused_for_a_worse_model_and_forced_on_request(catalog):
     ModelVersion.objects.create(
-        name="perfect", model_label="catalog.Product", path="/nowhere", dim=256, label_level=2,
+        name="perfect", model_label=GADGET, path="/nowhere", dim=256, label_level=2,
         metrics={"p@10": 1.0}, is_active=True,
     )
     with mock.patch.object(encode_task, "apply_async"):
-        worse = train_new_version("catalog.Product", level=2, overrides=FAST)
+        worse = train_new_version(GADGET, level=2, overrides=FAST)
         assert not worse.is_active and "does not beat perfect" in worse.notes
-        assert ModelVersion.active_for("catalog.Product").name == "perfect"
-        forced = train_new_version("catalog.Product", level=2, overrides=FAST, activate="force")
-    assert forced.is_active and ModelVersion.active_for("catalog.Product") == forced
+        assert ModelVersion.active_for(GADGET).name == "perfect"
+        forced = train_new_version(GADGET, level=2, overrides=FAST, activate="force")
+    assert forced.is_active and ModelVersion.active_for(GADGET) == forced
 
 
 def test_worker_writes_learned_vectors_and_queries_use_them(catalog):
     with mock.patch.object(encode_task, "apply_async"):
-        version = train_new_version("catalog.Product", level=2, overrides=FAST, activate="force")
-    encode_objects("catalog.Product", [p.pk for p in catalog])
-    phone = Product.objects.get(sku="手机-1")
+        version = train_new_version(GADGET, level=2, overrides=FAST, activate="force")
+    encode_objects(GADGET, [p.pk for p in catalog])
+    phone = Gadget.objects.get(code="手机-1")
     vectors = vectors_of(phone)
     assert vectors.space.spec["learned"] == version.name  # the learned model's space took over
     assert len(vectors.learned) == 256
     weights = vectors.attention
     assert set(weights) == {"image", "sentence", "recurrent"}
     assert sum(weights.values()) == pytest.approx(1.0, abs=1e-3)
-    no_image = Product.objects.get(sku="手机-0")  # i % 5 == 0: no photo
+    no_image = Gadget.objects.get(code="手机-0")  # i % 5 == 0: no photo
     assert vectors_of(no_image).attention["image"] == 0.0
 
     neighbours = similar_to(phone, k=10)
-    same = sum(n.object.category.path == "数码 > 手机" for n in neighbours if n.object.category)
+    same = sum(get_adapter(GADGET).get_label(n.object) == "数码 > 手机" for n in neighbours)
     assert same >= 8
     expected = float(np.dot(vectors.learned, vectors_of(neighbours[0].object).learned))
     assert neighbours[0].score == pytest.approx(expected, abs=1e-4)
 
 
 def test_queries_keep_the_old_vectors_until_the_new_model_covers_everything(catalog):
-    phone = Product.objects.get(sku="手机-1")
+    phone = Gadget.objects.get(code="手机-1")
     before = [(n.object.pk, round(n.score, 5)) for n in similar_to(phone, k=10)]
-    fixed_space = VectorSpace.active_for("catalog.Product")
+    fixed_space = VectorSpace.active_for(GADGET)
     with mock.patch.object(encode_task, "apply_async"):
-        version = train_new_version("catalog.Product", level=2, overrides=FAST, activate="force")
+        version = train_new_version(GADGET, level=2, overrides=FAST, activate="force")
     # Half the catalog re-encoded: the fixed fusion still answers, with the same results.
-    encode_objects("catalog.Product", [p.pk for p in catalog[::2]])
-    assert VectorSpace.active_for("catalog.Product") == fixed_space
+    encode_objects(GADGET, [p.pk for p in catalog[::2]])
+    assert VectorSpace.active_for(GADGET) == fixed_space
     assert [(n.object.pk, round(n.score, 5)) for n in similar_to(phone, k=10)] == before
     # The rest: the learned model's space takes over in one step, the old vectors go.
-    encode_objects("catalog.Product", [p.pk for p in catalog[1::2]])
-    active = VectorSpace.active_for("catalog.Product")
+    encode_objects(GADGET, [p.pk for p in catalog[1::2]])
+    active = VectorSpace.active_for(GADGET)
     assert active.spec["learned"] == version.name
     assert not fixed_space.embeddings.exists()
     after = similar_to(phone, k=10)
@@ -131,8 +131,8 @@ def test_queries_keep_the_old_vectors_until_the_new_model_covers_everything(cata
 
 def test_evaluate_command_writes_every_row(catalog, tmp_path):
     with mock.patch.object(encode_task, "apply_async"):
-        train_new_version("catalog.Product", level=2, overrides=FAST, activate="force")
-    call_command("similarity_evaluate", "--output", str(tmp_path), "--title", "fixture")
+        train_new_version(GADGET, level=2, overrides=FAST, activate="force")
+    call_command("similarity_evaluate", "--model", GADGET, "--output", str(tmp_path), "--title", "fixture")
     report = json.loads((tmp_path / "evaluation.json").read_text(encoding="utf-8"))
     assert set(report["results"]) == {
         "image only", "pretrained text only", "recurrent text only", "fixed-weight fusion",
@@ -151,12 +151,12 @@ def test_evaluate_command_names_an_unknown_version(catalog):
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match="No model version named 'nope'"):
-        call_command("similarity_evaluate", "--model-version", "nope")
+        call_command("similarity_evaluate", "--model", GADGET, "--model-version", "nope")
 
 
 def test_train_command_reports_and_activates(catalog, capsys):
     with mock.patch.object(encode_task, "apply_async"):
-        call_command("similarity_train", "--level", "2", "--epochs", "12", "--seed", "7")
+        call_command("similarity_train", "--model", GADGET, "--level", "2", "--epochs", "12", "--seed", "7")
     out = capsys.readouterr().out
     assert "held-out level-2" in out and "activated" in out
     assert ModelVersion.objects.filter(is_active=True).count() == 1
@@ -165,17 +165,17 @@ def test_train_command_reports_and_activates(catalog, capsys):
 def test_too_few_labels_is_a_clear_error():
     from django.core.management.base import CommandError
 
-    make_product("only", "一个商品", category="A > B")
+    make_gadget("only", "一个商品", shelf="A > B")
     with pytest.raises(CommandError, match="Too few labelled training products"):
-        call_command("similarity_train", "--level", "2")
+        call_command("similarity_train", "--model", GADGET, "--level", "2")
 
 
 def test_admin_explains_attention_and_lists_versions(catalog, admin_client):
     with mock.patch.object(encode_task, "apply_async"):
-        version = train_new_version("catalog.Product", level=2, overrides=FAST, activate="force")
-    encode_objects("catalog.Product", [p.pk for p in catalog])
-    phone = Product.objects.get(sku="手机-1")
-    html = admin_client.get(f"/admin/catalog/product/{phone.pk}/change/").content.decode()
+        version = train_new_version(GADGET, level=2, overrides=FAST, activate="force")
+    encode_objects(GADGET, [p.pk for p in catalog])
+    phone = Gadget.objects.get(code="手机-1")
+    html = admin_client.get(f"/admin/testapp/gadget/{phone.pk}/change/").content.decode()
     shares = [round(100 * vectors_of(phone).attention[k]) for k in ("image", "sentence", "recurrent")]
     assert f"{shares[0]}% image · {shares[1]}% pretrained text · {shares[2]}% recurrent text" in html
     listing = admin_client.get("/admin/similarity/modelversion/").content.decode()
@@ -189,8 +189,10 @@ def test_admin_train_button_queues_training_on_the_training_queue(admin_client, 
     with mock.patch.object(train_model_task, "apply_async") as sent:
         response = admin_client.post("/admin/similarity/modelversion/train/", follow=True)
     assert "Training started" in response.content.decode()
-    assert sent.call_args.kwargs["queue"] == settings.SIMILARITY["TRAINING_QUEUE"]
-    assert sent.call_args.kwargs["args"] == ["catalog.Product"]
+    assert {c.kwargs["queue"] for c in sent.call_args_list} == {settings.SIMILARITY["TRAINING_QUEUE"]}
+    # One training per registered model, the test app's and the demo's.
+    assert [c.kwargs["args"] for c in sent.call_args_list] == [[m._meta.label] for m in registered_models()]
+    assert [GADGET] in [c.kwargs["args"] for c in sent.call_args_list]
 
 
 LITE0 = "similarity.ml.encoders.image.EfficientNetLiteImageEncoder"
@@ -204,13 +206,13 @@ def test_training_with_image_finetuning_gives_the_version_its_own_image_network(
 
     settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_ENCODER": LITE0, "DEVICE": "cpu"}
     with mock.patch.object(encode_task, "apply_async"):
-        version = train_new_version("catalog.Product", level=2, overrides=FAST, finetune=TUNE, activate="force")
+        version = train_new_version(GADGET, level=2, overrides=FAST, finetune=TUNE, activate="force")
     tuned = version.metrics["image_finetune"]
     assert tuned["config"]["blocks"] == 1 and tuned["unusable_photos"] == 0
     assert version.image_weights == str(Path(version.path) / "image.pth") and Path(version.image_weights).is_file()
 
-    encode_objects("catalog.Product", [p.pk for p in catalog])
-    phone = Product.objects.get(sku="手机-1")
+    encode_objects(GADGET, [p.pk for p in catalog])
+    phone = Gadget.objects.get(code="手机-1")
     vectors = vectors_of(phone)
     assert vectors.space.spec["learned"] == version.name
     assert vectors.space.spec["image_weights"] == version.image_weights  # the worker used the tuned network
@@ -223,7 +225,7 @@ def test_training_with_image_finetuning_gives_the_version_its_own_image_network(
     assert len(vectors.learned) == 256
 
     # Training without fine-tuning now reads ImageNet features (encoded again), not the stored tuned ones.
-    catalog_rows = collect_catalog("catalog.Product")
+    catalog_rows = collect_catalog(GADGET)
     assert np.allclose(catalog_rows.image[catalog_rows.pks.index(phone.pk)], imagenet, atol=1e-4)
     # Fine-tuning again replaces the image features: no photo is encoded for the catalog first.
     from similarity import backends
@@ -231,10 +233,10 @@ def test_training_with_image_finetuning_gives_the_version_its_own_image_network(
     with mock.patch("similarity.learning.versions.finetune_images", side_effect=RuntimeError("stop")) as tuning, \
             mock.patch.object(backends, "image_encoder_with", wraps=backends.image_encoder_with) as loaded:
         with pytest.raises(RuntimeError, match="stop"):
-            train_new_version("catalog.Product", level=2, overrides=FAST, finetune=TUNE, activate="never")
+            train_new_version(GADGET, level=2, overrides=FAST, finetune=TUNE, activate="never")
     assert tuning.called and not loaded.called
     # The evaluation scores the version with its own network, and shows that network alone.
-    call_command("similarity_evaluate", "--output", str(tmp_path), "--levels", "2")
+    call_command("similarity_evaluate", "--model", GADGET, "--output", str(tmp_path), "--levels", "2")
     report = json.loads((tmp_path / "evaluation.json").read_text(encoding="utf-8"))
     assert {"image only", "image only (fine-tuned network)", "learned attention fusion"} <= set(report["results"])
     assert report["results"]["learned attention fusion"]["2"]["p@10"] == pytest.approx(version.metrics["p@10"], abs=1e-6)
@@ -245,7 +247,7 @@ def test_training_with_image_finetuning_gives_the_version_its_own_image_network(
 
 def test_image_finetuning_needs_the_efficientnet_encoder(catalog):
     with pytest.raises(ValueError, match="EfficientNet-Lite0"):
-        train_new_version("catalog.Product", level=2, overrides=FAST, finetune={"blocks": 1}, activate="never")
+        train_new_version(GADGET, level=2, overrides=FAST, finetune={"blocks": 1}, activate="never")
     assert not ModelVersion.objects.exists()
 
 
@@ -255,9 +257,10 @@ def test_train_command_passes_the_finetuning_options():
     with mock.patch("similarity.management.commands.similarity_train.train_new_version", side_effect=ValueError("stop")) as train:
         with pytest.raises(CommandError, match="stop"):
             call_command(
-                "similarity_train", "--finetune-image-blocks", "16", "--finetune-set", "epochs=30",
+                "similarity_train", "--model", GADGET, "--finetune-image-blocks", "16", "--finetune-set", "epochs=30",
                 "--finetune-set", "device=cuda", "--set", "lr=0.001",
             )
+    assert train.call_args.args == (GADGET,)
     assert train.call_args.kwargs["finetune"] == {"blocks": 16, "epochs": 30, "device": "cuda"}
     assert train.call_args.kwargs["overrides"] == {"lr": 0.001}
 
@@ -267,8 +270,8 @@ def test_two_identical_trainings_in_one_second_get_two_versions(catalog):
 
     moment = timezone.now()
     with mock.patch.object(encode_task, "apply_async"), mock.patch("similarity.learning.versions.timezone.now", return_value=moment):
-        first = train_new_version("catalog.Product", level=2, overrides=FAST, activate="never")
-        second = train_new_version("catalog.Product", level=2, overrides=FAST, activate="never")
+        first = train_new_version(GADGET, level=2, overrides=FAST, activate="never")
+        second = train_new_version(GADGET, level=2, overrides=FAST, activate="never")
     assert second.name == f"{first.name}-2" and second.path != first.path
 
 
@@ -276,10 +279,10 @@ def test_image_features_of_other_weights_are_encoded_from_the_photos(catalog):
     from similarity import backends
     from similarity.learning.photos import image_features
 
-    rows = list(Product.objects.order_by("pk"))
-    stored, stored_has = image_features("catalog.Product", rows, None)  # the active space's vectors
+    rows = list(Gadget.objects.order_by("pk"))
+    stored, stored_has = image_features(GADGET, rows, None)  # the active space's vectors
     with mock.patch.object(backends, "image_encoder_with", wraps=backends.image_encoder_with) as loaded:
-        encoded, encoded_has = image_features("catalog.Product", rows, "/elsewhere/tuned.pth")
+        encoded, encoded_has = image_features(GADGET, rows, "/elsewhere/tuned.pth")
     loaded.assert_called_once_with("/elsewhere/tuned.pth")
     # The fake encoder ignores weights: encoding the photos again gives the stored vectors.
     assert np.array_equal(stored_has, encoded_has) and stored_has.sum() == 96
@@ -290,31 +293,31 @@ def test_an_unusable_photo_only_leaves_its_row_without_image_features(catalog):
     from similarity.learning.photos import image_features
 
     with mock.patch.object(encode_task, "apply_async"):
-        broken = make_product("broken-photo", "坏图 商品", category="数码 > 手机", image=b"not an image at all")
-    rows = list(Product.objects.order_by("pk"))
-    image, has_image = image_features("catalog.Product", rows, "/elsewhere/tuned.pth")
+        broken = make_gadget("broken-photo", "坏图 商品", shelf="数码 > 手机", image=b"not an image at all")
+    rows = list(Gadget.objects.order_by("pk"))
+    image, has_image = image_features(GADGET, rows, "/elsewhere/tuned.pth")
     position = [row.pk for row in rows].index(broken.pk)
     assert not has_image[position] and not image[position].any()
     assert has_image.sum() == 96  # every readable photo was still encoded
 
 
 def test_training_on_a_catalog_whose_held_out_products_are_uncategorised(catalog):
-    """The shop that needs suggestions most: its uncategorised products are the held-out ones.
+    """The shop that needs suggestions most: its uncategorised items are the held-out ones.
 
     Nothing can be measured on the test split, so training reports that instead of NaN,
     saves the version and leaves the model in use alone, saying why.
     """
     from similarity.ml.evaluation import is_held_out
 
-    held = [p.pk for p in catalog if is_held_out(p.sku)]
-    assert held, "the fixture has held-out products"
-    Product.objects.filter(pk__in=held).update(category=None)
+    held = [g.pk for g in catalog if is_held_out(g.code)]
+    assert held, "the fixture has held-out gadgets"
+    Gadget.objects.filter(pk__in=held).update(shelf=None)
     with mock.patch.object(encode_task, "apply_async"):
-        version = train_new_version("catalog.Product", level=2, overrides=FAST)
+        version = train_new_version(GADGET, level=2, overrides=FAST)
     version.refresh_from_db()
     assert (version.metrics["p@10"], version.metrics["p@1"], version.metrics["queries"]) == (None, None, 0)
     assert version.baseline_metrics["p@10"] is None and version.baseline_metrics["queries"] == 0
-    assert not version.is_active and ModelVersion.active_for("catalog.Product") is None
+    assert not version.is_active and ModelVersion.active_for(GADGET) is None
     assert "cannot be measured" in version.notes and "level 2" in version.notes
     json.dumps(version.metrics, allow_nan=False)  # no NaN anywhere in what was stored
 
@@ -324,11 +327,12 @@ def test_the_command_reports_unmeasurable_scores_as_such(catalog):
 
     from similarity.ml.evaluation import is_held_out
 
-    Product.objects.filter(pk__in=[p.pk for p in catalog if is_held_out(p.sku)]).update(category=None)
+    Gadget.objects.filter(pk__in=[g.pk for g in catalog if is_held_out(g.code)]).update(shelf=None)
     out = StringIO()
     with mock.patch.object(encode_task, "apply_async"):
         call_command(
-            "similarity_train", "--level", "2", *[f"--set={k}={v}" for k, v in FAST.items()], stdout=out, stderr=StringIO()
+            "similarity_train", "--model", GADGET, "--level", "2", *[f"--set={k}={v}" for k, v in FAST.items()],
+            stdout=out, stderr=StringIO(),
         )
     text = out.getvalue()
     assert "P@10 n/a" in text and "0 labelled held-out products" in text and "cannot be measured" in text

@@ -1,8 +1,8 @@
 """A poison input never kills a batch: one batch of bad and odd photos through a real worker.
 
-Twelve products are created in one transaction inside ``collect_encodes()`` (as the importer
+Twelve gadgets are created in one transaction inside ``collect_encodes()`` (as the importer
 does), so their encodes reach the worker together, as one task. Files that cannot be used
-end ``failed`` with a reason a merchandiser can read; unusual but valid files, and a product
+end ``failed`` with a reason a merchandiser can read; unusual but valid files, and a gadget
 with a huge text, end ``ready``, and their vectors are those of the pictures a viewer shows.
 """
 from __future__ import annotations
@@ -16,14 +16,14 @@ import pytest
 from django.db import transaction
 from PIL import Image
 
-from catalog.models import Product
 from similarity import backends
 from similarity.conf import similarity_settings
 from similarity.indexing.queue import collect_encodes
 from similarity.models import state_of
 from similarity.registry import get_adapter
 from tests.conftest import wait_for
-from tests.factories import make_product, vectors_of
+from tests.factories import make_gadget, vectors_of
+from tests.testapp.models import Gadget
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -121,7 +121,7 @@ def valid_png():
 
 
 BAD = {
-    # sku: (file, words its embedding_error must contain)
+    # code: (file, words its embedding_error must contain)
     "P-CORRUPT": (corrupt_jpeg, r"corrupt|not an image"),
     "P-TRUNCATED": (truncated_jpeg, r"truncated"),
     "P-EMPTY": (lambda: b"", r"empty|0 bytes"),
@@ -166,28 +166,28 @@ def cosine(a, b) -> float:
 def test_poison_inputs_fail_alone_and_the_rest_of_the_batch_is_encoded(celery_worker_process):
     files = {sku: build() for sku, (build, _) in BAD.items()}
     valid = {sku: build() for sku, build in GOOD.items()}
-    # A 1 MB title where the column allows it (title is varchar(500) today: the column
-    # length is the limit, and a longer title cannot be saved at all), and a 1 MB description.
-    title_limit = Product._meta.get_field("title").max_length or HUGE
+    # A 1 MB name where the column allows it (name is varchar(300) here: the column length
+    # is the limit, and a longer name cannot be saved at all), and 1 MB of notes.
+    title_limit = Gadget._meta.get_field("name").max_length or HUGE
     huge_title = numbered_words("title", min(HUGE, title_limit))
     huge_description = numbered_words("description", HUGE)
 
     with transaction.atomic(), collect_encodes():
         for sku, data in files.items():
-            make_product(sku, f"poison {sku}", image=data)
+            make_gadget(sku, f"poison {sku}", image=data)
         for sku, (data, _, _) in valid.items():
-            make_product(sku, f"valid {sku}", image=data)
-        make_product(HUGE_TEXT_SKU, huge_title, description=huge_description)
+            make_gadget(sku, f"valid {sku}", image=data)
+        make_gadget(HUGE_TEXT_SKU, huge_title, notes=huge_description)
     skus = [*BAD, *GOOD, HUGE_TEXT_SKU]
-    products = Product.objects.filter(sku__in=skus)
+    gadgets = Gadget.objects.filter(code__in=skus)
 
     def settled():
-        statuses = dict(products.values_list("sku", "similarity_states__status"))
+        statuses = dict(gadgets.values_list("code", "similarity_states__status"))
         return len(statuses) == len(skus) and set(statuses.values()) <= {"ready", "failed"}
 
-    wait_for(settled, timeout=180, message=f"the worker to settle {len(skus)} products")
+    wait_for(settled, timeout=180, message=f"the worker to settle {len(skus)} gadgets")
 
-    rows = {p.sku: p for p in products}
+    rows = {g.code: g for g in gadgets}
     log = worker_log_tail(celery_worker_process)
     statuses = {sku: (state_of(p).status, state_of(p).error) for sku, p in rows.items()}
     assert {sku: s for sku, (s, _) in statuses.items()} == {
@@ -222,7 +222,7 @@ def test_poison_inputs_fail_alone_and_the_rest_of_the_batch_is_encoded(celery_wo
         assert cosine(got, expected) > cosine(got, misread) + 0.03, (sku, cosine(got, expected), cosine(got, misread))
 
     huge = rows[HUGE_TEXT_SKU]
-    assert huge.title == huge_title and len(huge.description) == HUGE  # the row keeps its full text
+    assert huge.name == huge_title and len(huge.notes) == HUGE  # the row keeps its full text
     huge_vectors = vectors_of(huge)
     assert state_of(huge).modalities == "text" and huge_vectors.image is None
     assert huge_vectors.text is not None and huge_vectors.fused is not None
