@@ -2,7 +2,7 @@
 
 Connected by ``similarity.registry.register`` for each registered model: the item itself
 saved, a row of a related table the adapter depends on saved or deleted (a photo), and a
-change of category membership (many-to-many).
+change of category membership (many-to-many); an item deleted with such rows.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db.models.signals import post_delete, post_save
 
-from similarity.indexing.queue import enqueue_encode
+from similarity.indexing.queue import enqueue_encode, forget_encoding
 
 # related model -> [(registered model label, attribute holding the item's key)]
 _watched: dict[type, list[tuple[str, str]]] = {}
@@ -20,6 +20,11 @@ def item_saved(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> 
     """post_save of a registered model: encode the item after commit."""
     if not raw:  # loaddata: fixtures carry their own state
         enqueue_encode(instance._meta.label, [instance.pk])
+
+
+def item_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """post_delete of a registered model with watched rows: forget the state they re-made."""
+    forget_encoding(instance._meta.label, [instance.pk])
 
 
 def related_changed(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
@@ -53,6 +58,8 @@ def watch(related: type, model: type, attribute: str) -> None:
         uid = f"similarity_{related._meta.label_lower}_{model._meta.label_lower}"
         post_save.connect(related_changed, sender=related, dispatch_uid=f"{uid}_saved")
         post_delete.connect(related_changed, sender=related, dispatch_uid=f"{uid}_deleted")
+        # The item deleted with its related rows: their post_delete ran while it still existed.
+        post_delete.connect(item_deleted, sender=model, dispatch_uid=f"similarity_{model._meta.label_lower}_deleted")
 
 
 def unwatch(related: type, model: type) -> None:
@@ -60,6 +67,7 @@ def unwatch(related: type, model: type) -> None:
     uid = f"similarity_{related._meta.label_lower}_{model._meta.label_lower}"
     post_save.disconnect(sender=related, dispatch_uid=f"{uid}_saved")
     post_delete.disconnect(sender=related, dispatch_uid=f"{uid}_deleted")
+    post_delete.disconnect(sender=model, dispatch_uid=f"similarity_{model._meta.label_lower}_deleted")
 
 
 def _source(through: type, item_attribute: str) -> str:

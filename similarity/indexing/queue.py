@@ -79,6 +79,17 @@ def enqueue_encode(model_label: str, pks: Iterable[Any], *, force: bool = False)
     return marked
 
 
+def forget_encoding(model_label: str, pks: Iterable[Any]) -> None:
+    """Delete the encoding state of deleted items.
+
+    Deleting an item deletes its state (a generic relation), but its photos are deleted with
+    it and each photo's signal marks the item pending again while the item row still exists:
+    without this, a state for a row that is gone would stay pending for ever.
+    """
+    model = apps.get_model(model_label)
+    EncodingState.objects.filter(content_type=ContentType.objects.get_for_model(model), object_id__in=list(pks)).delete()
+
+
 @contextlib.contextmanager
 def collect_encodes() -> Iterator[None]:
     """Gather ``enqueue_encode`` calls in the block and send full batches at the end."""
