@@ -9,7 +9,8 @@ the same classes that answer the requests, so the schema cannot drift from them:
   through (reads, unless SIMILARITY['API_REQUIRE_TOKEN']);
 - error responses, each a JSON body: 400 (a bad parameter or body), 401 (credentials missing
   or wrong), 403 (a signed-in user without the right, or a session without its CSRF token),
-  404 (an unknown id, a page past the last), 429 (throttled; ``Retry-After``), 503 (the
+  404 (an unknown id, a page past the last), 415 (a body of a media type the operation does
+  not read), 429 (throttled; ``Retry-After``), 503 (the
   database is down or out of connections; ``Retry-After``, see ``exceptions``). A response
   the view declares itself (``extend_schema(responses=...)``) is kept as it is.
 """
@@ -44,6 +45,7 @@ ERRORS = {
     401: _error("credentials are missing (where they are required) or wrong: an unknown token, an inactive user"),
     403: _error("the signed-in user may not do this, or a session request lacks its CSRF token"),
     404: _error("nothing here: an unknown id, or a page past the last"),
+    415: _error("the body is of a media type this operation does not read (its request body names those it does)"),
     429: _error("too many requests in this endpoint's rate-limit scope; Retry-After says when to retry"),
     503: _error("the service cannot answer now (the database is down or out of connections); Retry-After says when to retry"),
 }
@@ -109,6 +111,8 @@ class AutoSchema(openapi.AutoSchema):
         codes += self._auth_error_codes()
         if "{" in self.path or self._get_pagination_parameters():
             codes.append(404)
+        if operation.get("requestBody"):
+            codes.append(415)  # the view's parsers refuse a body they cannot read
         if self._is_throttled():
             codes.append(429)
         codes.append(503)  # every operation reads the database

@@ -187,11 +187,11 @@ def test_ids_and_pages_are_integers(schema):
     ("GET /api/products/{id}/similar/", {"200", "400", "401", "404", "429"}),
     ("GET /api/products/{id}/category-suggestions/", {"200", "400", "401", "404", "429"}),
     ("GET /api/search/", {"200", "400", "401", "429"}),
-    ("POST /api/search/image/", {"200", "400", "401", "403", "429"}),
+    ("POST /api/search/image/", {"200", "400", "401", "403", "415", "429"}),
     ("GET /api/clusters/", {"200", "400", "401", "403", "404", "429"}),
     ("GET /api/clusters/{id}/", {"200", "401", "403", "404", "429"}),
-    ("POST /api/clusters/{id}/accept/", {"200", "400", "401", "403", "404", "409"}),
-    ("POST /api/clusters/{id}/reject/", {"200", "400", "401", "403", "404", "409"}),
+    ("POST /api/clusters/{id}/accept/", {"200", "400", "401", "403", "404", "409", "415"}),
+    ("POST /api/clusters/{id}/reject/", {"200", "400", "401", "403", "404", "409", "415"}),
 ])
 def test_operations_document_their_error_responses_as_json(schema, operation, codes):
     codes = codes | {"503"}  # every operation: the database down or out of connections
@@ -239,3 +239,10 @@ def test_text_parameters_say_what_they_refuse(schema):
     assert [bool(accepted.search(text)) for text in ("连衣裙", " a ", "   ", "\u3000", "a\x00")] == [
         True, True, False, False, False
     ]
+
+
+def test_a_body_of_another_media_type_is_a_documented_415(client, schema):
+    response = client.post("/api/search/image/", data=b"--x\r\n.--x--\r\n", content_type="text/plain")
+    assert response.status_code == 415 and "text/plain" in response.json()["detail"]
+    assert "415" in schema["paths"]["/api/search/image/"]["post"]["responses"]
+    assert "415" not in schema["paths"]["/api/search/"]["get"]["responses"]  # no body, no 415
