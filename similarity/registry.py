@@ -134,7 +134,7 @@ def _connect(model: type[models.Model], adapter: ItemAdapter) -> None:
     post_save.connect(handlers.item_saved, sender=model, dispatch_uid=f"{uid}_saved")
     for related, path in adapter.dependencies():
         handlers.watch(related, model, path)
-        if related._meta.auto_created:  # a many-to-many table: m2m_changed, not save
+        if _is_membership(model, related):  # add(), remove(), set(), clear(): m2m_changed, not save
             m2m_changed.connect(handlers.membership_changed, sender=related, dispatch_uid=f"{uid}_m2m")
 
 
@@ -145,8 +145,15 @@ def _disconnect(adapter: ItemAdapter) -> None:
     post_save.disconnect(sender=adapter.model, dispatch_uid=f"{uid}_saved")
     for related, _ in adapter.dependencies():
         handlers.unwatch(related, adapter.model)
-        if related._meta.auto_created:
+        if _is_membership(adapter.model, related):
             m2m_changed.disconnect(sender=related, dispatch_uid=f"{uid}_m2m")
+
+
+def _is_membership(model: type[models.Model], related: type[models.Model]) -> bool:
+    """Whether ``related`` is the table of one of ``model``'s many-to-many fields: Django's
+    own or the host's ``through`` model (django-oscar's ProductCategory), whose rows change
+    by save and delete (watched) or by the relation's add() and remove() (m2m_changed)."""
+    return any(field.remote_field.through is related for field in model._meta.many_to_many)
 
 
 def adapter_or_none(model: Any) -> ItemAdapter | None:

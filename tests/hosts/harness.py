@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parents[2]
@@ -136,17 +138,58 @@ class Host:
             raise HostError(f"{self.name}: celery worker did not start (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
         return proc
 
+    def start_server(self, log: Path, *, timeout: float = 60) -> tuple[subprocess.Popen, str]:
+        """Serve the host (probe.py serve: its URLs, static files and media) on a free local
+        port; return the process and its base URL once it answers."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-P", str(PROBE), "serve", str(port)],
+                cwd=self.root, env=self.environment(), stdout=out, stderr=subprocess.STDOUT,
+            )
+        self.workers.append(proc)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return proc, f"http://127.0.0.1:{port}"
+            except OSError:
+                time.sleep(0.2)
+        raise HostError(f"{self.name}: the server did not start (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+
     def stop_workers(self) -> None:
-        """Stop the workers this host started (TERM, then KILL after 20 s)."""
-        for proc in self.workers:
+        """Stop the workers and servers this host started (TERM, then KILL after 20 s)."""
+        self.stop(*self.workers)
+
+    def stop(self, *procs: subprocess.Popen) -> None:
+        """Stop these workers or servers of this host (TERM, then KILL after 20 s)."""
+        for proc in procs:
             proc.terminate()
-        for proc in self.workers:
+        for proc in procs:
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        self.workers.clear()
+        self.workers[:] = [proc for proc in self.workers if proc not in procs]
+
+
+@dataclass
+class Shop:
+    """A host with the probe's catalogue, encoded, and served at ``url``."""
+
+    host: Host
+    url: str
+    model: str
+    pks: dict[str, Any]  # the catalogue's keys (tests/hosts/probe.py CATALOG) -> primary keys
+    states: dict[str, Any]  # the probe's "states" report once every product was encoded
+
+
+def queue_prefix(host_name: str) -> str:
+    """The prefix of a host's queues in this run (``SIMILARITY["QUEUE_PREFIX"]``)."""
+    return f"hosts-{host_name}-{RUN}."
 
 
 def unique_queue(host: Host, purpose: str) -> str:

@@ -1,9 +1,10 @@
-"""The plain shop's URLs: only the admin so far."""
+"""The plain shop's URLs: the admin, and the similar-items API under /api/."""
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", include("similarity.urls")),
 ]
