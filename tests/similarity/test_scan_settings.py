@@ -7,7 +7,7 @@ from django.test.utils import CaptureQueriesContext
 
 from similarity.search.queries import similar_to
 from similarity.search.scan import CONNECTION_EF, _apply, configure_connection, ef_search_for, needs_transaction
-from tests.similarity.test_queries import product_with, vec
+from tests.similarity.test_queries import gadget_with, vec
 
 pytestmark = pytest.mark.django_db
 
@@ -49,12 +49,12 @@ def test_django_applies_them_when_it_opens_a_connection():
 
 
 def test_ordinary_queries_send_no_settings_and_open_no_transaction():
-    q = product_with("q", vec(1, 0))
+    q = gadget_with("q", vec(1, 0))
     for i in range(4):
-        product_with(f"n{i}", vec(1, i / 10))
+        gadget_with(f"n{i}", vec(1, i / 10))
     with CaptureQueriesContext(connection) as captured:
         found = similar_to(q, k=3)
-    assert [n.object.sku for n in found] == ["n0", "n1", "n2"]
+    assert [n.object.code for n in found] == ["n0", "n1", "n2"]
     assert settings_sent(captured) == []
     assert not any("SAVEPOINT" in query["sql"] for query in captured.captured_queries)
 
@@ -65,9 +65,9 @@ def test_a_large_k_raises_ef_search_for_its_own_transaction_only(settings):
     configure_connection(sender=None, connection=connection)
     assert not needs_transaction("default", 5)
     assert needs_transaction("default", 6)  # 2 * k > 10
-    q = product_with("q", vec(1, 0))
+    q = gadget_with("q", vec(1, 0))
     for i in range(8):
-        product_with(f"n{i}", vec(1, i / 10))
+        gadget_with(f"n{i}", vec(1, i / 10))
     with CaptureQueriesContext(connection) as captured:
         found = similar_to(q, k=8)
     assert len(found) == 8
@@ -77,11 +77,11 @@ def test_a_large_k_raises_ef_search_for_its_own_transaction_only(settings):
 
 def test_transaction_mode_sends_the_settings_with_every_query(settings):
     settings.SIMILARITY = {**settings.SIMILARITY, "SCAN_SETTINGS": "transaction"}
-    q = product_with("q", vec(1, 0))
-    product_with("n", vec(1, 0.1))
+    q = gadget_with("q", vec(1, 0))
+    gadget_with("n", vec(1, 0.1))
     with CaptureQueriesContext(connection) as captured:
         found = similar_to(q, k=1)
-    assert [n.object.sku for n in found] == ["n"]
+    assert [n.object.code for n in found] == ["n"]
     assert len([sql for sql in settings_sent(captured) if "set_config" in sql]) == 1
 
 
