@@ -243,7 +243,21 @@ class ItemAdapter:
         model = self.category_model()
         if model is None:
             return {}
-        return {node.pk: self.category_label(node) for node in model._default_manager.all()}
+        if type(self).category_label is not ItemAdapter.category_label:  # the host's own labels
+            return {node.pk: self.category_label(node) for node in model._default_manager.all()}
+        # A parent-key tree: one query, the paths walked in memory.
+        parent = model._meta.get_field(self.category_parent_field).attname
+        rows = {pk: (name, up) for pk, name, up in model._default_manager.values_list("pk", self.category_name_field, parent)}
+
+        def label(pk: Any) -> str:
+            names, seen = [], set()
+            while pk is not None and pk in rows and pk not in seen:
+                seen.add(pk)
+                names.append(_text(rows[pk][0]))
+                pk = rows[pk][1]
+            return LABELS.join(reversed(names))
+
+        return {pk: label(pk) for pk in rows}
 
     # Queries
 

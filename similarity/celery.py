@@ -2,7 +2,8 @@
 
 Runs wherever the host's Celery app is created (web processes, workers, beat). It adds the
 app's periodic tasks to the beat schedule (the sweeper, and clustering every
-``CLUSTER_INTERVAL``), routes the app's tasks to their queues, and makes the broker and the
+``CLUSTER_INTERVAL``), routes the app's tasks to their queues, keeps photo-search answers in
+the broker's Redis when no result backend is set, and makes the broker and the
 result store fail fast: a save never waits more than ``SIMILARITY["BROKER_TIMEOUT"]`` (1 s)
 on a broker that is down (the row stays pending and the sweeper sends it later), and a photo
 search gives up on a dead result store within about a second instead of Celery's 20 retries.
@@ -82,6 +83,9 @@ def _configured(sender: Any, **kwargs: Any) -> None:
 def _configure(app: Any) -> None:
     conf = app.conf
     budget = float(similarity_settings.BROKER_TIMEOUT)
+    if not conf.result_backend and str(conf.broker_url or "").startswith(("redis://", "rediss://")):
+        # Search by photo waits for a worker's answer: by default in the broker's Redis.
+        conf.result_backend = conf.broker_url
     conf.beat_schedule = {**beat_schedule(), **(conf.beat_schedule or {})}
     routes = conf.task_routes
     if routes is None or isinstance(routes, dict):

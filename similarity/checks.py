@@ -48,7 +48,6 @@ Warnings
 - ``similarity.W003``: ``MODELS_DIR`` is not a writable folder.
 - ``similarity.W004``: photo searches share their queue with training.
 - ``similarity.W005``: a registered model has no categories while scheduled clustering is on.
-- ``similarity.W006``: the browsable API is on but its templates cannot be loaded.
 
 Info
 
@@ -395,23 +394,6 @@ def check_templates(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
                     )
                 )
                 break
-    if _api_mounted() and _browsable_api():
-        missing = []
-        for name, app in (("rest_framework/api.html", "rest_framework"), ("django_filters/rest_framework/form.html", "django_filters")):
-            try:
-                get_template(name)
-            except TemplateDoesNotExist:
-                missing.append(app)
-        if missing:
-            messages.append(
-                Warning(
-                    f"The API answers browsers with DRF's browsable API, whose templates cannot be loaded: a "
-                    f"browser opening /api/... gets a 500 (JSON clients are served). Missing apps: {', '.join(missing)}.",
-                    hint=f"Add {', '.join(repr(app) for app in missing)} to INSTALLED_APPS, or answer JSON only: "
-                    "REST_FRAMEWORK = {'DEFAULT_RENDERER_CLASSES': ['rest_framework.renderers.JSONRenderer']}.",
-                    id="similarity.W006",
-                )
-            )
     return messages
 
 
@@ -423,13 +405,6 @@ def _api_mounted() -> bool:
         return "similarity" in get_resolver().app_dict
     except Exception:  # a URLconf that does not import: Django's own URL check says why
         return False
-
-
-def _browsable_api() -> bool:
-    from rest_framework.renderers import BrowsableAPIRenderer
-    from rest_framework.settings import api_settings
-
-    return any(issubclass(renderer, BrowsableAPIRenderer) for renderer in api_settings.DEFAULT_RENDERER_CLASSES)
 
 
 # Celery

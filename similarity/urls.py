@@ -12,8 +12,10 @@ API of discovered clusters at ``clusters/``. Any other path under the mount answ
 """
 from __future__ import annotations
 
+from typing import Any
+
 from django.urls import path, re_path
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import APIRootView, DefaultRouter
 
 from similarity.api.clusters import ClusterViewSet
 from similarity.api.views import not_found, views_for
@@ -22,8 +24,21 @@ from similarity.registry import adapters
 app_name = "similarity"
 
 
+class RootView(APIRootView):
+    """The API's index page, rendered as the app's own views are (JSON without "rest_framework")."""
+
+    def get_renderers(self) -> list[Any]:
+        from similarity.api.views import api_renderers
+
+        return [renderer() for renderer in api_renderers()]
+
+
+class Router(DefaultRouter):
+    APIRootView = RootView
+
+
 def _urlpatterns() -> list:
-    router = DefaultRouter()
+    router = Router()
     searches = []
     for index, adapter in enumerate(adapters()):
         route, views, name = adapter.get_route(), views_for(adapter), adapter.model._meta.model_name

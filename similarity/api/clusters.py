@@ -114,6 +114,11 @@ class ClusterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     def get_exception_handler(self) -> Any:
         return exception_handler
 
+    def get_renderers(self) -> list:
+        from similarity.api.views import api_renderers
+
+        return [renderer() for renderer in api_renderers()]
+
     def get_queryset(self) -> Any:
         queryset = CategoryCluster.objects.select_related("run").prefetch_related(
             Prefetch("suggestions", queryset=CategorySuggestion.objects.select_related("decided_by").order_by("pk")),

@@ -69,6 +69,11 @@ class AppView:
     def get_exception_handler(self) -> Any:
         return exception_handler
 
+    def get_renderers(self) -> list:
+        """JSON; and DRF's browsable pages where the host installed "rest_framework" and
+        "django_filters" (their templates live there: without them a browser would get a 500)."""
+        return [renderer() for renderer in api_renderers()]
+
     def get_queryset(self) -> Any:
         return self.adapter.get_queryset().prefetch_related("similarity_states").order_by("pk")
 
@@ -87,6 +92,15 @@ class AppView:
         """A suggested category: its path and, where categories are rows, its id."""
         ids = {path: pk for pk, path in self.adapter.category_labels().items()}
         return {"id": ids.get(label), "path": label}
+
+
+def api_renderers() -> list[type]:
+    """JSON, and DRF's browsable pages where the host installed the apps holding their templates."""
+    from django.apps import apps
+    from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+
+    browsable = apps.is_installed("rest_framework") and apps.is_installed("django_filters")
+    return [JSONRenderer, BrowsableAPIRenderer] if browsable else [JSONRenderer]
 
 
 def item_serializer(adapter: ItemAdapter) -> type[serializers.Serializer]:

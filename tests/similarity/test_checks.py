@@ -241,21 +241,18 @@ def test_app_templates_not_reachable(settings):
     assert ids() == ["similarity.E018"]
 
 
-def test_browsable_api_without_its_templates(settings):
-    settings.TEMPLATES = _templates(_templates_of("similarity"))
-    assert ids() == ["similarity.W006"]
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]}
-    assert ids() == []
+def test_the_api_answers_json_only_without_the_browsable_apis_apps(monkeypatch):
+    """No check needed: without "rest_framework" and "django_filters" the app's views and its
+    index render JSON only, so a browser never asks for their templates."""
+    from django.apps import apps
+    from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 
+    from similarity.api.views import api_renderers
 
-@pytest.mark.parametrize("backend", [None, "disabled"])
-def test_photo_search_without_a_result_backend(monkeypatch, backend):
-    from config.celery import app
-
-    monkeypatch.setattr(app.conf, "result_backend", backend)
-    assert ids() == ["similarity.E019"]
-    (error,) = check_result_backend()
-    assert "search by photo" in error.msg.lower() and "CELERY_RESULT_BACKEND" in error.hint
+    assert api_renderers() == [JSONRenderer, BrowsableAPIRenderer]
+    installed = apps.is_installed
+    monkeypatch.setattr(apps, "is_installed", lambda name: name != "django_filters" and installed(name))
+    assert api_renderers() == [JSONRenderer]
 
 
 def test_result_backend_read_from_settings_without_a_celery_app(settings, monkeypatch):

@@ -58,8 +58,6 @@ INSTALLED_APPS = [
     "treebeard",
     "sorl.thumbnail",
     "django_tables2",
-    "rest_framework",
-    "django_filters",
     "similarity",
 ]
 SITE_ID = 1
@@ -122,7 +120,6 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://localhost:6379/0")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_RESULT_BACKEND = CELERY_BROKER_URL  # where workers answer photo searches
 
 # Similar items (the app "similarity"): Oscar's products, as oscarshop/similarity.py describes them.
 SIMILARITY = {"MODELS": {"catalogue.Product": "oscarshop.similarity.ProductAdapter"}, "MODELS_DIR": BASE_DIR / "similarity-models"}

@@ -20,8 +20,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "store",
-    "rest_framework",
-    "django_filters",
     "similarity",
 ]
 
@@ -66,7 +64,6 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://localhost:6379/0")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_RESULT_BACKEND = CELERY_BROKER_URL  # where workers answer photo searches
 
 # Similar items (the app "similarity"): the store's items, as their adapter describes them.
 SIMILARITY = {"MODELS": {"store.Item": "store.similarity.StoreItemAdapter"}, "MODELS_DIR": BASE_DIR / "similarity-models"}
