@@ -40,6 +40,10 @@ Errors
 - ``similarity.E024``: two registered models (or one and the app's own ``search`` and
   ``clusters``) share an API route.
 - ``similarity.E025``: an adapter's ``serializer_class`` or ``filterset_class`` does not import.
+- ``similarity.E026``: ``LEXICAL_WEIGHT`` is not a number from 0 to 1.
+- ``similarity.E027``: ``LEXICAL_BM25`` is not a dict of BM25 options (``k1`` >= 0, ``b``
+  from 0 to 1, ``ngrams`` 1 or 2).
+- ``similarity.E028``: ``LEXICAL_CANDIDATES`` is not a positive integer.
 
 Warnings
 
@@ -68,7 +72,7 @@ from typing import Any
 from django.apps import apps
 from django.core.checks import CheckMessage, Error, Info, Tags, Warning, register
 
-from similarity.conf import similarity_settings
+from similarity.conf import DEFAULTS, similarity_settings
 
 HNSW_MAX_DIM = 2000  # pgvector's HNSW limit for the `vector` type
 EXTENSION = "vector"  # pgvector's extension name
@@ -135,7 +139,48 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="similarity.E013",
             )
         )
-    return [*errors, *_check_queues(), *_check_queue_numbers(), *_check_clustering(), *_check_image_finetune()]
+    return [
+        *errors, *_check_queues(), *_check_queue_numbers(), *_check_clustering(), *_check_image_finetune(),
+        *_check_lexical(),
+    ]
+
+
+def _check_lexical() -> list[CheckMessage]:
+    """The lexical channel's weight, BM25 options and candidate count."""
+    s, errors = similarity_settings, []
+    weight = s.LEXICAL_WEIGHT
+    if not (_is_number(weight) and 0 <= weight <= 1):
+        errors.append(
+            Error(
+                f"SIMILARITY['LEXICAL_WEIGHT'] must be a number from 0 to 1, got {weight!r}.",
+                hint="0 turns the lexical channel off; the default was chosen by cross-validation "
+                "(benchmarks/lexical_weight.py).",
+                id="similarity.E026",
+            )
+        )
+    options = s.LEXICAL_BM25
+    valid = isinstance(options, dict) and set(options) <= {"k1", "b", "ngrams"}
+    if valid:
+        k1, b, ngrams = (options.get(key, DEFAULTS["LEXICAL_BM25"][key]) for key in ("k1", "b", "ngrams"))
+        valid = _is_number(k1) and k1 >= 0 and _is_number(b) and 0 <= b <= 1 and ngrams in (1, 2) and ngrams is not True
+    if not valid:
+        errors.append(
+            Error(
+                f"SIMILARITY['LEXICAL_BM25'] must be a dict with k1 >= 0, b from 0 to 1 and ngrams 1 or 2, got {options!r}.",
+                hint=f"The default is {DEFAULTS['LEXICAL_BM25']}.",
+                id="similarity.E027",
+            )
+        )
+    candidates = s.LEXICAL_CANDIDATES
+    if not (_is_count(candidates) and candidates > 0):
+        errors.append(
+            Error(
+                f"SIMILARITY['LEXICAL_CANDIDATES'] must be a positive integer, got {candidates!r}.",
+                hint="Rows each channel's index proposes before the hybrid score orders them; the default is 100.",
+                id="similarity.E028",
+            )
+        )
+    return errors
 
 
 def _check_queues() -> list[CheckMessage]:

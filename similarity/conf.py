@@ -77,6 +77,16 @@ DEFAULTS: dict[str, Any] = {
     "QUERY_QUEUE": None,
     "QUERY_TIMEOUT": 10.0,
     "MAX_QUERY_IMAGE_BYTES": 10 * 1024 * 1024,
+    # The lexical channel (similarity.ml.lexical): BM25 over the text pipeline's tokens, stored as
+    # sparsevec beside the dense vectors. Similar items and text search score
+    # (1 - LEXICAL_WEIGHT) * dense cosine + LEXICAL_WEIGHT * lexical score (1 for a copy of the
+    # query) over the union of each channel's LEXICAL_CANDIDATES best rows; 0 turns it off.
+    # The weight and BM25 settings were chosen by cross-validation on the train split of
+    # flipkart1050 and zh-titles (benchmarks/lexical_weight.py, docs/EVALUATION.md). Changing
+    # LEXICAL_BM25 builds a new vector space (the stored weights depend on it); the weight does not.
+    "LEXICAL_WEIGHT": 0.75,
+    "LEXICAL_BM25": {"k1": 2.0, "b": 1.0, "ngrams": 2},
+    "LEXICAL_CANDIDATES": 100,
     # Queries.
     "DEFAULT_K": 10,
     "MAX_K": 100,

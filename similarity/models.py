@@ -17,7 +17,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from pgvector.django import VectorField
+from pgvector.django import SparseVectorField, VectorField
 
 
 class EmbeddingStatus(models.TextChoices):
@@ -217,6 +217,9 @@ class Embedding(models.Model):
 
     The vector columns have no fixed size: each space gets partial HNSW indexes on
     ``(column::vector(n)) WHERE space_id = <id>`` when it is created (``similarity.indexing.spaces``).
+    ``lexical`` is the text's BM25 term weights over hashed tokens (``similarity.ml.lexical``;
+    indexed as ``sparsevec`` with inner product), ``lexical_length`` the number of terms it
+    counted (what the space's ``DocumentFrequency`` totals add up).
     """
 
     space = models.ForeignKey(VectorSpace, on_delete=models.CASCADE, related_name="embeddings")
@@ -227,6 +230,8 @@ class Embedding(models.Model):
     text = VectorField(null=True)
     fused = VectorField(null=True)
     learned = VectorField(null=True)
+    lexical = SparseVectorField(null=True, editable=False)
+    lexical_length = models.PositiveIntegerField(null=True, editable=False)
     attention = models.JSONField(_("attention weights"), null=True, blank=True)
     content_hash = models.CharField(max_length=64)
     encoded_at = models.DateTimeField()
@@ -241,6 +246,28 @@ class Embedding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.content_type_id}:{self.object_id} in space {self.space_id}"
+
+
+class DocumentFrequency(models.Model):
+    """How many of a space's items carry a lexical term (a hashed token): BM25's IDF at query time.
+
+    The worker keeps it in the transaction that writes the items' lexical vectors. Two rows
+    per space hold totals instead of a term: ``ITEMS`` (items with a lexical vector) and
+    ``TERMS`` (their lengths summed; the mean length normalises a document's weights).
+    """
+
+    ITEMS = -1
+    TERMS = -2
+
+    space = models.ForeignKey(VectorSpace, on_delete=models.CASCADE, related_name="document_frequencies")
+    term = models.BigIntegerField()
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["space", "term"], name="similarity_one_frequency_per_term")]
+
+    def __str__(self) -> str:
+        return f"space {self.space_id} term {self.term}: {self.count}"
 
 
 class Decision(models.TextChoices):

@@ -21,13 +21,23 @@ from django.db.models import BigIntegerField
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from similarity.conf import similarity_settings
+from similarity.conf import DEFAULTS, similarity_settings
 from similarity.indexing.queue import enqueue_encode
-from similarity.models import Embedding, EmbeddingStatus, EncodingState, ModelVersion, SpaceState, VectorSpace
+from similarity.ml.lexical import DIM as LEXICAL_DIM
+from similarity.models import (
+    DocumentFrequency,
+    Embedding,
+    EmbeddingStatus,
+    EncodingState,
+    ModelVersion,
+    SpaceState,
+    VectorSpace,
+)
 
 logger = logging.getLogger(__name__)
 
 OPCLASS = "vector_cosine_ops"
+LEXICAL_OPCLASS = "sparsevec_ip_ops"  # BM25 is an inner product (pgvector's <#>)
 
 
 # Spaces by pk, per process: the web process reads the active space on every query. A
@@ -86,7 +96,15 @@ def configured_spec(model_label: str) -> dict[str, Any]:
         "text_weight": float(s.TEXT_WEIGHT),
         "learned": learned.name if learned else None,
         "learned_dim": learned.dim if learned else None,
+        # The stored lexical weights depend on these; the query-time weight does not.
+        "lexical": lexical_options(),
     }
+
+
+def lexical_options() -> dict[str, Any]:
+    """BM25 settings of a new space: ``LEXICAL_BM25`` over its defaults."""
+    options = {**DEFAULTS["LEXICAL_BM25"], **(similarity_settings.LEXICAL_BM25 or {})}
+    return {"k1": float(options["k1"]), "b": float(options["b"]), "ngrams": int(options["ngrams"])}
 
 
 def spec_key(spec: dict[str, Any]) -> str:
@@ -189,6 +207,12 @@ def create_indexes(space: VectorSpace) -> None:
                 f'USING hnsw (("{column}"::vector({int(dim)})) {OPCLASS}) WITH (m = 16, ef_construction = 64) '
                 f'WHERE "space_id" = {int(space.pk)}'
             )
+        if space.spec.get("lexical"):
+            cursor.execute(
+                f'CREATE INDEX {concurrently}IF NOT EXISTS "{index_name(space, "lexical")}" ON "{table}" '
+                f'USING hnsw (("lexical"::sparsevec({LEXICAL_DIM})) {LEXICAL_OPCLASS}) WITH (m = 16, ef_construction = 64) '
+                f'WHERE "space_id" = {int(space.pk)}'
+            )
         if in_transaction:
             cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
@@ -202,8 +226,9 @@ def drop_space(space: VectorSpace) -> int:
             break
         deleted += Embedding.objects.filter(pk__in=ids).delete()[0]
     with connection.cursor() as cursor:
-        for column in ("image", "text", "fused", "learned"):
+        for column in ("image", "text", "fused", "learned", "lexical"):
             cursor.execute(f'DROP INDEX IF EXISTS "{index_name(space, column)}"')
+    DocumentFrequency.objects.filter(space=space).delete()
     logger.info("dropped vector space %s: %d vectors", space.key, deleted)
     return deleted
 

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from similarity import backends
-from similarity.indexing import encoding, spaces
+from similarity.indexing import encoding, lexical, spaces
 from similarity.indexing.claims import claim_batch, hold_claim
 from similarity.models import Embedding, EmbeddingStatus, EncodingState, Modalities
 from similarity.registry import get_adapter
@@ -28,7 +28,9 @@ from similarity.registry import get_adapter
 logger = logging.getLogger(__name__)
 
 STATE_FIELDS = ["status", "error", "modalities", "content_hash", "encoded_at", "claim", "claimed_at"]
-EMBEDDING_FIELDS = ["image", "text", "fused", "learned", "attention", "content_hash", "encoded_at"]
+EMBEDDING_FIELDS = [
+    "image", "text", "fused", "learned", "lexical", "lexical_length", "attention", "content_hash", "encoded_at"
+]
 
 
 @dataclass
@@ -93,7 +95,8 @@ def encode_objects(model_label: str, pks: list[Any], *, force: bool = False, cla
     for space in live:
         encoding.encode_rest(work, space, backends.encoders_for(space.spec))
 
-    _write(content_type, items, claim, report, timezone.now())
+    tokens = {i.obj.pk: lexical.tokenize(i.text) for i in work if i.spaces and not i.error}
+    _write(content_type, items, claim, report, timezone.now(), tokens)
     logger.info("encoded %s: %s", model_label, report.as_dict())
     if len(live) > 1 and report.encoded:
         spaces.maybe_switch(model_label)
@@ -117,8 +120,18 @@ def _apply(item: encoding.Item, state: EncodingState, now: Any) -> None:
     state.status, state.error, state.content_hash = EmbeddingStatus.READY, "", item.content_hash
 
 
-def _write(content_type: ContentType, items: list[encoding.Item], claim: str | None, report: EncodeReport, now: Any) -> None:
-    """Write the batch in one transaction, skipping items whose claim was released."""
+def _write(
+    content_type: ContentType,
+    items: list[encoding.Item],
+    claim: str | None,
+    report: EncodeReport,
+    now: Any,
+    tokens: dict[Any, list[str]],
+) -> None:
+    """Write the batch in one transaction, skipping items whose claim was released.
+
+    The lexical vectors and the space's document frequencies change in the same transaction.
+    """
     with transaction.atomic():
         pks = [i.obj.pk for i in items]
         states = {
@@ -144,6 +157,11 @@ def _write(content_type: ContentType, items: list[encoding.Item], claim: str | N
             else:
                 changed.append(state)
             _apply(item, state, now)
+        by_space: dict[int, list] = {}
+        for embedding in vectors:
+            by_space.setdefault(embedding.space_id, []).append((embedding, tokens.get(embedding.object_id, [])))
+        for space in {e.space_id: e.space for e in vectors}.values():
+            lexical.write_lexical(space, by_space[space.pk])
         if vectors:
             Embedding.objects.bulk_create(
                 vectors,
