@@ -9,6 +9,12 @@ category...) do not starve the result list, and an ``ef_search`` that covers ``k
 set once per connection, or per query transaction (``similarity.search.scan``).
 ``similar_to`` is one statement: the item's own vector (and whether it has one) is a
 subquery of the scan.
+
+With the lexical channel on (``SIMILARITY['LEXICAL_WEIGHT']`` > 0, see
+``similarity.search.lexical``), ``similar_to`` reads the item's stored BM25 weights first, then
+one statement takes the union of the dense index's and the ``sparsevec`` index's best
+``LEXICAL_CANDIDATES`` rows and orders them by ``(1 - w) * cosine + w * lexical``, the lexical
+score divided by the item's score against itself (1 for a copy of it).
 """
 from __future__ import annotations
 
@@ -17,14 +23,15 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
-from django.db.models import Q
+from django.db.models import F, FloatField, Q, Value
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Cast
-from pgvector.django import CosineDistance, VectorField
+from django.db.models.functions import Cast, Coalesce
+from pgvector.django import CosineDistance, MaxInnerProduct, SparseVectorField, VectorField
 
 from similarity.conf import similarity_settings
+from similarity.ml.lexical import DIM as LEXICAL_DIM
 from similarity.models import Embedding, VectorSpace
-from similarity.search import scan
+from similarity.search import lexical, scan
 
 MODES = ("fused", "image", "text")
 
@@ -58,7 +65,8 @@ def similar_to(
 
     Returns an empty list when ``obj`` has no vector yet in the active space (or ``space``).
     The query vector never leaves the database: the index scan reads it by subquery.
-    ``annotations`` are read in the same statement (see ``nearest_queryset``).
+    ``annotations`` are read in the same statement (see ``nearest_queryset``). Scores are
+    the hybrid score when the lexical channel takes part (modes "fused" and "text").
     """
     space = space or VectorSpace.active_for(obj._meta.label)
     if space is None:
@@ -68,7 +76,19 @@ def similar_to(
     # No separate existence check (a round trip per request): without a stored vector the
     # subquery is NULL, and this condition, evaluated once per statement, empties the scan.
     candidates = queryset.alias(_query_vector=vector).filter(~Q(pk=obj.pk), _query_vector__isnull=False)
+    weight = lexical.lexical_weight(space) if mode != "image" else 0.0
+    if weight > 0:
+        weights = lexical.stored_weights(stored_lexical(obj, space))
+        if weights:
+            return hybrid(vector, weights, weight, k=k, mode=mode, queryset=candidates, space=space, annotations=annotations)
     return nearest(vector, k=k, mode=mode, queryset=candidates, space=space, annotations=annotations)
+
+
+def stored_lexical(obj: Any, space: VectorSpace) -> Any:
+    """Return ``obj``'s stored lexical vector in ``space`` (None without one)."""
+    content_type = ContentType.objects.get_for_model(obj)
+    rows = Embedding.objects.filter(space=space, content_type=content_type, object_id=obj.pk)
+    return rows.values_list("lexical", flat=True).first()
 
 
 def stored_vector(obj: Any, space: VectorSpace, column: str) -> RawSQL:
@@ -144,4 +164,81 @@ def nearest_queryset(
         queryset.filter(**{"similarity_embeddings__space": space, f"similarity_embeddings__{column}__isnull": False})
         .annotate(_distance=CosineDistance(typed, vector), **(annotations or {}))
         .order_by("_distance")[:k]
+    )
+
+
+def hybrid(
+    vector: Any,
+    weights: dict[int, float],
+    weight: float,
+    *,
+    k: int | None = None,
+    mode: str = "fused",
+    queryset: models.QuerySet,
+    space: VectorSpace,
+    annotations: dict[str, Any] | None = None,
+) -> list[Neighbour]:
+    """Return the ``k`` rows of ``queryset`` best by ``(1 - weight) * cosine + weight * lexical``.
+
+    Candidates are the union of the ``LEXICAL_CANDIDATES`` nearest rows by ``vector`` (the
+    dense HNSW index) and by the query's BM25 vector built from ``weights`` (the ``sparsevec``
+    index); both channels are then scored exactly. One statement.
+    """
+    k = k or similarity_settings.DEFAULT_K
+    ordered = hybrid_queryset(
+        vector, weights, weight, k=k, mode=mode, queryset=queryset, space=space, annotations=annotations
+    )
+    using = queryset.db
+    if scan.needs_transaction(using, k):
+        with transaction.atomic(using=using):
+            scan.tune_scan(using, k)
+            rows = list(ordered)
+    else:
+        rows = list(ordered)
+    if len(rows) < k:  # as in nearest(): a short index scan is answered exactly
+        with transaction.atomic(using=using):
+            scan.exact_scan(using)
+            rows = list(ordered.all())
+    return [Neighbour(object=row, score=float(row._score)) for row in rows]
+
+
+def hybrid_queryset(
+    vector: Any,
+    weights: dict[int, float],
+    weight: float,
+    *,
+    k: int,
+    mode: str,
+    queryset: models.QuerySet,
+    space: VectorSpace,
+    annotations: dict[str, Any] | None = None,
+) -> models.QuerySet:
+    """Return the queryset ``hybrid`` reads: candidates of both indexes, ordered by the hybrid score."""
+    column = column_for(space, mode)
+    typed = Cast(f"similarity_embeddings__{column}", VectorField(dimensions=space.dims[column]))
+    sparse = Cast("similarity_embeddings__lexical", SparseVectorField(dimensions=LEXICAL_DIM))
+    query = lexical.query_vector(space, weights)
+    depth = max(k, int(similarity_settings.LEXICAL_CANDIDATES))
+    on_space = {"similarity_embeddings__space": space, f"similarity_embeddings__{column}__isnull": False}
+    dense_ids = (
+        queryset.filter(**on_space).annotate(_d=CosineDistance(typed, vector)).order_by("_d").values("pk")[:depth]
+    )
+    lexical_ids = (
+        queryset.filter(similarity_embeddings__space=space, similarity_embeddings__lexical__isnull=False)
+        .annotate(_l=MaxInnerProduct(sparse, query))
+        .order_by("_l")
+        .values("pk")[:depth]
+    )
+    # <#> is the negative inner product; NULL (no lexical vector) scores 0.
+    score = Coalesce(-MaxInnerProduct(sparse, query), Value(0.0), output_field=FloatField())
+    return (
+        queryset.filter(**on_space)
+        .filter(Q(pk__in=dense_ids) | Q(pk__in=lexical_ids))
+        .annotate(
+            _distance=CosineDistance(typed, vector),
+            _lexical=score / lexical.self_score(space, weights),
+            _score=Value(1.0 - weight) * (Value(1.0) - F("_distance")) + Value(weight) * F("_lexical"),
+            **(annotations or {}),
+        )
+        .order_by("-_score", "pk")[:k]
     )

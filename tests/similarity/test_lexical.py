@@ -1,0 +1,271 @@
+"""The lexical channel: BM25 weights, hashing, the worker's vectors and frequencies, the hybrid read path."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from django.db import connection
+from django.conf import settings
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from pgvector import SparseVector
+
+from similarity.indexing.lexical import rebuild_frequencies
+from similarity.indexing.spaces import index_name
+from similarity.indexing.writer import encode_objects
+from similarity.ml import lexical
+from similarity.ml.text_pipeline import tokenize
+from similarity.models import DocumentFrequency, Embedding
+from similarity.search.queries import hybrid_queryset, similar_to
+from similarity.search.lexical import stored_weights
+from tests.factories import GADGET, make_gadget, mark_ready, put_vectors, space, vectors_of
+from tests.testapp.models import Gadget
+
+DIM = 1792
+
+
+def tuned(**options):
+    """The test settings' SIMILARITY with ``options`` changed (the space's spec stays the same)."""
+    return override_settings(SIMILARITY={**settings.SIMILARITY, **options})
+
+
+# --- similarity.ml.lexical (no database) ---------------------------------------------------
+
+
+def test_bm25_document_weights_match_a_hand_computation():
+    bm25 = lexical.Bm25(k1=1.2, b=0.75)
+    weights = bm25.document(["red", "dress", "red"], avgdl=2.0)
+    # tf("red") = 2, tf("dress") = 1, length 3, avgdl 2: K = 1.2 * (0.25 + 0.75 * 1.5) = 1.65
+    assert weights == {
+        lexical.term_index("red"): pytest.approx(2 * 2.2 / (2 + 1.65)),
+        lexical.term_index("dress"): pytest.approx(1 * 2.2 / (1 + 1.65)),
+    }
+    assert lexical.idf(3, 10) == pytest.approx(math.log(1 + 7.5 / 3.5))
+    query = bm25.query(weights, {lexical.term_index("red"): 3}, 10)
+    assert query[lexical.term_index("red")] == pytest.approx(2 * 2.2 / 3.65 * math.log(1 + 7.5 / 3.5))
+    assert query[lexical.term_index("dress")] == pytest.approx(2.2 / 2.65 * math.log(1 + 10.5 / 0.5))  # unseen: df 0
+
+
+def test_bigrams_are_counted_and_length_normalisation_is_relative():
+    bm25 = lexical.Bm25(k1=1.0, b=1.0, ngrams=2)
+    assert lexical.terms(["a1", "b2", "c3"], 2) == ["a1", "b2", "c3", "a1 b2", "b2 c3"]
+    short = bm25.document(["x9", "y9"], avgdl=3.0)  # 3 terms, at the mean length: tf 1 -> 1.0
+    assert short[lexical.term_index("x9 y9")] == pytest.approx(1.0)
+    long = bm25.document(["x9", "y9", "z9", "w9"], avgdl=3.5)  # 7 terms, twice the mean
+    assert long[lexical.term_index("x9")] == pytest.approx(2 / 3)
+
+
+def test_a_document_keeps_at_most_the_index_limit_of_terms():
+    tokens = [f"t{i}" for i in range(1500)] + ["t0"] * 5
+    weights = lexical.Bm25().document(tokens, avgdl=1500)
+    assert len(weights) == lexical.MAX_NONZERO == 1000
+    assert lexical.term_index("t0") in weights  # the repeated term is the strongest: kept
+
+
+def test_hashing_is_stable_across_processes():
+    expected = {"iphone15": lexical.term_index("iphone15"), "连衣裙": lexical.term_index("连衣裙")}
+    code = "from similarity.ml.lexical import term_index; print(term_index('iphone15'), term_index('连衣裙'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "7"})
+    assert [int(x) for x in out.stdout.split()] == list(expected.values())
+    # A fixed value guards against a change of hash function (stored vectors would stop matching).
+    assert lexical.term_index("iphone15") == int.from_bytes(
+        __import__("hashlib").blake2b(b"iphone15", digest_size=8).digest(), "little"
+    ) % 2**29
+    assert all(0 <= v < lexical.DIM for v in expected.values())
+
+
+def test_chinese_titles_with_model_numbers_match_lexically():
+    titles = [
+        "Apple/苹果 iPhone 15 64G 黑色 手机",
+        "苹果iphone15 64g 全网通 黑色",
+        "华为 Mate 60 Pro 512G 手机",
+        "红富士 苹果 5斤 新鲜水果",
+    ]
+    tokens = [tokenize(t) for t in titles]
+    assert {"iphone15", "64g"} <= set(tokens[0]) & set(tokens[1])
+    bm25 = lexical.Bm25(k1=2.0, b=1.0, ngrams=2)
+    matrix, _ = bm25.matrix(tokens, lexical.mean_length(tokens, 2))
+    scores = lexical.normalised_scores(matrix[:1], matrix, lexical.document_frequencies(matrix), len(titles))[0]
+    assert scores[0] == pytest.approx(1.0)  # itself
+    assert scores[1] > 0.3 and scores[1] == max(scores[1:])  # the same phone, written differently
+    assert scores[2] < scores[1] and scores[3] < scores[1]
+
+
+def test_combine_weights_the_two_scores():
+    assert lexical.combine(0.8, 0.2, 0.0) == pytest.approx(0.8)
+    assert lexical.combine(0.8, 0.2, 1.0) == pytest.approx(0.2)
+    assert lexical.combine(np.array([0.8]), np.array([0.2]), 0.25)[0] == pytest.approx(0.65)
+
+
+# --- the worker ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_worker_writes_lexical_vectors_and_counts_frequencies():
+    a = make_gadget("L1", "苹果 iPhone 15 64G 黑色")
+    b = make_gadget("L2", "iphone15 64g 白色")
+    encode_objects(GADGET, [a.pk, b.pk])
+    spec = space(GADGET).spec["lexical"]
+    bm25 = lexical.Bm25(**spec)
+    stored = stored_weights(vectors_of(a).lexical)
+    lengths = [len(lexical.terms(tokenize(g.name), bm25.ngrams)) for g in (a, b)]
+    assert stored == pytest.approx(bm25.document(tokenize(a.name), sum(lengths) / 2))
+    assert vectors_of(a).lexical_length == lengths[0]
+    counts = dict(DocumentFrequency.objects.filter(space=space(GADGET)).values_list("term", "count"))
+    assert counts[DocumentFrequency.ITEMS] == 2 and counts[DocumentFrequency.TERMS] == sum(lengths)
+    assert counts[lexical.term_index("iphone15")] == 2 and counts[lexical.term_index("白色")] == 1
+
+    # A new title replaces its terms: the old ones are taken back, in the same write.
+    b.name = "iphone15 64g 红色"
+    b.save()
+    encode_objects(GADGET, [b.pk])
+    counts = dict(DocumentFrequency.objects.filter(space=space(GADGET)).values_list("term", "count"))
+    assert lexical.term_index("白色") not in counts and counts[lexical.term_index("红色")] == 1
+    assert counts[DocumentFrequency.ITEMS] == 2 and counts[lexical.term_index("iphone15")] == 2
+
+    # Recounting from the stored vectors gives the same table.
+    before = sorted(DocumentFrequency.objects.filter(space=space(GADGET)).values_list("term", "count"))
+    assert rebuild_frequencies(space(GADGET)) == 2
+    assert sorted(DocumentFrequency.objects.filter(space=space(GADGET)).values_list("term", "count")) == before
+
+
+@pytest.mark.django_db
+def test_each_space_has_a_sparsevec_hnsw_index():
+    s = space(GADGET)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [index_name(s, "lexical")])
+        (definition,) = cursor.fetchone()
+    assert "hnsw" in definition and "sparsevec_ip_ops" in definition and f"space_id = {s.pk}" in definition
+
+
+# --- the read path ---------------------------------------------------------------------------
+
+
+def vec(*head: float) -> list[float]:
+    v = np.zeros(DIM, dtype=np.float32)
+    v[: len(head)] = head
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def lexical_gadget(code: str, title: str, vector: list[float], avgdl: float = 4.0) -> Gadget:
+    g = Gadget.objects.create(code=code, name=title)
+    mark_ready(Gadget.objects.filter(pk=g.pk))
+    bm25 = lexical.Bm25(**space(GADGET).spec["lexical"])
+    weights = bm25.document(tokenize(title), avgdl)
+    put_vectors(g, fused=vector, lexical=SparseVector(weights, lexical.DIM) if weights else None)
+    return g
+
+
+def count_frequencies() -> None:
+    rebuild_frequencies(space(GADGET))
+
+
+@pytest.mark.django_db
+def test_a_lexically_identical_item_comes_first_when_dense_vectors_tie():
+    q = lexical_gadget("q", "华为 mate60 pro 512g 雅丹黑", vec(1, 0))
+    other = lexical_gadget("other", "小米 14 ultra 白色 16g", vec(1, 0.2))
+    twin = lexical_gadget("twin", "华为 mate60 pro 512g 雅丹黑", vec(1, 0.2))  # same dense score as other
+    lexical_gadget("far", "红富士 苹果 5斤", vec(0, 1))
+    count_frequencies()
+    with tuned(LEXICAL_WEIGHT=0.5):
+        result = similar_to(q, k=3)
+    assert [n.object.code for n in result][:2] == ["twin", "other"]
+    cosine = 1 / np.sqrt(1.04)
+    assert result[0].score == pytest.approx(0.5 * cosine + 0.5 * 1.0, abs=1e-4)  # a copy scores 1 lexically
+    assert result[1].score == pytest.approx(0.5 * cosine, abs=1e-4)  # nothing in common
+
+
+@pytest.mark.django_db
+def test_the_sql_score_is_the_offline_score():
+    titles = ["iphone15 64g 黑色 手机", "iphone15 128g 黑色", "苹果 iphone15 手机 壳", "红富士 苹果 5斤"]
+    vectors = [vec(1, 0), vec(1, 1), vec(1, 2), vec(0, 1)]
+    gadgets = [lexical_gadget(f"g{i}", t, v, avgdl=3.0) for i, (t, v) in enumerate(zip(titles, vectors))]
+    count_frequencies()
+    with tuned(LEXICAL_WEIGHT=0.6, LEXICAL_CANDIDATES=10):
+        result = {n.object.code: n.score for n in similar_to(gadgets[0], k=3)}
+    bm25 = lexical.Bm25(**space(GADGET).spec["lexical"])
+    matrix, _ = bm25.matrix([tokenize(t) for t in titles], 3.0)
+    lex = lexical.normalised_scores(matrix[:1], matrix, lexical.document_frequencies(matrix), 4)[0]
+    dense = np.asarray(vectors) @ np.asarray(vectors[0])
+    expected = lexical.combine(dense, lex, 0.6)
+    assert result == pytest.approx({f"g{i}": float(expected[i]) for i in (1, 2, 3)}, abs=1e-4)
+
+
+@pytest.mark.django_db
+def test_weight_zero_gives_exactly_the_dense_order_in_one_statement():
+    q = lexical_gadget("q", "华为 mate60 pro 512g", vec(1, 0))
+    for i in range(6):
+        lexical_gadget(f"p{i}", "华为 mate60 pro 512g" if i % 2 else f"杂项 {i}", vec(1, i))
+    count_frequencies()
+    current = space(GADGET)
+    with tuned(LEXICAL_WEIGHT=0.0):
+        with CaptureQueriesContext(connection) as queries:
+            result = similar_to(q, k=6, space=current)
+    assert [n.object.code for n in result] == [f"p{i}" for i in range(6)]
+    assert [n.score for n in result] == pytest.approx([float(np.dot(vec(1, 0), vec(1, i))) for i in range(6)], abs=1e-5)
+    statements = [x["sql"] for x in queries.captured_queries]
+    assert not any("lexical" in sql for sql in statements)
+    assert sum(sql.startswith('SELECT "testapp_gadget"') for sql in statements) == 1
+    with tuned(LEXICAL_WEIGHT=0.9):
+        hybrid = [n.object.code for n in similar_to(q, k=6)]
+    assert hybrid[:3] == ["p1", "p3", "p5"]  # the lexical twins move up
+
+
+@pytest.mark.django_db(transaction=True)  # TRUNCATE afterwards: no dead index entries left for later tests
+def test_plan_uses_the_sparsevec_index_for_lexical_candidates():
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in range(300)]
+    gadgets = Gadget.objects.bulk_create(
+        [Gadget(code=f"r{i}", name=" ".join(rng.choice(words, 6))) for i in range(2000)]
+    )
+    bm25 = lexical.Bm25(**space(GADGET).spec["lexical"])
+    from django.contrib.contenttypes.models import ContentType
+    from django.utils import timezone
+
+    content_type = ContentType.objects.get_for_model(Gadget)
+    Embedding.objects.bulk_create([
+        Embedding(
+            space=space(GADGET), content_type=content_type, object_id=g.pk, content_hash="t", encoded_at=timezone.now(),
+            fused=vec(*rng.normal(size=8)), lexical=SparseVector(bm25.document(g.name.split(), 12.0), lexical.DIM),
+        )
+        for g in gadgets
+    ])
+    count_frequencies()
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE testapp_gadget")
+        cursor.execute(f'ANALYZE "{Embedding._meta.db_table}"')
+    weights = bm25.document(gadgets[0].name.split(), 12.0)
+    current = space(GADGET)
+    with tuned(LEXICAL_CANDIDATES=10):
+        ordered = hybrid_queryset(vec(1), weights, 0.9, k=10, mode="fused", queryset=Gadget.objects.all(), space=current)
+        plan = ordered.explain()
+        found = list(ordered)
+    assert f"Index Scan using {index_name(current, 'lexical')}" in plan, plan
+    assert f"Index Scan using {index_name(current, 'fused')}" in plan, plan
+    assert len(found) == 10 and found[0].pk == gadgets[0].pk  # its own words, found by the sparse index
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({}, set()),
+        ({"LEXICAL_WEIGHT": 1.5}, {"similarity.E026"}),
+        ({"LEXICAL_WEIGHT": "0.5"}, {"similarity.E026"}),
+        ({"LEXICAL_BM25": {"k1": 1.2, "b": 2}}, {"similarity.E027"}),
+        ({"LEXICAL_BM25": {"ngrams": 3}}, {"similarity.E027"}),
+        ({"LEXICAL_BM25": {"k1": 1.5}}, set()),  # the others keep their defaults
+        ({"LEXICAL_CANDIDATES": 0}, {"similarity.E028"}),
+    ],
+)
+def test_lexical_settings_are_checked(options, expected):
+    from similarity.checks import check_settings
+
+    with tuned(**options):
+        ids = {m.id for m in check_settings()}
+    assert ids & {"similarity.E026", "similarity.E027", "similarity.E028"} == expected
