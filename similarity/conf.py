@@ -85,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
     # flipkart1050 and zh-titles (benchmarks/lexical_weight.py, docs/EVALUATION.md). Changing
     # LEXICAL_BM25 builds a new vector space (the stored weights depend on it); the weight does not.
     "LEXICAL_WEIGHT": 0.75,
-    "LEXICAL_BM25": {"k1": 2.0, "b": 1.0, "ngrams": 2},
+    "LEXICAL_BM25": {"k1": 3.0, "b": 1.0, "ngrams": 2},
     "LEXICAL_CANDIDATES": 100,
     # Queries.
     "DEFAULT_K": 10,

@@ -91,6 +91,9 @@ def test_changing_dimensions_needs_no_migration(settings):
         ({"LEARNED_DIM": 4096}, "similarity.E012"),
         ({"CLUSTER_INTERVAL": "daily"}, "similarity.E013"),
         ({"CLUSTER_INTERVAL": -1}, "similarity.E013"),
+        ({"LEXICAL_WEIGHT": 1.5}, "similarity.E026"),
+        ({"LEXICAL_BM25": {"k1": 1.2, "b": 2}}, "similarity.E027"),
+        ({"LEXICAL_CANDIDATES": 0}, "similarity.E028"),
     ],
 )
 def test_a_bad_setting_is_reported_by_its_own_id(settings, changes, expected):
@@ -420,4 +423,4 @@ def test_install_guide_lists_every_setting():
 
     guide = (ROOT / "docs" / "INSTALL.md").read_text()
     reference = guide.split("## 13. Settings reference", 1)[1].split("\n## ", 1)[0]
-    assert set(re.findall(r"^\| `([A-Z_]+)` \|", reference, re.M)) == set(DEFAULTS)
+    assert set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", reference, re.M)) == set(DEFAULTS)
