@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import FloatField
+from django.db.models import FloatField, Value
 from django.db.models.expressions import RawSQL
-from pgvector.django import SparseVectorField
+from django.db.models.functions import Cast, Coalesce
+from pgvector.django import MaxInnerProduct, SparseVectorField
 
 from similarity.conf import similarity_settings
-from similarity.ml.lexical import DIM
-from similarity.models import DocumentFrequency, VectorSpace
+from similarity.ml.lexical import DIM, Bm25
+from similarity.models import DocumentFrequency, Embedding, VectorSpace
 
 
 def lexical_weight(space: VectorSpace) -> float:
@@ -73,3 +74,40 @@ def stored_weights(vector: Any) -> dict[int, float]:
     if vector is None:
         return {}
     return dict(zip(vector.indices(), vector.values()))
+
+
+def query_weights(space: VectorSpace, text: str) -> dict[int, float]:
+    """A text query's BM25 weights in ``space``, as if it were one of the space's documents.
+
+    The same tokens, hashing and BM25 settings as the worker's, and the catalog's mean length
+    (one small read): a title identical to the query then scores 1 after ``self_score``
+    normalisation, as a copy of an item does in ``similar_to``. {} when the space has no
+    lexical vectors or the text no token.
+    """
+    options = space.spec.get("lexical")
+    if not options or not text:
+        return {}
+    from similarity.ml.text_pipeline import default_pipeline
+
+    tokens = default_pipeline().tokenize(text)
+    if not tokens:
+        return {}
+    totals = dict(
+        DocumentFrequency.objects.filter(
+            space=space, term__in=[DocumentFrequency.ITEMS, DocumentFrequency.TERMS]
+        ).values_list("term", "count")
+    )
+    items = totals.get(DocumentFrequency.ITEMS, 0)
+    avgdl = totals.get(DocumentFrequency.TERMS, 0) / items if items > 0 else None
+    return Bm25(**options).document(tokens, avgdl)
+
+
+def scores(space: VectorSpace, model: type, ids: list[Any], weights: dict[int, float]) -> dict[Any, float]:
+    """Return ``{pk: lexical score}`` of ``model``'s rows ``ids`` for ``weights``, each divided by
+    the query's self-score (0 for a row without a lexical vector; rows without vectors are left out)."""
+    if not ids or not weights:
+        return {}
+    sparse = Cast("lexical", SparseVectorField(dimensions=DIM))
+    raw = Coalesce(-MaxInnerProduct(sparse, query_vector(space, weights)), Value(0.0), output_field=FloatField())
+    rows = Embedding.objects.for_model(model, space).filter(object_id__in=ids)
+    return dict(rows.annotate(_lexical=raw / self_score(space, weights)).values_list("object_id", "_lexical"))

@@ -269,3 +269,99 @@ def test_lexical_settings_are_checked(options, expected):
     with tuned(**options):
         ids = {m.id for m in check_settings()}
     assert ids & {"similarity.E026", "similarity.E027", "similarity.E028"} == expected
+
+
+# --- text search -----------------------------------------------------------------------------
+
+
+def text_gadget(code: str, title: str, *head: float) -> Gadget:
+    """A gadget with a text vector (``head`` padded with zeros) and the worker's lexical vector."""
+    g = Gadget.objects.create(code=code, name=title)
+    mark_ready(Gadget.objects.filter(pk=g.pk))
+    bm25 = lexical.Bm25(**space(GADGET).spec["lexical"])
+    tokens = tokenize(title)
+    v = np.zeros(space(GADGET).dims["text"], dtype=np.float32)
+    v[: len(head)] = head
+    put_vectors(
+        g, text=(v / np.linalg.norm(v)).tolist(), lexical=SparseVector(bm25.document(tokens, 6.0), lexical.DIM),
+        lexical_length=len(lexical.terms(tokens, bm25.ngrams)),
+    )
+    return g
+
+
+def text_query(*head: float) -> np.ndarray:
+    v = np.zeros(space(GADGET).dims["text"], dtype=np.float32)
+    v[: len(head)] = head
+    return v / np.linalg.norm(v)
+
+
+def expected_lexical(query: str, titles: dict[str, str]) -> dict[str, float]:
+    """Each title's lexical score for ``query`` as the offline functions give it (the query
+    weighted as a document of the catalog's mean length, divided by its self-score)."""
+    bm25 = lexical.Bm25(**space(GADGET).spec["lexical"])
+    tokens = {code: tokenize(t) for code, t in titles.items()}
+    docs = {code: bm25.document(t, 6.0) for code, t in tokens.items()}
+    df: dict[int, int] = {}
+    for weights in docs.values():
+        for term in weights:
+            df[term] = df.get(term, 0) + 1
+    avgdl = sum(len(lexical.terms(t, bm25.ngrams)) for t in tokens.values()) / len(tokens)
+    q = bm25.query(bm25.document(tokenize(query), avgdl), df, len(docs))
+    own = bm25.document(tokenize(query), avgdl)
+    self_score = sum(q[t] * own[t] for t in q)
+    return {code: sum(q[t] * d.get(t, 0.0) for t in q) / self_score for code, d in docs.items()}
+
+
+@pytest.mark.django_db
+def test_text_search_ranks_the_lexical_match_first_when_dense_scores_tie():
+    from similarity.search.text import search
+
+    titles = {"case": "华为 Mate 60 手机壳 透明", "other": "小米 14 手机壳 透明", "far": "红富士 苹果 5斤"}
+    gadgets = {
+        "case": text_gadget("case", titles["case"], 1, 0.2),
+        "other": text_gadget("other", titles["other"], 1, 0.2),  # the same cosine as "case"
+        "far": text_gadget("far", titles["far"], 0, 1),
+    }
+    count_frequencies()
+    query = "华为 mate60 手机壳"
+    with tuned(LEXICAL_WEIGHT=0.75):
+        hits = search(query, text_query(1, 0), queryset=Gadget.objects.all(), space=space(GADGET), k=3)
+        by_code = search(" far ", text_query(1, 0), queryset=Gadget.objects.all(), space=space(GADGET), k=3)
+    assert [h.object.code for h in hits] == ["case", "other", "far"]
+    lex = expected_lexical(query, titles)
+    assert 0.5 < lex["case"] < 1.0 and 0 < lex["other"] < 0.3 and lex["far"] == 0
+    cosine = 1 / np.sqrt(1.04)
+    assert [h.score for h in hits] == pytest.approx(
+        [0.25 * cosine + 0.75 * lex["case"], 0.25 * cosine + 0.75 * lex["other"], 0.0], abs=1e-4
+    )
+    assert hits[0].text_similarity == pytest.approx(cosine, abs=1e-4)
+    assert hits[0].shared_keywords == ["华为", "mate60", "手机", "壳"]
+    # An exact identifier still comes first, whatever it scores.
+    assert [h.object.code for h in by_code][0] == "far" and by_code[0].exact
+    assert gadgets["far"].pk == by_code[0].object.pk
+
+
+@pytest.mark.django_db
+def test_text_search_weight_zero_keeps_the_keyword_share_order():
+    from similarity.search.text import KEYWORD_WEIGHT, search
+
+    # 华为, 手机 and 壳 are common in this catalog, mate60 is rare: the keyword share and
+    # BM25 disagree about which of two densely tied items matches the query better.
+    for i in range(8):
+        text_gadget(f"filler{i}", f"华为 手机壳 防摔 款{i}", 0, 1, i)
+    text_gadget("common", "华为 手机壳 通用款", 1, 0.3)
+    text_gadget("rare", "mate60 保护套", 1, 0.3)
+    count_frequencies()
+    query, vector = "华为 mate60 手机壳", text_query(1, 0)
+    with tuned(LEXICAL_WEIGHT=0.0):
+        dense = search(query, vector, queryset=Gadget.objects.all(), space=space(GADGET), k=4)
+    with tuned(LEXICAL_WEIGHT=0.75):
+        hybrid = search(query, vector, queryset=Gadget.objects.all(), space=space(GADGET), k=4)
+    cosine = 1 / np.sqrt(1.09)
+    # w = 0: cosine + KEYWORD_WEIGHT * share of the query's 4 tokens, as before the lexical channel.
+    assert [h.object.code for h in dense] == ["common", "rare", "filler0", "filler1"]
+    assert [h.score for h in dense] == pytest.approx(
+        [cosine + KEYWORD_WEIGHT * 3 / 4, cosine + KEYWORD_WEIGHT / 4, KEYWORD_WEIGHT * 3 / 4, KEYWORD_WEIGHT * 3 / 4],
+        abs=1e-4,
+    )
+    assert [h.object.code for h in hybrid][:2] == ["rare", "common"]  # the rare model number weighs more
