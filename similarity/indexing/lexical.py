@@ -9,8 +9,11 @@ IDFs from 32 items for ever); the read path turns frequencies into IDF per query
 
 Concurrent workers add to the same frequency rows with ``INSERT ... ON CONFLICT DO UPDATE``,
 terms in ascending order, so two batches lock shared rows in the same order and never
-deadlock. A deleted item's frequencies are not taken back at once; ``rebuild_frequencies``
-recounts a space from its stored vectors.
+deadlock. A deleted item's frequencies are not taken back by the delete (its vectors go
+with it, but subtracting its terms there would lock frequency rows item by item, out of
+term order, in the host's transaction: a bulk delete would deadlock with the workers); the
+sweeper sees the item count differ from the space's lexical vectors
+(``frequencies_drifted``) and recounts the space (``rebuild_frequencies``).
 """
 from __future__ import annotations
 
@@ -103,23 +106,51 @@ def _add(space: VectorSpace, delta: dict[int, int]) -> None:
         )
 
 
+def frequencies_drifted(space: VectorSpace) -> bool:
+    """Whether the space's item count differs from its number of lexical vectors (items
+    deleted since their terms were counted). One statement: both counts come from one
+    snapshot, so a batch committing meanwhile never looks like drift."""
+    f, e = _columns(DocumentFrequency), _columns(Embedding)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT coalesce((SELECT "{f["count"]}" FROM "{f["table"]}" WHERE "{f["space"]}" = %s '
+            f'AND "{f["term"]}" = %s), 0) <> (SELECT count(*) FROM "{e["table"]}" '
+            f'WHERE "{e["space"]}" = %s AND "{e["lexical"]}" IS NOT NULL)',
+            [space.pk, DocumentFrequency.ITEMS, space.pk],
+        )
+        return bool(cursor.fetchone()[0])
+
+
 def rebuild_frequencies(space: VectorSpace) -> int:
     """Recount ``space``'s frequencies from its stored lexical vectors; return the items counted.
 
-    Corrects the counts of items deleted since they were written (a delete does not
-    take its terms back).
+    Corrects the counts of items deleted since they were written (a delete does not take its
+    terms back). In the database, in one transaction: a worker's batch that committed before
+    the recount is counted by it; one that commits after adds its change to the new rows.
     """
-    counts: Counter[int] = Counter()
-    items = terms = 0
-    vectors = Embedding.objects.filter(space=space, lexical__isnull=False).values_list("lexical", "lexical_length")
-    for vector, length in vectors.iterator(chunk_size=2000):
-        counts.update(vector.indices())
-        items, terms = items + 1, terms + (length or 0)
-    counts[DocumentFrequency.ITEMS], counts[DocumentFrequency.TERMS] = items, terms
-    with transaction.atomic():
-        DocumentFrequency.objects.filter(space=space).delete()
-        DocumentFrequency.objects.bulk_create(
-            [DocumentFrequency(space=space, term=term, count=n) for term, n in sorted(counts.items())], batch_size=5000
+    f, e = _columns(DocumentFrequency), _columns(Embedding)
+    vectors = f'FROM "{e["table"]}" v WHERE v."{e["space"]}" = %s AND v."{e["lexical"]}" IS NOT NULL'
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f'DELETE FROM "{f["table"]}" WHERE "{f["space"]}" = %s', [space.pk])
+        # A sparsevec's text is {index:value,...}/dim, indexes 1-based and each once per vector.
+        cursor.execute(
+            f'INSERT INTO "{f["table"]}" ("{f["space"]}", "{f["term"]}", "{f["count"]}") '
+            f"SELECT %s, t, n FROM ("
+            f'SELECT (m[1])::bigint - 1 AS t, count(*) AS n FROM "{e["table"]}" v '
+            f"""CROSS JOIN LATERAL regexp_matches(v."{e["lexical"]}"::text, '[{{,]([0-9]+):', 'g') AS m """
+            f'WHERE v."{e["space"]}" = %s AND v."{e["lexical"]}" IS NOT NULL GROUP BY 1 '
+            f"UNION ALL SELECT %s, count(*) {vectors} "
+            f'UNION ALL SELECT %s, coalesce(sum(v."{e["lexical_length"]}"), 0) {vectors}'
+            f") c ORDER BY t",
+            [space.pk, space.pk, DocumentFrequency.ITEMS, space.pk, DocumentFrequency.TERMS, space.pk],
         )
-    return items
+        cursor.execute(
+            f'SELECT "{f["count"]}" FROM "{f["table"]}" WHERE "{f["space"]}" = %s AND "{f["term"]}" = %s',
+            [space.pk, DocumentFrequency.ITEMS],
+        )
+        return int(cursor.fetchone()[0])
 
+
+def _columns(model: type) -> dict[str, str]:
+    """A model's table (``"table"``) and its fields' columns by field name."""
+    return {"table": model._meta.db_table, **{field.name: field.column for field in model._meta.concrete_fields}}

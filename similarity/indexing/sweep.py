@@ -1,7 +1,8 @@
 """The sweeper (celery beat, every ``SWEEP_INTERVAL``): nothing pending is forgotten.
 
 Re-sends rows a dead worker held and rows whose task was lost (a broker outage), marks rows
-without vectors in a live space pending again, and switches to a complete building space.
+without vectors in a live space pending again, recounts a space's lexical document
+frequencies when items were deleted, and switches to a complete building space.
 Runs in the worker.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from django.utils import timezone
 from similarity.conf import similarity_settings
 from similarity.indexing import spaces
 from similarity.indexing.claims import dead_claims
+from similarity.indexing.lexical import frequencies_drifted, rebuild_frequencies
 from similarity.indexing.queue import enqueue_encode, send_encode_tasks
 from similarity.models import Embedding, EmbeddingStatus, EncodingState
 
@@ -28,7 +30,8 @@ MAX_UNSCHEDULED = 10_000
 def sweep(model_label: str) -> dict[str, int]:
     """Re-send rows held by a dead worker's claim (at once) and unclaimed rows pending longer
     than ``PENDING_MAX_AGE``; mark ``ready`` rows that lack vectors in a live space (new
-    configuration) pending again; switch spaces when the building one is complete.
+    configuration) pending again; recount a space's lexical frequencies when its item count
+    has drifted from its vectors (deletions); switch spaces when the building one is complete.
 
     ``forgotten`` in the result counts both kinds of re-sent rows; ``unscheduled`` the rows
     that had no state yet (saved by a bulk path that sends no signal, or there before the app
@@ -40,6 +43,8 @@ def sweep(model_label: str) -> dict[str, int]:
         vector = Embedding.objects.filter(space=space, content_type_id=OuterRef("content_type_id"), object_id=OuterRef("object_id"))
         missing = states.filter(status=EmbeddingStatus.READY).exclude(Exists(vector))
         stale.update(missing.values_list("object_id", flat=True)[:100_000])
+        if space.spec.get("lexical") and frequencies_drifted(space):  # items deleted since they were counted
+            logger.info("sweep %s: recounted the lexical frequencies of space %s: %d items", model_label, space.key, rebuild_frequencies(space))
     unscheduled = list(
         model._default_manager.exclude(Exists(states.filter(object_id=OuterRef("pk")))).values_list("pk", flat=True)[:MAX_UNSCHEDULED]
     )

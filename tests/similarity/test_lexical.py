@@ -133,6 +133,35 @@ def test_the_worker_writes_lexical_vectors_and_counts_frequencies():
 
 
 @pytest.mark.django_db
+def test_the_sweeper_recounts_frequencies_after_a_delete():
+    from similarity.indexing.lexical import frequencies_drifted
+    from similarity.indexing.sweep import sweep
+
+    kept = make_gadget("L1", "苹果 iPhone 15 64G 黑色")
+    gone = make_gadget("L2", "iphone15 64g 白色")
+    encode_objects(GADGET, [kept.pk, gone.pk])
+    s = space(GADGET)
+
+    def counts() -> dict[int, int]:
+        return dict(DocumentFrequency.objects.filter(space=s).values_list("term", "count"))
+
+    assert not frequencies_drifted(s)
+    gone.delete()  # its vectors go with it; its terms are still counted
+    assert Embedding.objects.filter(space=s, lexical__isnull=False).count() == 1
+    assert counts()[DocumentFrequency.ITEMS] == 2 and counts()[lexical.term_index("白色")] == 1
+    assert frequencies_drifted(s)
+
+    sweep(GADGET)
+    length = vectors_of(kept).lexical_length
+    expected = {lexical.term_index(t): 1 for t in lexical.terms(tokenize(kept.name), s.spec["lexical"]["ngrams"])}
+    assert counts() == {**expected, DocumentFrequency.ITEMS: 1, DocumentFrequency.TERMS: length}
+    assert lexical.term_index("白色") not in counts() and counts()[lexical.term_index("iphone15")] == 1
+    assert not frequencies_drifted(s)
+    sweep(GADGET)  # nothing drifted: the counts stay
+    assert counts() == {**expected, DocumentFrequency.ITEMS: 1, DocumentFrequency.TERMS: length}
+
+
+@pytest.mark.django_db
 def test_each_space_has_a_sparsevec_hnsw_index():
     s = space(GADGET)
     with connection.cursor() as cursor:
