@@ -35,13 +35,16 @@ def _idf_sql() -> tuple[str, str]:
     """FROM clause over the query terms ``u(t, w)`` with their frequency ``f`` and the item count ``n``."""
     meta = DocumentFrequency._meta
     table, columns = meta.db_table, {f.name: f.column for f in meta.concrete_fields}
+    # One unique-index lookup per query term: a join let the planner read every frequency row
+    # of the space (hundreds of thousands on a large catalog) for a query of a few dozen terms.
     source = (
         "unnest(%s::bigint[], %s::float8[]) AS u(t, w) "
-        f'LEFT JOIN "{table}" f ON f."{columns["space"]}" = %s AND f."{columns["term"]}" = u.t '
+        f'CROSS JOIN LATERAL (SELECT coalesce((SELECT f."{columns["count"]}" FROM "{table}" f '
+        f'WHERE f."{columns["space"]}" = %s AND f."{columns["term"]}" = u.t), 0) AS n) f '
         f'CROSS JOIN (SELECT coalesce((SELECT c."{columns["count"]}" FROM "{table}" c '
         f'WHERE c."{columns["space"]}" = %s AND c."{columns["term"]}" = {DocumentFrequency.ITEMS}), 0) AS items) n'
     )
-    df = f'coalesce(f."{columns["count"]}", 0)'
+    df = "f.n"
     idf = f"ln(1 + (greatest(n.items, 0) - {df} + 0.5) / ({df} + 0.5))"
     return source, idf
 
