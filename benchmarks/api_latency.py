@@ -1,7 +1,7 @@
 """Latency of GET /api/products/{id}/similar/ over HTTP on 100,000 products, and recall@10.
 
     .venv/bin/python benchmarks/api_latency.py [--products 100000] [--requests 400] [--workers 4]
-        [--threads 1] [--vectors real|random] [--cache-dir /tmp/fusion-cache]
+        [--threads 1] [--vectors real|random] [--cache-dir /tmp/fusion-cache] [--lexical-weights 0,0.75]
 
 In a throw-away database (embedded PostgreSQL under a temporary VAR_DIR): N products, 2% of
 them in one category, each with a fused vector of the real size (1792-d: image 1280 + text
@@ -15,6 +15,12 @@ Gaussian noise, so that the 100k rows keep a real catalog's structure (categorie
 near-variants) with distinct distances. ``--vectors random``: uniform random unit vectors,
 which have no neighbourhood structure at all in 1792 dimensions (every cosine is 0 +- 0.03)
 and make any approximate index look bad; reported for reference.
+
+Lexical channel: each product also gets the lexical (BM25) vector the worker would write for
+the text of its real product (title, brand, description; ``--vectors real`` only) plus one
+token of its own, the space's document frequencies and its ``sparsevec`` HNSW index; the
+requests are then timed once per ``--lexical-weights`` value (``LEXICAL_WEIGHT`` of the served
+project; 0 is the dense statement alone).
 
 Serves the project with gunicorn (sync workers; gthread workers with ``--threads`` > 1) and
 times requests from 1 and 8 client threads with keep-alive connections (sync workers close
@@ -85,7 +91,34 @@ def make_vectors(n: int, source: str, cache_dir: Path, seed: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def load(n: int, seed: int, source: str, cache_dir: Path) -> tuple[list[int], np.ndarray, int, list[int]]:
+def lexical_rows(n: int) -> tuple[list[str], list[str], list[int]]:
+    """Each product's title, lexical vector (sparsevec text) and length, as the worker writes them:
+    the text of its real flipkart1050 product (the one its dense vector starts from) plus a
+    token of its own (a distinct vector per product, as distinct model numbers give)."""
+    from benchmarks.fusion_experiment import _dataset, _read
+    from similarity.conf import similarity_settings
+    from similarity.ml import lexical
+    from similarity.ml.text_pipeline import default_pipeline
+
+    rows = _read(_dataset("flipkart1050"))
+    bm25 = lexical.Bm25(**similarity_settings.LEXICAL_BM25)
+    limit = int(similarity_settings.MAX_TEXT_CHARS)
+    tokens = [default_pipeline().tokenize("\n".join(p for p in (r["title"], r["brand"], r["description"]) if p)[:limit]) for r in rows]
+    own = [len(lexical.terms(t + ["x"], bm25.ngrams)) for t in tokens]  # its own token (and a pair) added
+    avgdl = float(np.mean([own[i % len(rows)] for i in range(n)]))
+    titles, vectors, lengths = [], [], []
+    for i in range(n):
+        base = i % len(rows)
+        weights = bm25.document(tokens[base] + [f"p{i}"], avgdl)
+        titles.append(rows[base]["title"][:500])
+        vectors.append("{" + ",".join(f"{t + 1}:{w:.6g}" for t, w in sorted(weights.items())) + f"}}/{lexical.DIM}")
+        lengths.append(own[base])
+    return titles, vectors, lengths
+
+
+def load(
+    n: int, seed: int, source: str, cache_dir: Path, with_lexical: bool = False
+) -> tuple[list[int], np.ndarray, int, list[int]]:
     """Create the products and their vectors; return (ids, vectors, rare category id, rare ids)."""
     from django.contrib.contenttypes.models import ContentType
     from django.db import connection
@@ -97,22 +130,32 @@ def load(n: int, seed: int, source: str, cache_dir: Path) -> tuple[list[int], np
     rare, common = Category.get_or_create_path("稀有"), Category.get_or_create_path("常见")
     vectors = make_vectors(n, source, cache_dir, seed)
     started = time.perf_counter()
+    titles, lexical, lengths = lexical_rows(n) if with_lexical else ([f"商品 {i}" for i in range(n)], [None] * n, [None] * n)
     with connection.cursor() as cursor:  # load first, index after: much faster than per-row inserts
         cursor.execute(f'DROP INDEX IF EXISTS "{index_name(space, "fused")}"')
+        cursor.execute(f'DROP INDEX IF EXISTS "{index_name(space, "lexical")}"')
     ids: list[int] = []
     for start in range(0, n, 5000):
         batch = [
-            Product(sku=f"b{i}", title=f"商品 {i}", category=rare if i % 50 == 0 else common, embedding_status="ready")
+            Product(sku=f"b{i}", title=titles[i], category=rare if i % 50 == 0 else common)
             for i in range(start, min(n, start + 5000))
         ]
         ids += [p.pk for p in Product.objects.bulk_create(batch)]
     content_type = ContentType.objects.get_for_model(Product).pk
     with connection.cursor() as cursor:
         with cursor.copy(
-            "COPY similarity_embedding (space_id, content_type_id, object_id, fused, content_hash, encoded_at) FROM STDIN"
+            "COPY similarity_embedding (space_id, content_type_id, object_id, fused, lexical, lexical_length, "
+            "content_hash, encoded_at) FROM STDIN"
         ) as copy:
-            for pk, v in zip(ids, vectors):
-                copy.write_row((space.pk, content_type, pk, "[" + ",".join(f"{x:.6f}" for x in v) + "]", "bench", "2026-11-28"))
+            for pk, v, lex, length in zip(ids, vectors, lexical, lengths):
+                vector = "[" + ",".join(f"{x:.6f}" for x in v) + "]"
+                copy.write_row((space.pk, content_type, pk, vector, lex, length, "bench", "2026-11-28"))
+    if with_lexical:
+        from similarity.indexing.lexical import rebuild_frequencies
+
+        counting = time.perf_counter()
+        rebuild_frequencies(space)
+        print(f"document frequencies counted in {time.perf_counter() - counting:.1f} s")
     loaded = time.perf_counter() - started
     with connection.cursor() as cursor:
         cursor.execute("SET maintenance_work_mem = '2GB'")
@@ -127,7 +170,7 @@ def load(n: int, seed: int, source: str, cache_dir: Path) -> tuple[list[int], np
         # As on a database server sized for it: the HNSW index (about 0.8 GB) fits in shared
         # buffers (the embedded server's default is 128 MB). Applies at the restart below.
         cursor.execute("ALTER SYSTEM SET shared_buffers = '2GB'")
-    print(f"loaded {n:,} products + vectors in {loaded:.0f} s; HNSW index built in {built:.0f} s")
+    print(f"loaded {n:,} products + vectors in {loaded:.0f} s; HNSW indexes built in {built:.0f} s")
     rare_ids = [pk for i, pk in enumerate(ids) if i % 50 == 0]
     return ids, vectors, rare.pk, rare_ids
 
@@ -155,10 +198,10 @@ def recall(ids: list[int], vectors: np.ndarray, rare_id: int, samples: int, seed
     return out[0], out[1]
 
 
-def serve(var: Path, port: int, workers: int, ef_search: int, threads: int = 1) -> subprocess.Popen:
+def serve(var: Path, port: int, workers: int, ef_search: int, threads: int = 1, lexical_weight: float = 0.0) -> subprocess.Popen:
     """Start gunicorn: sync workers with ``threads`` 1, else gthread workers (keep-alive)."""
     env = {**os.environ, "VAR_DIR": str(var), "DATABASE_URL": "", "DJANGO_DEBUG": "0", "LOG_LEVEL": "WARNING",
-           "SIMILARITY_HNSW_EF_SEARCH": str(ef_search),
+           "SIMILARITY_HNSW_EF_SEARCH": str(ef_search), "SIMILARITY_LEXICAL_WEIGHT": str(lexical_weight),
            "API_RATE_SIMILAR": "1000000/min", "API_RATE_READ": "1000000/min"}
     # Sync workers close the connection after each response; gthread workers keep it open.
     worker = ["--worker-class", "sync"] if threads == 1 else ["--worker-class", "gthread", "--threads", str(threads)]
@@ -219,15 +262,24 @@ def main() -> None:
     parser.add_argument("--vectors", choices=["real", "random"], default="real")
     parser.add_argument("--ef-search", type=int, default=100, help="hnsw.ef_search the served API uses")
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/fusion-cache"), help="encoder features cache")
+    parser.add_argument(
+        "--lexical-weights", default="0",
+        help="comma-separated LEXICAL_WEIGHT values to time, e.g. 0,0.75 (any > 0 loads lexical vectors)",
+    )
     args = parser.parse_args()
+    weights = [float(w) for w in args.lexical_weights.split(",")]
+    with_lexical = any(w > 0 for w in weights)
+    if with_lexical and args.vectors != "real":
+        sys.exit("--lexical-weights above 0 need --vectors real (the products' texts)")
     var = Path(tempfile.mkdtemp(prefix="api-bench-"))
     setup_django(var)
-    ids, vectors, rare_id, rare_ids = load(args.products, seed=7, source=args.vectors, cache_dir=args.cache_dir)
+    ids, vectors, rare_id, rare_ids = load(args.products, seed=7, source=args.vectors, cache_dir=args.cache_dir, with_lexical=with_lexical)
     from django.conf import settings
     from django.test import override_settings
 
     for ef_search in sorted({100, 200, args.ef_search}):
-        with override_settings(SIMILARITY={**settings.SIMILARITY, "HNSW_EF_SEARCH": ef_search}):
+        # Recall of the dense statement (the hybrid answers a different question).
+        with override_settings(SIMILARITY={**settings.SIMILARITY, "HNSW_EF_SEARCH": ef_search, "LEXICAL_WEIGHT": 0.0}):
             full, filtered = recall(ids, vectors, rare_id, args.recall_samples, seed=3)
         print(f"vectors: {args.vectors}; ef_search {ef_search}: recall@10 vs exact ({args.recall_samples} queries): "
               f"unfiltered {full:.3f}, 2% filter {filtered:.3f}")
@@ -235,11 +287,20 @@ def main() -> None:
 
     connection.close()
     stop_embedded_database(var)  # restarted by the first connection, with the new buffers
-    server = serve(var, args.port, args.workers, args.ef_search, args.threads)
-    kind = "sync" if args.threads == 1 else f"gthread x {args.threads} threads"
-    print(f"gunicorn: {args.workers} {kind} workers; load average before timing: {_load()}")
     try:
-        rng = random.Random(11)
+        for weight in weights:  # one database, kept running: the same buffers for every weight
+            timing(var, args, weight, ids, rare_id, rare_ids)
+    finally:
+        stop_embedded_database(var)
+
+
+def timing(var: Path, args: argparse.Namespace, weight: float, ids: list[int], rare_id: int, rare_ids: list[int]) -> None:
+    """Serve the project with ``LEXICAL_WEIGHT`` ``weight`` and time the requests."""
+    server = serve(var, args.port, args.workers, args.ef_search, args.threads, lexical_weight=weight)
+    kind = "sync" if args.threads == 1 else f"gthread x {args.threads} threads"
+    print(f"gunicorn: {args.workers} {kind} workers, lexical weight {weight}; load average before timing: {_load()}")
+    try:
+        rng = random.Random(11)  # the same requests for every weight
         ef_search_served = args.ef_search
         for label, pool, extra in (("unfiltered", ids, ""), ("2% category filter", rare_ids, f"&category={rare_id}")):
             for threads in (1, 8):
@@ -248,12 +309,12 @@ def main() -> None:
                 latencies = sorted(timed_requests(args.port, paths, threads))
                 p50 = latencies[len(latencies) // 2]
                 p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-                print(f"ef_search {ef_search_served}: {label:20s} concurrency {threads}: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  ({len(latencies)} requests)")
+                print(f"w {weight}, ef_search {ef_search_served}: {label:20s} concurrency {threads}: "
+                      f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  ({len(latencies)} requests)")
         print(f"load average after timing: {_load()}")
     finally:
         server.terminate()
         server.wait(30)
-        stop_embedded_database(var)
 
 
 def _load() -> str:

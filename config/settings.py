@@ -202,6 +202,7 @@ SIMILARITY = {
             ("CLAIM_TIMEOUT", float),
             ("SWEEP_INTERVAL", float),
             ("PENDING_MAX_AGE", float),
+            ("LEXICAL_WEIGHT", float),
         )
         if os.environ.get(f"SIMILARITY_{name}")
     },
