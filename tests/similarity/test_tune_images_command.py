@@ -50,3 +50,26 @@ def test_writes_weights_the_image_encoder_loads(settings, tmp_path):
     assert f"Set SIMILARITY['IMAGE_WEIGHTS'] = {str(path)!r}" in out
     vectors = EfficientNetLiteImageEncoder(weights_path=path, device="cpu").encode([Image.new("RGB", (40, 40), (9, 9, 9))])
     assert vectors.shape == (1, 1280) and np.isfinite(vectors).all()
+
+
+@pytest.mark.weights
+def test_photo_searches_are_encoded_with_the_tuned_weights(settings, tmp_path):
+    """IMAGE_WEIGHTS set to the command's file: the worker's encode_query uses the tuned network."""
+    import base64
+
+    from similarity.indexing.encoding import encode_query
+    from similarity.ml.encoders.image import EfficientNetLiteImageEncoder
+    from tests.factories import space
+
+    settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_ENCODER": EFFICIENTNET, "MODELS_DIR": str(tmp_path), "DEVICE": "cpu"}
+    for i, colour in enumerate([(200, 30, 30), (30, 160, 40)]):
+        make_gadget(f"G{i}", f"gadget {i}", image=image_bytes(colour, size=(80, 60)))
+    run("--views", "1", "--out", str(tmp_path / "tuned.pth"))
+    settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_WEIGHTS": str(tmp_path / "tuned.pth")}
+    photo = image_bytes((120, 90, 20), size=(90, 70), fmt="JPEG")
+    vector = encode_query(space(LABEL).pk, "image", base64.b64encode(photo).decode())
+    tuned = EfficientNetLiteImageEncoder(weights_path=tmp_path / "tuned.pth", device="cpu")
+    imagenet = EfficientNetLiteImageEncoder(device="cpu")
+    decoded = Image.open(io.BytesIO(photo))
+    np.testing.assert_allclose(vector, tuned.encode([decoded])[0], atol=1e-5)
+    assert float(vector @ imagenet.encode([decoded])[0]) < 0.9999
