@@ -42,8 +42,6 @@ class ItemAdapter:
     #: More text to encode after the title, in this order (each cut to ``text_chars``).
     text_fields: Sequence[str] = ()
     text_chars: int = 300
-    #: Encode the category path with the text (the fixed fusion's vectors then carry it).
-    category_in_text: bool = True
     #: An exact code (a sku): a text search for it puts that item first.
     identifier_field: str | None = None
     #: The photo: an image field of the model ("photo"), or of a related table with a
@@ -107,14 +105,9 @@ class ItemAdapter:
         return queryset
 
     def get_text(self, obj: Any) -> str:
-        """The text the fixed fusion encodes: title, the text fields, (the category path)."""
-        parts = [self.get_title(obj), *self._extra_text(obj)]
-        if self.category_in_text:
-            parts.insert(2 if len(parts) > 1 else 1, self.get_label(obj))
-        return "\n".join(p for p in parts if p)
-
-    def get_learning_text(self, obj: Any) -> str:
-        """The text a learned model reads: never the category (it is the training label)."""
+        """The text every vector reads: the title, then the text fields. Never the category:
+        a vector comes from what the item is, so an uncategorised item is not close to
+        other uncategorised ones for lacking a label; categories enter through training."""
         return "\n".join(p for p in [self.get_title(obj), *self._extra_text(obj)] if p)
 
     def get_title(self, obj: Any) -> str:

@@ -44,6 +44,7 @@ Errors
 - ``similarity.E027``: ``LEXICAL_BM25`` is not a dict of BM25 options (``k1`` >= 0, ``b``
   from 0 to 1, ``ngrams`` 1 or 2).
 - ``similarity.E028``: ``LEXICAL_CANDIDATES`` is not a positive integer.
+- ``similarity.E029``: ``FIT_FUSION_WEIGHTS`` is not True or False.
 
 Warnings
 
@@ -94,17 +95,31 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     else:
-        columns = {"IMAGE_DIM + TEXT_DIM (the fused vector)": s.fused_dim, "LEARNED_DIM": s.LEARNED_DIM}
+        anchor = (s.TRAINING or {}).get("anchor_dim", 128) if isinstance(s.TRAINING, dict) else 128
+        learned = s.LEARNED_DIM + (anchor if _is_count(anchor) else 0)
+        columns = {
+            "IMAGE_DIM + TEXT_DIM (the fused vector)": s.fused_dim,
+            "LEARNED_DIM + TRAINING['anchor_dim'] (the learned vector)": learned,
+        }
         over = {name: dim for name, dim in columns.items() if dim > HNSW_MAX_DIM}
         if over:
             errors.append(
                 Error(
                     f"pgvector's HNSW index takes vectors of at most {HNSW_MAX_DIM} dimensions; "
                     + ", ".join(f"{name} is {dim}" for name, dim in over.items()) + ".",
-                    hint="Use smaller encoders, or a LEARNED_DIM of at most 2000.",
+                    hint="Use smaller encoders, or a LEARNED_DIM plus anchor_dim (128 by default) of at most 2000.",
                     id="similarity.E012",
                 )
             )
+    if not isinstance(s.FIT_FUSION_WEIGHTS, bool):
+        errors.append(
+            Error(
+                f"SIMILARITY['FIT_FUSION_WEIGHTS'] must be True or False, got {s.FIT_FUSION_WEIGHTS!r}.",
+                hint="True chooses IMAGE_WEIGHT / TEXT_WEIGHT per catalog on its categorised items; "
+                "False keeps the settings' weights.",
+                id="similarity.E029",
+            )
+        )
     weights = (s.IMAGE_WEIGHT, s.TEXT_WEIGHT)
     if not all(_is_number(w) and w >= 0 for w in weights) or sum(weights) <= 0:
         errors.append(
@@ -761,7 +776,7 @@ def _check_key(adapter: Any) -> list[CheckMessage]:
 # method of the model rather than a field: those hooks read it from instances only).
 FIELD_ATTRIBUTES = {
     "title_field": (("get_title", "search_keywords"), False),
-    "text_fields": (("get_text", "get_learning_text"), True),
+    "text_fields": (("get_text",), True),
     "identifier_field": (("search_exact", "get_split_key"), False),
     "image_field": (("get_image",), True),
     "category_field": (("get_labels",), False),

@@ -27,6 +27,9 @@ DEFAULTS: dict[str, Any] = {
     # Fixed fusion: cosine(fused) = IMAGE_WEIGHT * cos(image) + TEXT_WEIGHT * cos(text).
     "IMAGE_WEIGHT": 0.3,
     "TEXT_WEIGHT": 0.7,
+    # Choose those weights per catalog on its categorised items (periodic job, similarity_fit;
+    # similarity.learning.weights); the two settings above are where it starts.
+    "FIT_FUSION_WEIGHTS": True,
     # "auto" picks CUDA when present.
     "DEVICE": "auto",
     # Queues. Left unset they are namespaced by the project (the settings module's package:

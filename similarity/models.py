@@ -270,6 +270,32 @@ class DocumentFrequency(models.Model):
         return f"space {self.space_id} term {self.term}: {self.count}"
 
 
+class CatalogFit(models.Model):
+    """What the periodic fit learned from one registered model's categorised items: the fixed
+    fusion's image/text weights and the category classifier (``similarity.learning``).
+
+    Kept in the database, not beside the checkpoints: every web and worker process reads the
+    same row, and a catalog restored from a backup brings its fit along.
+    """
+
+    model_label = models.CharField(_("model"), max_length=100, unique=True)
+    image_weight = models.FloatField(_("image weight"), null=True, blank=True)
+    text_weight = models.FloatField(_("text weight"), null=True, blank=True)
+    weights_report = models.JSONField(_("how the weights were chosen"), default=dict, blank=True)
+    # ``CategoryClassifier.to_bytes()``, and a fingerprint of the encoders whose vectors it reads.
+    classifier = models.BinaryField(null=True, blank=True)
+    classifier_inputs = models.CharField(max_length=40, blank=True)
+    classifier_report = models.JSONField(_("classifier per level"), default=dict, blank=True)
+    fitted_at = models.DateTimeField(_("fitted"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("catalog fit")
+        verbose_name_plural = _("catalog fits")
+
+    def __str__(self) -> str:
+        return f"{self.model_label} fit {self.fitted_at:%Y-%m-%d %H:%M}"
+
+
 class Decision(models.TextChoices):
     OPEN = "open", _("open")
     ACCEPTED = "accepted", _("accepted")

@@ -70,13 +70,16 @@ def train_model_task(model_label: str, level: int | None = None, activate: str =
 
 @shared_task(name="similarity.cluster", **DATABASE_RETRY)
 def cluster_task(model_label: str | None = None) -> dict:
-    """Cluster the active vectors of one model (None: every registered model) and store suggestions."""
+    """Refit the category classifier and cluster the active vectors of one model (None: every
+    registered model), storing suggestions."""
     from similarity.categories.clustering import ClusteringUnavailable, run_clustering
+    from similarity.learning.classifier import refit_quietly
     from similarity.registry import registered_models
 
     labels = [model_label] if model_label else [m._meta.label for m in registered_models()]
     done = {}
     for label in labels:
+        refit_quietly(label)
         try:
             run = run_clustering(label)
         except ClusteringUnavailable as exc:

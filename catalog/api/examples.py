@@ -52,8 +52,8 @@ SUGGESTIONS_EXAMPLE = OpenApiExample(
     value={
         "id": 77, "current_category": "服装 > 女装 > 衬衫",
         "suggestions": [
-            {"category": {"id": 5, "path": "服装 > 女装 > 连衣裙"}, "confidence": 0.8125, "votes": 13},
-            {"category": {"id": 6, "path": "服装 > 女装 > 衬衫"}, "confidence": 0.1875, "votes": 3},
+            {"category": {"id": 5, "path": "服装 > 女装 > 连衣裙"}, "confidence": 0.8125, "votes": 13, "source": "neighbours"},
+            {"category": {"id": 6, "path": "服装 > 女装 > 衬衫"}, "confidence": 0.1875, "votes": 3, "source": "neighbours"},
         ],
         "likely_miscategorised": True,
     },

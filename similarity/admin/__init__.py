@@ -1,14 +1,15 @@
 """Django admin of the similarity app.
 
 ``SimilarityAdminMixin`` (or ``extend(Model)``) adds the panels to the host's own ModelAdmin;
-the app registers the admin of its own models: trained model versions, and the cluster and
+the app registers the admin of its own models: trained model versions, catalog fits (fusion weights, category classifier), and the cluster and
 category-suggestion review pages.
 """
 from similarity.admin.clusters import CategoryClusterAdmin, CategorySuggestionAdmin, ClusterRunAdmin
 from similarity.admin.items import SimilarityAdminMixin, attention_shares, extend
-from similarity.admin.versions import ModelVersionAdmin
+from similarity.admin.versions import CatalogFitAdmin, ModelVersionAdmin
 
 __all__ = [
+    "CatalogFitAdmin",
     "CategoryClusterAdmin",
     "CategorySuggestionAdmin",
     "ClusterRunAdmin",

@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from similarity.learning.versions import activate_version, enqueue_training
 from similarity.ml.evaluation import format_score
-from similarity.models import ModelVersion, VectorSpace
+from similarity.models import CatalogFit, ModelVersion, VectorSpace
 from similarity.registry import registered_models
 
 
@@ -85,3 +85,31 @@ class ModelVersionAdmin(admin.ModelAdmin):
             messages.SUCCESS,
         )
         return HttpResponseRedirect(reverse("admin:%s_%s_changelist" % (self.model._meta.app_label, self.model._meta.model_name)))
+
+
+@admin.register(CatalogFit)
+class CatalogFitAdmin(admin.ModelAdmin):
+    """What the periodic fit chose per model: fusion weights and the category classifier."""
+
+    list_display = ("model_label", "weights", "classifier_levels", "fitted_at")
+    readonly_fields = ("model_label", "image_weight", "text_weight", "weights_report", "classifier_report", "fitted_at")
+    exclude = ("classifier", "classifier_inputs")
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
+
+    @admin.display(description=_("fusion weights (image / text)"))
+    def weights(self, obj: CatalogFit) -> str:
+        return "-" if obj.image_weight is None else f"{obj.image_weight:.2f} / {obj.text_weight:.2f}"
+
+    @admin.display(description=_("category classifier"))
+    def classifier_levels(self, obj: CatalogFit) -> str:
+        report = obj.classifier_report or {}
+        if not report:
+            return "-"
+        return "; ".join(
+            _("level %(level)s: %(n)s categories, top-1 %(top1)s, ECE %(ece)s")
+            % {"level": level, "n": r.get("categories"), "top1": format_score(r.get("out_of_fold_top1")),
+               "ece": format_score(r.get("ece"))}
+            for level, r in sorted(report.items())
+        )

@@ -166,8 +166,10 @@ class CategorySuggestionsMixin(_ResultsMixin):
     @extend_schema(
         summary="Category suggestions",
         description=(
-            "Up to three categories voted by the item's nearest labelled neighbours (weighted by "
-            "similarity), and whether its current category looks wrong."
+            "Up to three likely categories: for an item without a category, the calibrated "
+            "probabilities of the category classifier once one is fitted; otherwise the vote of the "
+            "item's nearest labelled neighbours (weighted by similarity), and whether its current "
+            "category looks wrong."
         ),
         parameters=[SuggestionQuerySerializer],
         responses=category_suggestions_responses(),
@@ -187,7 +189,10 @@ class CategorySuggestionsMixin(_ResultsMixin):
                 "id": obj.pk,
                 "current_category": current or None,
                 "suggestions": [
-                    {"category": self.category_for_label(s.label), "confidence": s.confidence, "votes": s.votes}
+                    {
+                        "category": self.category_for_label(s.label), "confidence": s.confidence,
+                        "votes": s.votes, "source": s.source,
+                    }
                     for s in suggestions
                 ],
                 # The neighbours vote for another category with a clear majority.

@@ -291,8 +291,16 @@ class SuggestedCategorySerializer(serializers.Serializer):
 
 class CategorySuggestionSerializer(serializers.Serializer):
     category = SuggestedCategorySerializer()
-    confidence = serializers.FloatField(help_text="share of the neighbours' similarity-weighted votes, 0..1")
+    confidence = serializers.FloatField(
+        help_text="0..1: the calibrated probability that the item belongs there (source classifier), "
+        "or the category's share of the neighbours' similarity-weighted votes (source neighbours)"
+    )
     votes = serializers.IntegerField(help_text="how many of the nearest labelled items are in this category")
+    source = serializers.ChoiceField(
+        choices=["classifier", "neighbours"],
+        help_text="classifier: the model's category classifier (items without a category, once fitted); "
+        "neighbours: the vote of the nearest labelled items",
+    )
 
 
 class CategorySuggestionsSerializer(serializers.Serializer):

@@ -1,14 +1,23 @@
-"""Category suggestions: a similarity-weighted vote of the nearest labelled neighbours.
+"""Category suggestions: calibrated classifier probabilities, else a vote of the neighbours.
 
 For an item without a category it says where it probably belongs; for one with a category
-it flags a likely mistake when the vote disagrees. Web side (SQL + arithmetic).
+it flags a likely mistake when its neighbours disagree. Web side (SQL + numpy, no torch).
 
-Each of the ``NEIGHBOURS`` nearest labelled items votes with weight ``max(cos, 0) ** SHARPNESS``
-(about ``exp(-SHARPNESS * (1 - cos))``: a softmax over cosines). A flat weight such as the raw
-cosine makes the vote a near-majority of the neighbours, which the big categories win over a
-five-product one; on flipkart1050 (62 small level-2 categories) the sharp 10-neighbour vote
-lifts held-out top-1 from 0.728 to 0.829 (docs/evaluation/clusters.md; chosen by
-cross-validation on the train split).
+An uncategorised item is answered by the category classifier of its model
+(``similarity.learning.classifier``: a logistic regression per level over the item's stored
+text and image vectors, its probabilities calibrated by temperature scaling) once one has
+been fitted (``similarity_fit`` or the periodic clustering job):
+``confidence`` is then the probability that the item belongs there. On flipkart1050 it
+suggests the right level-2 category first more often than the vote (docs/EVALUATION.md).
+An item that has a category is answered by its neighbours, never by a classifier that was
+fitted on that very label.
+
+The vote: each of the ``NEIGHBOURS`` nearest labelled items votes with weight
+``max(cos, 0) ** SHARPNESS`` (about ``exp(-SHARPNESS * (1 - cos))``: a softmax over cosines).
+A flat weight such as the raw cosine makes the vote a near-majority of the neighbours, which
+the big categories win over a five-product one; on flipkart1050 (62 small level-2
+categories) the sharp 10-neighbour vote lifts held-out top-1 from 0.728 to 0.829
+(docs/evaluation/clusters.md; chosen by cross-validation on the train split).
 """
 from __future__ import annotations
 
@@ -19,8 +28,10 @@ from typing import Any
 from django.db import models
 
 from similarity.conf import similarity_settings
+from similarity.learning.classifier import classifier_for, stored_inputs
 from similarity.ml.evaluation import category_at_level
 from similarity.ml.taxonomy import LABELS
+from similarity.models import VectorSpace
 from similarity.registry import get_adapter
 from similarity.search.queries import similar_to
 
@@ -30,23 +41,41 @@ SHARPNESS = 16
 MISCATEGORISED_CONFIDENCE = 0.5
 
 
+CLASSIFIER, NEIGHBOURS_VOTE = "classifier", "neighbours"
+
+
 @dataclass(frozen=True)
 class Suggestion:
-    """A category path, its share of the neighbours' weighted vote, and how many voted."""
+    """A category path, how sure the suggestion is (0..1), how many of the nearest labelled
+    neighbours are in it, and what answered: the calibrated classifier or the vote."""
 
     label: str
     confidence: float
     votes: int
+    source: str = NEIGHBOURS_VOTE
+
+
+FITTED = object()  # ``suggest(classifier=...)`` default: the classifier fitted for the model's vectors
 
 
 def suggest(
-    obj: Any, *, queryset: models.QuerySet | None = None, level: int | None = None, top: int = 3, neighbours: int = NEIGHBOURS
+    obj: Any,
+    *,
+    queryset: models.QuerySet | None = None,
+    level: int | None = None,
+    top: int = 3,
+    neighbours: int = NEIGHBOURS,
+    classifier: Any = FITTED,
+    as_uncategorised: bool = False,
 ) -> list[Suggestion]:
     """Return up to ``top`` categories for ``obj``, best first; empty without vectors.
 
     Args:
         queryset: candidate neighbours (default: every row); only labelled ones vote.
         level: cut labels to this category level (default: the full path).
+        classifier: a ``CategoryClassifier`` to use, None for the vote only, or the one
+            fitted for the model's vectors (default).
+        as_uncategorised: answer as if ``obj`` had no category (an evaluation hiding it).
     """
     adapter = get_adapter(obj)
     candidates = adapter.labelled(type(obj)._default_manager.all() if queryset is None else queryset)
@@ -58,11 +87,28 @@ def suggest(
         if label:
             weights[label] += max(neighbour.score, 0.0) ** SHARPNESS
             counts[label] += 1
+    if as_uncategorised or not adapter.get_label(obj):
+        predicted = classified(obj, level, top, classifier)
+        if predicted:
+            return [Suggestion(label, round(p, 4), counts.get(label, 0), CLASSIFIER) for label, p in predicted]
     total = sum(weights.values())
     if not total:
         return []
     ranked = sorted(weights, key=lambda label: (-weights[label], label))[:top]
     return [Suggestion(label, round(weights[label] / total, 4), counts[label]) for label in ranked]
+
+
+def classified(obj: Any, level: int | None, top: int, classifier: Any = FITTED) -> list[tuple[str, float]]:
+    """The classifier's ``top`` (label, calibrated probability) for ``obj``; [] without one."""
+    space = VectorSpace.active_for(obj._meta.label)
+    if classifier is FITTED:
+        classifier = classifier_for(space)
+    if classifier is None or space is None:
+        return []
+    pks, inputs = stored_inputs(space, [obj.pk])
+    if not pks:
+        return []
+    return classifier.predict(inputs, level or max(classifier.levels), top)[0]
 
 
 def cut_label(path: str, level: int | None) -> str:

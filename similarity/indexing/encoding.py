@@ -35,7 +35,6 @@ class Item:
     content_hash: str
     image: Any = None
     error: str = ""
-    learning_text: str = ""  # what a learned model reads (never the category)
     spaces: list[Any] = field(default_factory=list)  # the spaces this item needs vectors in
     vectors: dict[int, dict[str, Any]] = field(default_factory=dict)  # space pk -> columns
 
@@ -58,10 +57,49 @@ def read(obj: Any, adapter: Any) -> Item:
     digest = hashlib.sha256()
     for part in (text, hashlib.sha256(image_bytes or b"").hexdigest(), str(image_bytes is None)):
         digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
-    learning_text = (adapter.get_learning_text(obj) or "")[: s.MAX_TEXT_CHARS]
-    return Item(
-        obj=obj, text=text, image_bytes=image_bytes, content_hash=digest.hexdigest(), error=error, learning_text=learning_text
-    )
+    return Item(obj=obj, text=text, image_bytes=image_bytes, content_hash=digest.hexdigest(), error=error)
+
+
+# What makes two spaces' image (text) vectors the same: a space that differs only in fusion
+# weights, learned model or lexical options reuses the encoders' outputs of another.
+ENCODER_KEYS = {
+    "image": ("image_encoder", "image_weights", "image_dim"),
+    "text": ("text_encoder", "text_weights", "text_dim"),
+}
+
+
+def reuse_vectors(items: list[Item], live: list[Any], current: set, content_type: Any) -> None:
+    """Copy image and text vectors into the spaces that need them from a live space with the
+    same encoder whose vectors are of the item's current content (no encoder runs for those).
+
+    ``current``: ``(space pk, object id, content hash)`` of the live spaces' stored rows.
+    A copied ``None`` (the item has no photo) is kept: the column stays empty.
+    """
+    from similarity.models import Embedding
+
+    for target in live:
+        for source in live:
+            if source is target:
+                continue
+            for kind, keys in ENCODER_KEYS.items():
+                if any(target.spec.get(key) != source.spec.get(key) for key in keys):
+                    continue
+                wanting = {
+                    i.obj.pk: i for i in items
+                    if target in i.spaces and source not in i.spaces and kind not in i.vectors.get(target.pk, {})
+                    and (source.pk, i.obj.pk, i.content_hash) in current
+                }
+                if not wanting:
+                    continue
+                stored = Embedding.objects.filter(space=source, content_type=content_type, object_id__in=list(wanting))
+                for object_id, vector in stored.values_list("object_id", kind):
+                    value = None if vector is None else np.asarray(vector, dtype=np.float32)
+                    wanting[object_id].vectors.setdefault(target.pk, {})[kind] = value
+
+
+def needs_photo(item: Item) -> bool:
+    """Whether some space of the item still needs its image encoded (so its photo decoded)."""
+    return any("image" not in item.vectors.get(space.pk, {}) for space in item.spaces)
 
 
 def decode_async(items: list[Item]) -> Callable[[], None]:
@@ -124,7 +162,9 @@ def encode_rest(items: list[Item], space: Any, encoders: Encoders) -> None:
 
 def _encode_column(items: list[Item], space: Any, kind: str, encode: Callable[[list], np.ndarray]) -> None:
     """Encode one modality for all items; on a batch failure, isolate the bad item."""
-    members = [i for i in items if not i.error and _input(i, kind) is not None]
+    members = [
+        i for i in items if not i.error and kind not in i.vectors.get(space.pk, {}) and _input(i, kind) is not None
+    ]
     if not members:
         return
     try:
@@ -142,20 +182,16 @@ def _encode_column(items: list[Item], space: Any, kind: str, encode: Callable[[l
 
 
 def _encode_learned(items: list[Item], space: Any, encoders: Encoders) -> None:
-    """Run the space's learned fusion over the items' image vectors and learning text."""
+    """Run the space's learned fusion over the items' image and text vectors and tokens."""
     from similarity.ml.text_pipeline import default_pipeline
 
     if not items:
         return
-    texts = [i.learning_text for i in items]
-    image_dim = space.spec["image_dim"]
     try:
-        sentence = np.asarray(encoders.text.encode(texts), dtype=np.float32)
-        images = [i.vectors[space.pk].get("image") for i in items]
-        image = np.stack([v if v is not None else np.zeros(image_dim, np.float32) for v in images])
-        has_image = np.array([v is not None for v in images])
-        tokens = [default_pipeline().tokenize(t) for t in texts]
-        vectors, attention = encoders.learned.encode(image, has_image, sentence, np.any(sentence != 0, axis=1), tokens)
+        image, has_image = _stacked(items, space, "image")
+        sentence, has_text = _stacked(items, space, "text")
+        tokens = [default_pipeline().tokenize(i.text) for i in items]
+        vectors, attention = encoders.learned.encode(image, has_image, sentence, has_text, tokens)
     except Exception as exc:
         logger.exception("learned fusion failed for a batch of %d rows", len(items))
         for item in items:
@@ -164,6 +200,14 @@ def _encode_learned(items: list[Item], space: Any, encoders: Encoders) -> None:
     for item, vector, weights in zip(items, vectors, attention):
         item.vectors[space.pk]["learned"] = np.asarray(vector, dtype=np.float32)
         item.vectors[space.pk]["attention"] = {name: round(float(w), 4) for name, w in zip(MODALITIES, weights)}
+
+
+def _stacked(items: list[Item], space: Any, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """The items' ``kind`` vectors in ``space`` as rows (zeros where missing) and which exist."""
+    found = [i.vectors[space.pk].get(kind) for i in items]
+    dim = space.spec[f"{kind}_dim"]
+    rows = np.stack([v if v is not None else np.zeros(dim, np.float32) for v in found]).astype(np.float32)
+    return rows, np.array([v is not None for v in found])
 
 
 def _input(item: Item, kind: str) -> Any:

@@ -82,8 +82,11 @@ def cached_space(pk: int | None) -> VectorSpace | None:
 
 def configured_spec(model_label: str) -> dict[str, Any]:
     """Return the encoder configuration the settings (and the chosen learned model) ask for."""
+    from similarity.learning.weights import fitted_weights
+
     s = similarity_settings
     learned = ModelVersion.active_for(model_label)
+    fitted = fitted_weights(model_label)  # chosen on the catalog's categorised items, if fitted
     return {
         "image_encoder": s.IMAGE_ENCODER,
         # A version trained with image fine-tuning brings its own image network.
@@ -92,8 +95,8 @@ def configured_spec(model_label: str) -> dict[str, Any]:
         "text_encoder": s.TEXT_ENCODER,
         "text_weights": s.TEXT_WEIGHTS,
         "text_dim": int(s.TEXT_DIM),
-        "image_weight": float(s.IMAGE_WEIGHT),
-        "text_weight": float(s.TEXT_WEIGHT),
+        "image_weight": float(fitted[0] if fitted else s.IMAGE_WEIGHT),
+        "text_weight": float(fitted[1] if fitted else s.TEXT_WEIGHT),
         "learned": learned.name if learned else None,
         "learned_dim": learned.dim if learned else None,
         # The stored lexical weights depend on these; the query-time weight does not.

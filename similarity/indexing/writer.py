@@ -87,8 +87,9 @@ def encode_objects(model_label: str, pks: list[Any], *, force: bool = False, cla
     for item in items:
         item.spaces = [s for s in live if force or (s.pk, item.obj.pk, item.content_hash) not in current]
     work = [i for i in items if i.spaces or i.error]
+    encoding.reuse_vectors(work, live, current, content_type)
 
-    wait_for_photos = encoding.decode_async([i for i in work if i.spaces])
+    wait_for_photos = encoding.decode_async([i for i in work if encoding.needs_photo(i)])
     for space in live:
         encoding.encode_text(work, space, backends.encoders_for(space.spec))
     wait_for_photos()

@@ -33,7 +33,10 @@ from similarity.ml.lexical import DIM as LEXICAL_DIM
 from similarity.models import Embedding, VectorSpace
 from similarity.search import lexical, scan
 
+#: The vectors a query may compare (the API offers these).
 MODES = ("fused", "image", "text")
+#: Also the fixed fusion, which a learned space keeps beside the learned vector (evaluation).
+ALL_MODES = (*MODES, "fixed")
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,11 @@ class Neighbour:
 
 def column_for(space: VectorSpace, mode: str) -> str:
     """The vector column answering ``mode`` in ``space`` ("fused" is the learned model's
-    output when the space has one)."""
-    if mode not in MODES:
+    output when the space has one; "fixed" is always the fixed fusion)."""
+    if mode not in ALL_MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "fixed":
+        return "fused"
     return "learned" if mode == "fused" and "learned" in space.dims else mode
 
 
@@ -60,13 +65,15 @@ def similar_to(
     queryset: models.QuerySet | None = None,
     space: VectorSpace | None = None,
     annotations: dict[str, Any] | None = None,
+    use_lexical: bool = True,
 ) -> list[Neighbour]:
     """Return the ``k`` objects most similar to ``obj`` (itself excluded), best first.
 
     Returns an empty list when ``obj`` has no vector yet in the active space (or ``space``).
     The query vector never leaves the database: the index scan reads it by subquery.
     ``annotations`` are read in the same statement (see ``nearest_queryset``). Scores are
-    the hybrid score when the lexical channel takes part (modes "fused" and "text").
+    the hybrid score when the lexical channel takes part (modes "fused" and "text", unless
+    ``use_lexical`` is False: an evaluation's dense-only rows).
     """
     space = space or VectorSpace.active_for(obj._meta.label)
     if space is None:
@@ -76,7 +83,7 @@ def similar_to(
     # No separate existence check (a round trip per request): without a stored vector the
     # subquery is NULL, and this condition, evaluated once per statement, empties the scan.
     candidates = queryset.alias(_query_vector=vector).filter(~Q(pk=obj.pk), _query_vector__isnull=False)
-    weight = lexical.lexical_weight(space) if mode != "image" else 0.0
+    weight = lexical.lexical_weight(space) if use_lexical and mode != "image" else 0.0
     if weight > 0:
         weights = lexical.stored_weights(stored_lexical(obj, space))
         if weights:

@@ -199,3 +199,34 @@ def test_the_reused_item_serializer_writes_each_request_its_own_urls(shop, rf):
         data = serialize_items(ProductSerializer, products, context)
         assert data == ProductSerializer(products, many=True, context=context).data
         assert any(item["image"] and item["image"].startswith(f"http://{host}/") for item in data)
+
+
+def test_uncategorised_items_get_the_calibrated_classifier_once_fitted(client):
+    from similarity.learning.classifier import fit_classifier
+    from similarity.ml.classifier import features, softmax
+
+    with mock.patch.object(encode_task, "apply_async"):
+        made = [make_product(f"D{i}", f"红色 连衣裙 款{i}", image=image_bytes(RED), category="服装 > 女装 > 连衣裙") for i in range(8)]
+        made += [make_product(f"P{i}", f"华为 手机 {i}代", image=image_bytes(BLUE), category="数码 > 手机") for i in range(8)]
+        loose = make_product("L9", "红色 连衣裙 新款", image=image_bytes(RED))
+        encode_objects("catalog.Product", [p.pk for p in [*made, loose]])
+    url = f"/api/products/{loose.pk}/category-suggestions/"
+    assert {s["source"] for s in client.get(url).json()["suggestions"]} == {"neighbours"}  # nothing fitted yet
+
+    classifier = fit_classifier("catalog.Product")
+    assert sorted(classifier.levels) == [1, 2]  # level 3 has one labelled category only
+    body = client.get(url, {"level": 2}).json()
+    best = body["suggestions"][0]
+    assert best["source"] == "classifier" and best["category"]["path"] == "服装 > 女装"
+    # The confidence is the calibrated probability, by hand from the stored vectors.
+    v = vectors_of(loose)
+    level = classifier.levels[2]
+    x = features(np.array([v.image]), np.array([True]), np.array([v.text]), np.array([True]), classifier.image_scale)
+    expected = softmax((x @ level.weight.T + level.bias) / level.temperature)[0]
+    assert best["confidence"] == pytest.approx(float(expected[level.classes.index("服装 > 女装")]), abs=1e-4)
+    assert sum(s["confidence"] for s in body["suggestions"]) == pytest.approx(1.0, abs=1e-3)  # both categories
+    assert best["votes"] >= 3  # the neighbours still say how many of them agree
+    assert client.get(url, {"level": 1}).json()["suggestions"][0]["category"]["path"] == "服装"
+    # A categorised item is answered by its neighbours, never by a classifier fitted on its label.
+    labelled = client.get(f"/api/products/{made[0].pk}/category-suggestions/").json()
+    assert {s["source"] for s in labelled["suggestions"]} == {"neighbours"}

@@ -62,27 +62,25 @@ def pks(queryset) -> list[int]:
 # What is encoded
 
 
-def test_text_is_the_title_the_text_fields_and_the_category(gadgets):
+def test_text_is_the_title_and_the_text_fields_never_the_category(gadgets):
     gadget = make_gadget("T1", "  无线耳机 X1 ", maker="Acme", notes="降噪 long notes", shelf="Audio > Head Phones")
     item = fetched(gadgets, gadget)
     assert gadgets.get_title(item) == "无线耳机 X1"
-    # The category path after the first text field: a long text cannot push it out.
-    assert gadgets.get_text(item) == "无线耳机 X1\nAcme\nAudio > Head Phones\n降噪 long notes"
-    # A learned model reads no category: it is the training label.
-    assert gadgets.get_learning_text(item) == "无线耳机 X1\nAcme\n降噪 long notes"
+    # A vector comes from content: the category is a label to learn and suggest, not input.
+    assert gadgets.get_text(item) == "无线耳机 X1\nAcme\n降噪 long notes"
 
 
 def test_empty_text_fields_are_left_out_and_long_ones_cut(gadgets, books):
     gadget = make_gadget("T2", "杯子", notes="x" * 1000)
     assert gadgets.get_text(fetched(gadgets, gadget)) == "杯子\n" + "x" * gadgets.text_chars
     book = make_book("978-1", "The Long Noir", blurb="A detective story.", genres=("Fiction > Crime",))
-    assert books.get_text(fetched(books, book)) == "The Long Noir\nA detective story.\nFiction > Crime"
-    assert books.get_learning_text(fetched(books, book)) == "The Long Noir\nA detective story."
+    assert books.get_text(fetched(books, book)) == "The Long Noir\nA detective story."
 
 
-def test_a_path_string_is_encoded_as_a_label(listings):
+def test_a_path_string_is_read_as_a_label_and_not_encoded(listings):
     listing = make_listing("Steel spade", details="Forged.", section="Garden/Hand Tools")
-    assert listings.get_text(fetched(listings, listing)) == "Steel spade\nForged.\nGarden > Hand Tools"
+    assert listings.get_labels(fetched(listings, listing)) == ["Garden > Hand Tools"]
+    assert listings.get_text(fetched(listings, listing)) == "Steel spade\nForged."
 
 
 def test_the_first_photo_by_rank_is_the_one_encoded(gadgets):

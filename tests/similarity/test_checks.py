@@ -94,6 +94,7 @@ def test_changing_dimensions_needs_no_migration(settings):
         ({"LEXICAL_WEIGHT": 1.5}, "similarity.E026"),
         ({"LEXICAL_BM25": {"k1": 1.2, "b": 2}}, "similarity.E027"),
         ({"LEXICAL_CANDIDATES": 0}, "similarity.E028"),
+        ({"FIT_FUSION_WEIGHTS": "yes"}, "similarity.E029"),
     ],
 )
 def test_a_bad_setting_is_reported_by_its_own_id(settings, changes, expected):

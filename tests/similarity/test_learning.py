@@ -95,7 +95,7 @@ def test_worker_writes_learned_vectors_and_queries_use_them(catalog):
     phone = Gadget.objects.get(code="手机-1")
     vectors = vectors_of(phone)
     assert vectors.space.spec["learned"] == version.name  # the learned model's space took over
-    assert len(vectors.learned) == 256
+    assert len(vectors.learned) == version.dim == 256 + 128  # the network's vector, then the content anchor
     weights = vectors.attention
     assert set(weights) == {"image", "sentence", "recurrent"}
     assert sum(weights.values()) == pytest.approx(1.0, abs=1e-3)
@@ -222,7 +222,7 @@ def test_training_with_image_finetuning_gives_the_version_its_own_image_network(
     assert np.allclose(vectors.image, tuned_encoder.encode([photo])[0], atol=1e-4)
     imagenet = EfficientNetLiteImageEncoder(device="cpu").encode([photo])[0]
     assert not np.allclose(vectors.image, imagenet, atol=1e-3)
-    assert len(vectors.learned) == 256
+    assert len(vectors.learned) == version.dim == 256 + 128
 
     # Training without fine-tuning now reads ImageNet features (encoded again), not the stored tuned ones.
     catalog_rows = collect_catalog(GADGET)
@@ -336,3 +336,26 @@ def test_the_command_reports_unmeasurable_scores_as_such(catalog):
         )
     text = out.getvalue()
     assert "P@10 n/a" in text and "0 labelled held-out products" in text and "cannot be measured" in text
+
+
+def test_the_guard_compares_every_level_with_the_fixed_fusion_and_names_the_one_lost():
+    from similarity.learning.versions import compare_to_baseline
+
+    fixed = {"1": {"p@1": 0.943, "p@10": 0.869}, "2": {"p@1": 0.846, "p@10": 0.710}, "3": {"p@1": 0.722, "p@10": 0.540}}
+    baseline = {"model": "fixed-weight fusion", "p@10": 0.710, "fixed_levels": fixed}
+    coarse_only = {"1": {"p@1": 0.94, "p@10": 0.91}, "2": {"p@1": 0.84, "p@10": 0.81}, "3": {"p@1": 0.67, "p@10": 0.50}}
+    metrics = {"p@10": 0.81, "queries": 298, "levels": coarse_only}
+    beats, why = compare_to_baseline(metrics, baseline, 2)
+    assert not beats
+    assert "beats fixed-weight fusion (0.710)" in why  # better at level 2 ...
+    assert "level 3 P@1 0.670 is 0.052 below the fixed-weight fusion's 0.722" in why  # ... but not at level 3
+    assert "levels compared: 1, 2, 3" in why
+
+    metrics["levels"] = {**coarse_only, "3": {"p@1": 0.713, "p@10": 0.535}}  # within 0.01
+    beats, why = compare_to_baseline(metrics, baseline, 2)
+    assert beats and "at every level (1, 2, 3)" in why
+
+    # A level nothing could be measured at is not compared, and says so by its absence.
+    unmeasured = {**fixed, "3": {"p@1": None, "p@10": None}}
+    beats, why = compare_to_baseline(metrics, {**baseline, "fixed_levels": unmeasured}, 2)
+    assert beats and "at every level (1, 2)" in why

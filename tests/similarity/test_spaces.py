@@ -120,3 +120,26 @@ def test_changing_back_to_the_active_configuration_builds_nothing(gadgets, setti
     active = VectorSpace.active_for(LABEL)
     assert ensure_configured_space(LABEL) == active
     assert VectorSpace.objects.count() == 1
+
+
+def test_a_space_with_the_same_encoders_reuses_their_vectors_and_runs_no_encoder(gadgets, settings, sent):
+    """New fusion weights (or lexical options, or a learned model) change no encoder output:
+    the new space copies the image and text vectors of the active one and only fuses again."""
+    from unittest import mock
+
+    old_space = VectorSpace.active_for(LABEL)
+    settings.SIMILARITY = {**settings.SIMILARITY, "IMAGE_WEIGHT": 0.6, "TEXT_WEIGHT": 0.4}
+    new_space = ensure_configured_space(LABEL)
+    assert new_space.key != old_space.key
+    encoders = backends.encoders_for(new_space.spec)
+    with mock.patch.object(type(encoders.image), "encode", side_effect=AssertionError("image encoder ran")), \
+            mock.patch.object(type(encoders.text), "encode", side_effect=AssertionError("text encoder ran")), \
+            mock.patch("similarity.indexing.encoding.decode_image", side_effect=AssertionError("photo decoded")):
+        encode_objects(LABEL, [g.pk for g in gadgets])
+    assert VectorSpace.active_for(LABEL) == new_space
+    copied = {e.object_id: e for e in new_space.embeddings.all()}
+    assert len(copied) == len(gadgets)
+    answer = exact_answer(gadgets, new_space.spec)  # encoders run here, outside the patch
+    assert observed(gadgets) == answer
+    first = copied[gadgets[0].pk]
+    np.testing.assert_allclose(first.fused[:len(first.image)], np.sqrt(0.6) * np.asarray(first.image), atol=1e-6)

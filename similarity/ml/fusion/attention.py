@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from similarity.ml.fusion.anchor import ContentAnchor
 from similarity.ml.fusion.probe import CategoryProbe, blend
 from similarity.ml.fusion.recurrent import RecurrentTextEncoder
 
@@ -49,6 +50,13 @@ class AttentionFusion(nn.Module):
         probe_weight: weight of the category evidence in the product vector
             (``with_evidence``); 0 builds no probe.
         probe_image_scale: weight of the image features against the text ones in the probe.
+        anchor_dim: size of the content anchor appended to the product vector
+            (``similarity.ml.fusion.anchor``); 0 builds none. Product vectors then have
+            ``dim + anchor_dim`` dimensions (``output_dim``).
+        anchor_share: the anchor's share of the product vector's cosine (set again after
+            training, where it is chosen on the validation split).
+        level_classes: number of classes of each other category level trained alongside
+            (one more set of prototypes each, for the training loss only).
     """
 
     def __init__(
@@ -68,9 +76,13 @@ class AttentionFusion(nn.Module):
         class_scale: float = 16.0,
         probe_weight: float = 0.0,
         probe_image_scale: float = 0.6,
+        anchor_dim: int = 0,
+        anchor_share: float = 0.3,
+        level_classes: tuple[int, ...] | list[int] = (),
     ) -> None:
         super().__init__()
         self.dim = dim
+        self.output_dim = dim + max(int(anchor_dim), 0)
         self.image = _projection(image_dim, hidden, dim, dropout)
         self.sentence = _projection(sentence_dim, hidden, dim, dropout)
         self.recurrent = RecurrentTextEncoder(
@@ -91,11 +103,17 @@ class AttentionFusion(nn.Module):
         # which pulls the three branches into one aligned space.
         self.prototypes = nn.Parameter(torch.randn(max(n_classes, 1), dim) * 0.01)
         self.class_scale = class_scale
+        # The other category levels' prototypes: the fused vector learns every level at once.
+        self.level_prototypes = nn.ParameterList(
+            [nn.Parameter(torch.randn(max(int(n), 1), dim) * 0.01) for n in level_classes]
+        )
         # Category evidence blended in after training (``similarity.ml.fusion.probe``); 0 = none.
         self.probe_weight = float(probe_weight)
         self.probe = (
             CategoryProbe(n_classes, sentence_dim, image_dim, probe_image_scale) if probe_weight > 0 else None
         )
+        # The fixed fusion of the same features, projected, appended (fitted after training).
+        self.anchor = ContentAnchor(image_dim, sentence_dim, anchor_dim, anchor_share) if anchor_dim > 0 else None
 
     def branch_vectors(
         self,
@@ -158,9 +176,33 @@ class AttentionFusion(nn.Module):
         evidence = self.probe.evidence(self.prototypes, image, has_image, sentence, has_text)
         return blend(fused, evidence, self.probe_weight)
 
+    def product_vectors(
+        self,
+        fused: torch.Tensor,
+        image: torch.Tensor,
+        has_image: torch.Tensor,
+        sentence: torch.Tensor,
+        has_text: torch.Tensor,
+        *,
+        evidence: bool = True,
+        anchor: bool = True,
+    ) -> torch.Tensor:
+        """Return what a product is stored as: ``fused`` with the category evidence blended in
+        and the content anchor appended (each where the model has one and it is asked for)."""
+        if evidence:
+            fused = self.with_evidence(fused, image, has_image, sentence, has_text)
+        if anchor and self.anchor is not None:
+            fused = self.anchor.attach(fused, image, has_image, sentence, has_text)
+        return fused
+
     def classify(self, vectors: torch.Tensor) -> torch.Tensor:
         """Return class logits of unit vectors (fused or branch) for the training loss."""
         prototypes = F.normalize(self.prototypes.float(), dim=-1, eps=EPS)
+        return self.class_scale * vectors.float() @ prototypes.T
+
+    def classify_level(self, vectors: torch.Tensor, index: int) -> torch.Tensor:
+        """Return logits of unit vectors over the classes of the ``index``-th other level."""
+        prototypes = F.normalize(self.level_prototypes[index].float(), dim=-1, eps=EPS)
         return self.class_scale * vectors.float() @ prototypes.T
 
 

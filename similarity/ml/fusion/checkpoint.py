@@ -60,7 +60,7 @@ class FusionModel:
         self.metrics = dict(metrics or {})
         self.max_len = int(self.config.get("max_len", 128))
         self.unique_tokens = bool(self.config.get("unique_tokens", False))
-        self.dim = int(self.architecture.get("dim", module.dim))
+        self.dim = int(getattr(module, "output_dim", module.dim))  # what ``encode`` returns
         self.version = weights_version(self.module.state_dict())
 
     def __repr__(self) -> str:
@@ -76,6 +76,7 @@ class FusionModel:
         *,
         batch_size: int = 256,
         evidence: bool = True,
+        anchor: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(vectors (n, dim) float32 unit rows, attention (n, 3) float32)``.
 
@@ -92,10 +93,13 @@ class FusionModel:
             batch_size: products per forward pass; bounds memory only.
             evidence: False leaves the category evidence out (a diagnostic: what the
                 network alone makes of the products).
+            anchor: False leaves the content anchor out (a diagnostic); the vectors then
+                have the network's own ``architecture["dim"]`` dimensions.
         """
-        outputs = list(self._forward(image, has_image, sentence, has_text, tokens, batch_size, evidence))
+        outputs = list(self._forward(image, has_image, sentence, has_text, tokens, batch_size, evidence, anchor))
         if not outputs:
-            return np.zeros((0, self.dim), np.float32), np.zeros((0, len(BRANCHES)), np.float32)
+            width = self.dim if anchor else int(self.architecture.get("dim", self.dim))
+            return np.zeros((0, width), np.float32), np.zeros((0, len(BRANCHES)), np.float32)
         vectors = np.concatenate([o.fused.float().cpu().numpy() for o in outputs])
         attention = np.concatenate([o.attention.float().cpu().numpy() for o in outputs])
         return vectors.astype(np.float32), attention.astype(np.float32)
@@ -146,7 +150,7 @@ class FusionModel:
         column = BRANCHES.index(name)
         outputs = list(self._forward(image, has_image, sentence, has_text, tokens, batch_size))
         if not outputs:
-            return np.zeros((0, self.dim), np.float32)
+            return np.zeros((0, int(self.architecture.get("dim", self.dim))), np.float32)
         return np.concatenate([o.branches[:, column].float().cpu().numpy() for o in outputs]).astype(np.float32)
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -238,6 +242,7 @@ class FusionModel:
         tokens: Sequence[Sequence[str]],
         batch_size: int,
         evidence: bool = True,
+        anchor: bool = True,
     ):
         n = len(tokens)
         image_arr, has_image_arr, sentence_arr, has_text_arr = self._arrays(image, has_image, sentence, has_text, n)
@@ -250,8 +255,7 @@ class FusionModel:
                     for array in (image_arr, has_image_arr, sentence_arr, has_text_arr, ids)
                 ]
                 output = self.module(*inputs)
-                if evidence:
-                    output.fused = self.module.with_evidence(output.fused, *inputs[:4])
+                output.fused = self.module.product_vectors(output.fused, *inputs[:4], evidence=evidence, anchor=anchor)
                 yield output
 
 

@@ -32,9 +32,11 @@ import torch.nn.functional as F
 
 from similarity.ml.encoders.devices import autocast, resolve_device
 from similarity.ml.evaluation import is_held_out, nearest_neighbours, score_neighbours
+from similarity.ml.fusion.anchor import combine
 from similarity.ml.fusion.attention import BRANCHES, AttentionFusion
 from similarity.ml.fusion.checkpoint import FusionModel
 from similarity.ml.fusion.vocab import PAD_ID, UNK_ID, Vocabulary, unique_tokens
+from similarity.ml.taxonomy import LABELS
 
 Progress = Callable[[int, dict[str, float]], None]
 
@@ -54,6 +56,8 @@ class FusionData:
     tokens: list[list[str]]
     labels: list[str]
     split_keys: list[str]
+    # Full category paths ("A > B > C", "" = none): validation then checks every level.
+    paths: list[str] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.split_keys)
@@ -68,6 +72,7 @@ class FusionData:
             "has_text": self.has_text.shape[0],
             "tokens": len(self.tokens),
             "labels": len(self.labels),
+            **({"paths": len(self.paths)} if self.paths is not None else {}),
         }
         wrong = {name: size for name, size in sizes.items() if size != n}
         if wrong:
@@ -120,6 +125,18 @@ class TrainConfig:
     probe_weight: float = 0.75
     probe_c: float = 100.0
     probe_image_scale: float = 0.6
+    # Content anchor (``similarity.ml.fusion.anchor``): the fixed fusion projected to this
+    # many dimensions, appended to the vector with the share of ``anchor_shares`` that keeps
+    # every category level within ``level_tolerance`` of the fixed fusion on validation
+    # (P@1 and P@k) and finds most at the training level; 0 = no anchor.
+    anchor_dim: int = 128
+    anchor_shares: tuple[float, ...] = (0.0, 0.15, 0.3, 0.45, 0.6)
+    level_tolerance: float = 0.01
+    # The other category levels of ``FusionData.paths`` learned too: a cross-entropy term per
+    # level on the fused vector, with this weight each. 0 by default: on flipkart1050 (level 2)
+    # 0.5 gained 0.011 leaf P@10 and lost 0.013-0.017 P@1 at levels 1-2 (docs/EVALUATION.md);
+    # every level already decides the anchor's share and the activation.
+    level_weight: float = 0.0
     patience: int = 25
     validation_digit: int = 3
     seed: int = 0
@@ -194,24 +211,25 @@ def train(
     gallery = ~test  # validation never looks at a test product, labels or neighbours
     val_queries = validation & labelled
     with _deterministic(device):
-        module, vocabulary, architecture = _build(data, config, classes, fit, device)
+        module, vocabulary, architecture, levels = _build(data, config, classes, fit, device)
         tensors = _Tensors(
-            data, vocabulary, config.max_len, _targets(data, classes), device, config.unique_tokens
+            data, vocabulary, config.max_len, _targets(data, classes), device, config.unique_tokens, levels
         )
         curve, best_epoch, best_state = _fit(
             module, tensors, np.flatnonzero(fit), config, device, data.labels, val_queries, gallery, progress,
             unlabelled=np.flatnonzero(~fit),
         )
         module.load_state_dict(best_state)
+        anchor = _choose_anchor_share(module, tensors, data, fit, validation, gallery, config, device)
         final_rows = fit
         if config.refit and best_epoch > 0:
             # Same seed, same schedule, train + validation labels, stopped at the chosen epoch.
             _seed_everything(config.seed)
             everything = fit | (validation & labelled)
             classes = sorted({data.labels[i] for i in np.flatnonzero(everything)})
-            module, vocabulary, architecture = _build(data, config, classes, everything, device)
+            module, vocabulary, architecture, levels = _build(data, config, classes, everything, device)
             tensors = _Tensors(
-                data, vocabulary, config.max_len, _targets(data, classes), device, config.unique_tokens
+                data, vocabulary, config.max_len, _targets(data, classes), device, config.unique_tokens, levels
             )
             rows = np.flatnonzero(everything)
             _, _, state = _fit(
@@ -221,6 +239,10 @@ def train(
             module.load_state_dict(state)
             final_rows = everything
         probe = _fit_probe(module, data, final_rows, tensors.targets.cpu().numpy(), config)
+        if module.anchor is not None:  # on the features the model will be given once in use
+            deployed = data.image if deploy_image is None else np.asarray(deploy_image, dtype=np.float32)
+            anchor["fit"] = module.anchor.fit(deployed, data.has_image, data.sentence, data.has_text, seed=config.seed)
+            module.anchor.share.fill_(anchor["share"])
     model = FusionModel(
         module,
         vocabulary,
@@ -249,6 +271,7 @@ def train(
         "seconds": round(time.perf_counter() - started, 1),
         "device": str(device),
         "probe": probe,
+        "anchor": anchor,
     }
     model.metrics = metrics
     return TrainResult(model=model, metrics=metrics)
@@ -259,14 +282,38 @@ def _targets(data: FusionData, classes: list[str]) -> np.ndarray:
     return np.array([class_index.get(label, -1) for label in data.labels], dtype=np.int64)
 
 
+def _level_targets(data: FusionData, rows: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """(n, L) class indices of the other category levels learned alongside (-1: none).
+
+    Every level of ``data.paths`` except the training one whose ``rows`` hold two classes
+    or more; none with ``config.level_weight`` 0 or without paths.
+    """
+    if config.level_weight <= 0 or not data.paths:
+        return np.zeros((len(data), 0), np.int64)
+    trained = max((LABELS.level(label) for label in data.labels if label), default=0)
+    depth = max((LABELS.level(path) for path in data.paths if path), default=0)
+    columns = []
+    for level in range(1, depth + 1):
+        if level == trained:
+            continue
+        labels = [LABELS.at_level(path, level) for path in data.paths]
+        classes = sorted({labels[i] for i in np.flatnonzero(rows) if labels[i]})
+        if len(classes) >= 2:
+            index = {label: i for i, label in enumerate(classes)}
+            columns.append([index.get(label, -1) if row else -1 for label, row in zip(labels, rows)])
+    return np.array(columns, np.int64).T.reshape(len(data), len(columns))
+
+
 def _build(
     data: FusionData, config: TrainConfig, classes: list[str], rows: np.ndarray, device: torch.device
-) -> tuple[AttentionFusion, Vocabulary, dict[str, Any]]:
-    """Return a freshly initialised module, the vocabulary of ``rows`` and the architecture."""
+) -> tuple[AttentionFusion, Vocabulary, dict[str, Any], np.ndarray]:
+    """Return a freshly initialised module, the vocabulary of ``rows``, the architecture and
+    the other levels' targets (``_level_targets``)."""
     texts = (data.tokens[i] for i in np.flatnonzero(rows))
     if config.unique_tokens:  # counts become document frequencies, as the model sees them
         texts = (unique_tokens(tokens) for tokens in texts)
     vocabulary = Vocabulary.build(texts, min_count=config.min_count, max_size=config.max_vocab)
+    levels = _level_targets(data, rows, config)
     architecture = {
         "vocab_size": len(vocabulary),
         "n_classes": len(classes),
@@ -282,8 +329,10 @@ def _build(
         "class_scale": config.class_scale,
         "probe_weight": config.probe_weight,
         "probe_image_scale": config.probe_image_scale,
+        "anchor_dim": config.anchor_dim,
+        "level_classes": [int(column.max()) + 1 for column in levels.T],
     }
-    return AttentionFusion(**architecture).to(device), vocabulary, architecture
+    return AttentionFusion(**architecture).to(device), vocabulary, architecture, levels
 
 
 def _fit_probe(
@@ -295,6 +344,82 @@ def _fit_probe(
     return module.probe.fit(
         data.image[rows], data.has_image[rows], data.sentence[rows], data.has_text[rows], targets[rows], c=config.probe_c
     )
+
+
+def _choose_anchor_share(
+    module: AttentionFusion,
+    tensors: _Tensors,
+    data: FusionData,
+    fit: np.ndarray,
+    validation: np.ndarray,
+    gallery: np.ndarray,
+    config: TrainConfig,
+    device: torch.device,
+) -> dict[str, Any] | None:
+    """Choose the content anchor's share on the validation split, at every category level.
+
+    The early-stopped network (with a probe fitted on the fit rows) scores validation queries
+    against the non-test gallery for each share of ``config.anchor_shares``, next to the fixed
+    fusion of the same features. A share is admissible when P@1 and P@k at every level are no
+    more than ``level_tolerance`` (or one validation query's worth, where that is more) below
+    the fixed fusion's; the admissible share with the best P@k at the training level wins (the
+    smaller on ties). With none admissible, the share whose worst shortfall beyond that is
+    smallest. Returns what was compared, or None without an anchor.
+    """
+    if module.anchor is None:
+        return None
+    _fit_probe(module, data, fit, tensors.targets.cpu().numpy(), config)
+    module.anchor.fit(data.image, data.has_image, data.sentence, data.has_text, seed=config.seed)
+    rows = np.flatnonzero(gallery)
+    module.eval()
+    with torch.inference_mode():
+        parts = []
+        for start in range(0, len(rows), 512):
+            batch = tensors.batch(torch.from_numpy(rows[start : start + 512]).to(device))
+            learned = module.product_vectors(module(*batch).fused, *batch[:4], anchor=False)
+            parts.append((learned, module.anchor.vectors(*batch[:4]), module.anchor.fixed(*batch[:4])))
+    learned, anchored, fixed = (torch.cat([p[i] for p in parts]).float() for i in range(3))
+
+    def scores(vectors: torch.Tensor) -> dict[str, dict[str, float | None]]:
+        full = np.zeros((len(data), vectors.shape[1]), np.float32)
+        full[rows] = vectors.cpu().numpy()
+        out = {}
+        for level, labels in _levels(data):
+            queries = validation & np.array([bool(label) for label in labels])
+            out[level] = retrieval_metrics(full, labels, queries, gallery, k=config.k)
+        return out
+
+    baseline = scores(fixed)
+    table = {}
+    for share in config.anchor_shares:
+        measured = scores(combine(learned, anchored, share))
+        # A shortfall counts beyond the tolerance, or beyond one query's worth where the
+        # validation split is too small to tell 0.01 apart (P@1 moves by 1/queries).
+        gaps = [
+            baseline[level][key] - measured[level][key] - max(config.level_tolerance, 1.0 / (depth * measured[level]["queries"]))
+            for level in measured for key, depth in (("p_at_1", 1), (f"p_at_{config.k}", config.k))
+            if measured[level][key] is not None and baseline[level][key] is not None
+        ]
+        table[share] = {"levels": measured, "shortfall": max(gaps, default=0.0)}
+    headline = "training"
+    admissible = [share for share, row in table.items() if row["shortfall"] <= 1e-9]
+    if admissible:
+        share = max(admissible, key=lambda sh: (table[sh]["levels"][headline][f"p_at_{config.k}"] or 0.0, -sh))
+    else:
+        share = min(table, key=lambda sh: (table[sh]["shortfall"], sh))
+    return {
+        "share": float(share),
+        "admissible": bool(admissible),
+        "fixed_fusion": baseline,
+        "validation": {str(sh): row for sh, row in table.items()},
+    }
+
+
+def _levels(data: FusionData) -> list[tuple[str, list[str]]]:
+    """(level name, labels) to validate at: every level of ``data.paths``, else the training labels."""
+    levels = [("training", list(data.labels))]
+    depth = max((LABELS.level(path) for path in data.paths or () if path), default=0)
+    return levels + [(str(level), [LABELS.at_level(path, level) for path in data.paths]) for level in range(1, depth + 1)]
 
 
 def retrieval_metrics(
@@ -361,6 +486,7 @@ class _Tensors:
         targets: np.ndarray,
         device: torch.device,
         unique: bool = False,
+        levels: np.ndarray | None = None,
     ) -> None:
         self.image = torch.from_numpy(data.image).to(device)
         self.has_image = torch.from_numpy(data.has_image).to(device)
@@ -369,6 +495,8 @@ class _Tensors:
         ids = vocabulary.encode_batch(data.tokens, max_len, unique=unique)
         self.ids = torch.from_numpy(ids).to(device)
         self.targets = torch.from_numpy(targets).to(device)
+        levels = np.zeros((len(data), 0), np.int64) if levels is None else levels
+        self.levels = torch.from_numpy(np.ascontiguousarray(levels, dtype=np.int64)).to(device)
 
     def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (self.image[rows], self.has_image[rows], self.sentence[rows], self.has_text[rows], self.ids[rows])
@@ -435,7 +563,7 @@ def _fit(
             inputs = _drop_modalities(tensors.batch(rows_t), config, generator)
             with autocast(device):
                 out = module(*inputs)
-                loss = _loss(module, out, tensors.targets[rows_t], config)
+                loss = _loss(module, out, tensors.targets[rows_t], config, tensors.levels[rows_t])
             if config.unlabelled_weight > 0 and unlabelled is not None and len(unlabelled):
                 extra = torch.from_numpy(shuffler.choice(unlabelled, size=len(rows))).to(device)
                 loss = loss + config.unlabelled_weight * _consistency(module, tensors.batch(extra), config, generator)
@@ -501,11 +629,20 @@ class _Averaged:
             average.lerp_(current.detach(), 1.0 - decay)
 
 
-def _loss(module: AttentionFusion, out, targets: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+def _loss(
+    module: AttentionFusion, out, targets: torch.Tensor, config: TrainConfig, levels: torch.Tensor | None = None
+) -> torch.Tensor:
     loss = config.supcon_weight * supcon_loss(out.fused, targets, config.temperature)
     loss = loss + config.ce_weight * F.cross_entropy(
         module.classify(out.fused), targets, label_smoothing=config.label_smoothing
     )
+    for index in range(0 if levels is None else levels.shape[1]):
+        known = levels[:, index] >= 0
+        if torch.any(known):
+            logits = module.classify_level(out.fused[known], index)
+            loss = loss + config.level_weight * F.cross_entropy(
+                logits, levels[known, index], label_smoothing=config.label_smoothing
+            )
     if config.branch_weight > 0:
         for column in range(len(BRANCHES)):
             present = out.present[:, column]

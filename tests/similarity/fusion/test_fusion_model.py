@@ -331,7 +331,8 @@ def test_training_is_reproducible(catalog, trained):
 def test_trained_model_copes_with_missing_modalities(catalog, trained):
     model = trained.model
     vectors, attention = model.encode(catalog.image, catalog.has_image, catalog.sentence, catalog.has_text, catalog.tokens)
-    assert vectors.dtype == np.float32 and vectors.shape == (len(catalog), 32)
+    # The network's 32 dimensions, then the content anchor's.
+    assert vectors.dtype == np.float32 and vectors.shape == (len(catalog), 32 + SMALL.anchor_dim) == (len(catalog), model.dim)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert np.allclose(attention.sum(axis=1), 1.0, atol=1e-5)
     assert np.all(attention[~catalog.has_image, 0] == 0.0)
@@ -367,3 +368,24 @@ def test_checkpoint_mismatch_is_refused(trained, tmp_path):
         FusionModel.load(folder, device="cpu")
     with pytest.raises(FileNotFoundError, match="FusionModel.save"):
         FusionModel.load(tmp_path / "nowhere", device="cpu")
+
+
+def test_the_anchor_share_is_chosen_on_validation_and_built_into_the_vectors(catalog, trained):
+    from similarity.ml.fusion.anchor import combine
+
+    chosen = trained.metrics["anchor"]
+    table = chosen["validation"]
+    assert set(table) == {str(share) for share in SMALL.anchor_shares}
+    admissible = [float(s) for s, row in table.items() if row["shortfall"] <= 1e-9]  # beyond the tolerance
+    assert chosen["admissible"] == bool(admissible)
+    if admissible:  # the best training-level P@10 among the shares that keep every level
+        best = max(table[str(s)]["levels"]["training"]["p_at_10"] for s in admissible)
+        assert chosen["share"] in admissible and table[str(chosen["share"])]["levels"]["training"]["p_at_10"] == best
+    model = trained.model
+    assert float(model.module.anchor.share) == pytest.approx(chosen["share"])
+    args = (catalog.image, catalog.has_image, catalog.sentence, catalog.has_text, catalog.tokens)
+    served, _ = model.encode(*args)
+    network, _ = model.encode(*args, anchor=False)
+    anchored = model.module.anchor.vectors(*(torch.from_numpy(np.asarray(a)) for a in args[:4]))
+    expected = combine(torch.from_numpy(network), anchored, chosen["share"]).numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)

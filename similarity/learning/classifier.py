@@ -1,0 +1,152 @@
+"""Fit and find the category classifier of a registered model (Django glue).
+
+The classifier (``similarity.ml.classifier``) reads the text and image vectors the worker
+stores, so it belongs to the encoders that made them, not to a vector space: it is kept in
+the model's ``CatalogFit`` row with a fingerprint of those encoders, and stays valid while a
+learned model comes and goes. Fitting reads every labelled row's stored vectors (a worker or
+command, scikit-learn); a web process loads it once per fit (numpy).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+import numpy as np
+from django.apps import apps
+
+from similarity.conf import similarity_settings
+from similarity.ml.classifier import CategoryClassifier, features, fit_level
+from similarity.ml.taxonomy import LABELS
+from similarity.models import CatalogFit, Embedding, VectorSpace
+from similarity.registry import get_adapter
+
+logger = logging.getLogger(__name__)
+
+INPUT_KEYS = ("image_encoder", "image_weights", "image_dim", "text_encoder", "text_weights", "text_dim")
+IMAGE_SCALE = 0.6  # the image features' weight against the text ones (the fusion probe's, chosen by CV)
+CHUNK = 2000
+
+_loaded: dict[int, tuple[Any, CategoryClassifier]] = {}  # CatalogFit pk -> (fitted_at, classifier)
+
+
+def inputs_key(space: VectorSpace) -> str:
+    """A fingerprint of the encoders whose vectors a classifier of ``space`` reads."""
+    inputs = {key: space.spec.get(key) for key in INPUT_KEYS}
+    return hashlib.sha1(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def classifier_for(space: VectorSpace | None) -> CategoryClassifier | None:
+    """The fitted classifier of ``space``'s vectors (read once per fit); None if there is none."""
+    if space is None:
+        return None
+    found = (
+        CatalogFit.objects.filter(model_label=space.model_label, classifier_inputs=inputs_key(space), classifier__isnull=False)
+        .values_list("pk", "fitted_at")
+        .first()
+    )
+    if found is None:
+        return None
+    pk, fitted_at = found
+    cached = _loaded.get(pk)
+    if cached is None or cached[0] != fitted_at:
+        blob = CatalogFit.objects.filter(pk=pk).values_list("classifier", flat=True).first()
+        try:
+            cached = (fitted_at, CategoryClassifier.from_bytes(blob))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("category classifier of %s cannot be read: %s", space.model_label, exc)
+            return None
+        _loaded[pk] = cached
+    return cached[1]
+
+
+def fit_classifier(
+    model_label: str, *, space: VectorSpace | None = None, exclude: set | None = None, save: bool = True
+) -> CategoryClassifier | None:
+    """Fit one calibrated classifier per category level on the labelled rows' stored vectors.
+
+    Args:
+        space: whose vectors to read (default: the model's active space).
+        exclude: keys of rows whose labels must not be used (an evaluation's held-out rows).
+        save: keep it where ``classifier_for`` finds it (the model's ``CatalogFit`` row).
+
+    Returns:
+        The classifier, or None when no level has enough labelled rows.
+    """
+    space = space or VectorSpace.active_for(model_label)
+    if space is None:
+        return None
+    pks, inputs = stored_inputs(space)
+    adapter = get_adapter(apps.get_model(model_label))
+    paths = labels_of(adapter, pks)
+    if exclude:
+        paths = ["" if pk in exclude else path for pk, path in zip(pks, paths)]
+    depth = max((LABELS.level(path) for path in paths if path), default=0)
+    levels = {}
+    for level in range(1, depth + 1):
+        fitted = fit_level(inputs, [LABELS.at_level(path, level) for path in paths], level)
+        if fitted is not None:
+            levels[level] = fitted
+    if not levels:
+        return None
+    classifier = CategoryClassifier(levels=levels, image_scale=IMAGE_SCALE)
+    if save:
+        report = {str(level): {"categories": len(clf.classes), "temperature": round(clf.temperature, 4), **clf.metrics}
+                  for level, clf in levels.items()}
+        CatalogFit.objects.update_or_create(model_label=model_label, defaults={
+            "classifier": classifier.to_bytes(), "classifier_inputs": inputs_key(space), "classifier_report": report,
+        })
+        logger.info("category classifier for %s fitted: %s", model_label, report)
+    return classifier
+
+
+def stored_inputs(space: VectorSpace, pks: list | None = None) -> tuple[list, np.ndarray]:
+    """Return the row keys and classifier inputs of ``space``'s stored vectors (of ``pks``)."""
+    keys, image, text = stored_vectors(space, pks)
+    return keys, features(image, np.any(image != 0, axis=1), text, np.any(text != 0, axis=1), IMAGE_SCALE)
+
+
+def stored_vectors(space: VectorSpace, pks: list | None = None) -> tuple[list, np.ndarray, np.ndarray]:
+    """Return the row keys and stored image and text vectors of ``space`` (zeros where missing)."""
+    rows = Embedding.objects.filter(space=space).order_by("object_id")
+    if pks is not None:
+        rows = rows.filter(object_id__in=pks)
+    keys, image, text = [], [], []
+    image_dim, text_dim = space.spec["image_dim"], space.spec["text_dim"]
+    for object_id, picture, words in rows.values_list("object_id", "image", "text").iterator(chunk_size=CHUNK):
+        keys.append(object_id)
+        image.append(np.zeros(image_dim, np.float32) if picture is None else np.asarray(picture, np.float32))
+        text.append(np.zeros(text_dim, np.float32) if words is None else np.asarray(words, np.float32))
+    if not keys:
+        return [], np.zeros((0, image_dim), np.float32), np.zeros((0, text_dim), np.float32)
+    return keys, np.stack(image), np.stack(text)
+
+
+def labels_of(adapter: Any, pks: list) -> list[str]:
+    """The label of each row of ``pks`` ("" for a row without category or gone)."""
+    found: dict[Any, str] = {}
+    for start in range(0, len(pks), CHUNK):
+        for row in adapter.get_queryset().filter(pk__in=pks[start : start + CHUNK]):
+            found[row.pk] = adapter.get_label(row)
+    return [found.get(pk, "") for pk in pks]
+
+
+def refit_quietly(model_label: str) -> CategoryClassifier | None:
+    """Refit the classifier and the fusion weights (``similarity.learning.weights``) for
+    periodic jobs: without scikit-learn it does nothing, and a failure is logged, never
+    raised (suggestions then keep the vote, the fusion its weights). New weights start
+    building their vector space in the background."""
+    from similarity.indexing.spaces import ensure_configured_space
+    from similarity.learning.weights import fit_fusion_weights
+
+    classifier = None
+    try:
+        classifier = fit_classifier(model_label)
+        if similarity_settings.FIT_FUSION_WEIGHTS and fit_fusion_weights(model_label):
+            ensure_configured_space(model_label)  # nothing to build when the weights stay
+    except ImportError as exc:
+        logger.info("category classifier for %s not fitted: %s (install the worker extra)", model_label, exc)
+    except Exception:
+        logger.exception("category classifier or fusion weights for %s could not be fitted", model_label)
+    return classifier
