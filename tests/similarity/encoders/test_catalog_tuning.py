@@ -17,6 +17,9 @@ from similarity.ml.encoders.catalog_tuning import CatalogTuningConfig, cutout, s
 ROOT = Path(__file__).resolve().parents[3]
 CATALOG = ROOT / "catalog" / "demo" / "grocery-iconic"
 SHELF = ROOT.parent / "shared" / "data" / "grocery-shelf"
+# The data test (every 4th shelf photo, 16 views per product) measured 0.370 / 0.697 on
+# 2026-12-06; ImageNet weights give 0.246 / 0.676 on the same photos.
+TOP1, TOP5 = 0.35, 0.67
 
 
 def studio_photo(colour: tuple[int, int, int], shape: str = "rect", size: tuple[int, int] = (100, 80)) -> Image.Image:
@@ -124,8 +127,4 @@ def test_shelf_photos_find_their_product_after_tuning_on_the_catalog(tmp_path):
     encoder = EfficientNetLiteImageEncoder(weights_path=path, device="cpu")
     order = np.argsort(-(encoder.encode(query_photos) @ encoder.encode(photos).T), axis=1)[:, :5]
     top1, top5 = (order[:, 0] == truth).mean(), (order == truth[:, None]).any(axis=1).mean()
-    # ImageNet weights: 0.29 / 0.66 on these photos.
     assert top1 >= TOP1 and top5 >= TOP5, (top1, top5)
-
-
-TOP1, TOP5 = 0.0, 0.0  # set from the measured run
