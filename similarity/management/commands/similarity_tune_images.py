@@ -33,10 +33,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts) -> None:
         from django.apps import apps
+        from django.utils.module_loading import import_string
 
         from similarity.ml.encoders.catalog_tuning import CatalogTuningConfig, save_tuned, tune_on_catalog
         from similarity.ml.encoders.image import EfficientNetLiteImageEncoder
-        from django.utils.module_loading import import_string
 
         s = similarity_settings
         encoder = import_string(s.IMAGE_ENCODER)
