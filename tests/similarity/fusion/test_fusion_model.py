@@ -266,9 +266,9 @@ def test_epochs_draw_classes_by_the_balance_exponent(catalog, monkeypatch, expon
     labels = ["big" if i % 20 else "rare" for i in range(len(catalog))]
     seen = []
 
-    def recording(module, out, targets, config):
+    def recording(module, out, targets, config, levels=None):
         seen.append(targets.cpu().numpy())
-        return original(module, out, targets, config)
+        return original(module, out, targets, config, levels)
 
     original = training._loss
     monkeypatch.setattr(training, "_loss", recording)
