@@ -8,12 +8,13 @@ many other items carry its token (the first batch of a new catalog would otherwi
 IDFs from 32 items for ever); the read path turns frequencies into IDF per query.
 
 Concurrent workers add to the same frequency rows with ``INSERT ... ON CONFLICT DO UPDATE``,
-terms in ascending order, so two batches lock shared rows in the same order and never
-deadlock. A deleted item's frequencies are not taken back by the delete (its vectors go
-with it, but subtracting its terms there would lock frequency rows item by item, out of
-term order, in the host's transaction: a bulk delete would deadlock with the workers); the
-sweeper sees the item count differ from the space's lexical vectors
-(``frequencies_drifted``) and recounts the space (``rebuild_frequencies``).
+rows in (space, term) order, so two batches lock shared rows in the same order and never
+deadlock; one such statement counts a whole batch in every live space. A deleted item's
+frequencies are not taken back by the delete (its vectors go with it, but subtracting its
+terms there would lock frequency rows item by item, out of term order, in the host's
+transaction: a bulk delete would deadlock with the workers); the sweeper sees the item count
+differ from the space's lexical vectors (``frequencies_drifted``) and recounts the space
+(``rebuild_frequencies``).
 """
 from __future__ import annotations
 
@@ -37,73 +38,97 @@ def tokenize(text: str) -> list[str]:
     return default_pipeline().tokenize(text) if text else []
 
 
-def write_lexical(space: VectorSpace, rows: list[tuple[Embedding, list[str]]]) -> None:
+def write_lexical(content_type_id: int, rows: list[tuple[Embedding, list[str]]]) -> None:
     """Set ``lexical`` and ``lexical_length`` on the batch's ``Embedding`` objects (not yet
-    saved) for ``space`` and add the batch to the space's frequencies.
+    saved; any live spaces) and add the batch to their spaces' frequencies.
 
-    Call inside the transaction that saves the objects. Rows with no token get NULL.
+    Call inside the transaction that saves the objects. Rows with no token get NULL. One
+    statement for every space of the batch (two when a term's count falls to zero): the
+    frequency upsert subtracts the rows' stored terms itself and returns the spaces' new
+    totals, from which the weights' mean length comes.
     """
-    bm25 = bm25_for(space)
-    if bm25 is None or not rows:
-        return
-    old = {
-        object_id: (set(vector.indices()) if vector is not None else set(), length or 0)
-        for object_id, vector, length in Embedding.objects.filter(
-            space=space, content_type=rows[0][0].content_type_id, object_id__in=[e.object_id for e, _ in rows]
-        ).values_list("object_id", "lexical", "lexical_length")
-        if vector is not None
-    }
-    lengths = {e.object_id: len(lexical.terms(tokens, bm25.ngrams)) for e, tokens in rows}
-    delta: Counter[int] = Counter()
-    for embedding, _ in rows:
-        old_terms, old_length = old.get(embedding.object_id, (set(), 0))
-        new = lengths[embedding.object_id]
-        delta[DocumentFrequency.ITEMS] += (1 if new else 0) - (1 if embedding.object_id in old else 0)
-        delta[DocumentFrequency.TERMS] += new - old_length
-    items, terms = _totals(space)
-    avgdl = (terms + delta[DocumentFrequency.TERMS]) / max(1, items + delta[DocumentFrequency.ITEMS])
+    counted = []
     for embedding, tokens in rows:
-        weights = bm25.document(tokens, avgdl)
-        old_terms = old.get(embedding.object_id, (set(), 0))[0]
-        delta.update(dict.fromkeys(set(weights) - old_terms, 1))
-        delta.subtract(dict.fromkeys(old_terms - set(weights), 1))
-        embedding.lexical = SparseVector(weights, lexical.DIM) if weights else None
-        embedding.lexical_length = lengths[embedding.object_id] if weights else None
-    _add(space, {term: n for term, n in delta.items() if n})
-
-
-def _totals(space: VectorSpace) -> tuple[int, int]:
-    """(items, terms) counted in ``space`` so far."""
-    totals = dict(
-        DocumentFrequency.objects.filter(
-            space=space, term__in=[DocumentFrequency.ITEMS, DocumentFrequency.TERMS]
-        ).values_list("term", "count")
-    )
-    return totals.get(DocumentFrequency.ITEMS, 0), totals.get(DocumentFrequency.TERMS, 0)
-
-
-def _add(space: VectorSpace, delta: dict[int, int]) -> None:
-    """Add ``delta`` to the space's counts in one statement, terms in ascending order."""
-    if not delta:
+        bm25 = bm25_for(embedding.space)
+        if bm25 is not None:
+            # Which buckets a document keeps does not depend on the mean length (unless it
+            # has more than MAX_NONZERO of them: checked below), so they are counted first.
+            counted.append((embedding, tokens, bm25, set(bm25.document(tokens))))
+    if not counted:
         return
-    meta = DocumentFrequency._meta
-    table = meta.db_table
-    columns = {f.name: f.column for f in meta.concrete_fields}
-    terms = sorted(delta)
+    written = [(e.space_id, e.object_id, len(lexical.terms(tokens, bm25.ngrams))) for e, tokens, bm25, _ in counted]
+    added = [(e.space_id, term, 1) for e, _, _, terms in counted for term in terms]
+    totals = _count(content_type_id, written, added)
+    correction: Counter[tuple[int, int]] = Counter()
+    for (embedding, tokens, bm25, terms), (_, _, length) in zip(counted, written):
+        items, total = totals[embedding.space_id]
+        weights = bm25.document(tokens, total / max(1, items))
+        correction.update(dict.fromkeys(((embedding.space_id, t) for t in set(weights) - terms), 1))
+        correction.subtract(dict.fromkeys(((embedding.space_id, t) for t in terms - set(weights)), 1))
+        embedding.lexical = SparseVector(weights, lexical.DIM) if weights else None
+        embedding.lexical_length = length if weights else None
+    if any(correction.values()):
+        _count(content_type_id, [], [(space, term, n) for (space, term), n in correction.items() if n])
+
+
+def _count(
+    content_type_id: int, written: list[tuple[int, int, int]], added: list[tuple[int, int, int]]
+) -> dict[int, tuple[int, int]]:
+    """Count a batch in its spaces' frequencies; return ``{space: (items, terms)}`` after it.
+
+    ``written``: ``(space, object id, length)`` of each row about to be saved: its stored
+    lexical vector (if any) is taken back here, its length and the item added. ``added``:
+    ``(space, term, n)`` to add. One upsert, rows in (space, term) order, so two batches lock
+    shared rows in the same order and never deadlock; the totals (the first rows of a space)
+    are always written, so their new values come back. A term no item carries any more is then deleted (the totals
+    stay, even at zero).
+    """
+    f, e = _columns(DocumentFrequency), _columns(Embedding)
+    items, terms = DocumentFrequency.ITEMS, DocumentFrequency.TERMS
     with connection.cursor() as cursor:
         cursor.execute(
-            f'INSERT INTO "{table}" ("{columns["space"]}", "{columns["term"]}", "{columns["count"]}") '
-            "SELECT %s, t, n FROM unnest(%s::bigint[], %s::bigint[]) AS u(t, n) ORDER BY t "
-            f'ON CONFLICT ("{columns["space"]}", "{columns["term"]}") '
-            f'DO UPDATE SET "{columns["count"]}" = "{table}"."{columns["count"]}" + EXCLUDED."{columns["count"]}"',
-            [space.pk, terms, [delta[t] for t in terms]],
+            "WITH written(space, object_id, length) AS "
+            "(SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])), "
+            f'old AS (SELECT v."{e["space"]}" AS space, v."{e["lexical"]}" AS lexical, '
+            f'coalesce(v."{e["lexical_length"]}", 0)::bigint AS length FROM "{e["table"]}" v '
+            f'JOIN written w ON v."{e["space"]}" = w.space AND v."{e["object_id"]}" = w.object_id '
+            f'WHERE v."{e["content_type"]}" = %s AND v."{e["lexical"]}" IS NOT NULL), '
+            "delta(space, term, n) AS ("
+            "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) "
+            # A sparsevec's text is {index:value,...}/dim, indexes 1-based and each once per vector.
+            "UNION ALL SELECT o.space, (m[1])::bigint - 1, -1 FROM old o "
+            """CROSS JOIN LATERAL regexp_matches(o.lexical::text, '[{,]([0-9]+):', 'g') AS m """
+            f"UNION ALL SELECT space, {items}, (length > 0)::int FROM written "
+            f"UNION ALL SELECT space, {terms}, length FROM written "
+            f"UNION ALL SELECT space, {items}, -1 FROM old "
+            f"UNION ALL SELECT space, {terms}, -length FROM old), "
+            f'counted AS (INSERT INTO "{f["table"]}" ("{f["space"]}", "{f["term"]}", "{f["count"]}") '
+            "SELECT space, term, sum(n) FROM delta GROUP BY space, term HAVING sum(n) <> 0 OR term < 0 "
+            f'ORDER BY space, term ON CONFLICT ("{f["space"]}", "{f["term"]}") '
+            f'DO UPDATE SET "{f["count"]}" = "{f["table"]}"."{f["count"]}" + EXCLUDED."{f["count"]}" '
+            f'RETURNING "{f["space"]}", "{f["term"]}", "{f["count"]}") '
+            f'SELECT "{f["space"]}", "{f["term"]}", "{f["count"]}" FROM counted '
+            f'WHERE "{f["term"]}" < 0 OR "{f["count"]}" <= 0',
+            [*_arrays(written, 3), content_type_id, *_arrays(added, 3)],
         )
-        # A term no item carries any more is dropped (totals stay, even at zero).
-        cursor.execute(
-            f'DELETE FROM "{table}" WHERE "{columns["space"]}" = %s AND "{columns["term"]}" = ANY(%s) '
-            f'AND "{columns["term"]}" >= 0 AND "{columns["count"]}" <= 0',
-            [space.pk, [t for t in terms if delta[t] < 0]],
-        )
+        returned = cursor.fetchall()
+        totals: dict[int, dict[int, int]] = {}
+        for space, term, count in returned:
+            totals.setdefault(space, {})[term] = count
+        emptied = [(space, term) for space, term, count in returned if term >= 0]
+        if emptied:
+            cursor.execute(
+                f'DELETE FROM "{f["table"]}" WHERE ("{f["space"]}", "{f["term"]}") IN '
+                "(SELECT * FROM unnest(%s::bigint[], %s::bigint[])) "
+                f'AND "{f["term"]}" >= 0 AND "{f["count"]}" <= 0',
+                [[space for space, _ in emptied], [term for _, term in emptied]],
+            )
+    return {space: (counts.get(items, 0), counts.get(terms, 0)) for space, counts in totals.items()}
+
+
+def _arrays(rows: list[tuple], width: int) -> list[list]:
+    """Rows as one list per column (for ``unnest``)."""
+    return [list(column) for column in zip(*rows)] if rows else [[] for _ in range(width)]
 
 
 def frequencies_drifted(space: VectorSpace) -> bool:

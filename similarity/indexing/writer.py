@@ -158,11 +158,8 @@ def _write(
             else:
                 changed.append(state)
             _apply(item, state, now)
-        by_space: dict[int, list] = {}
-        for embedding in vectors:
-            by_space.setdefault(embedding.space_id, []).append((embedding, tokens.get(embedding.object_id, [])))
-        for space in {e.space_id: e.space for e in vectors}.values():
-            lexical.write_lexical(space, by_space[space.pk])
+        # Written with the dense columns below; the frequencies of every space in one statement.
+        lexical.write_lexical(content_type.pk, [(e, tokens.get(e.object_id, [])) for e in vectors])
         if vectors:
             Embedding.objects.bulk_create(
                 vectors,

@@ -133,6 +133,42 @@ def test_the_worker_writes_lexical_vectors_and_counts_frequencies():
 
 
 @pytest.mark.django_db
+def test_frequencies_count_the_buckets_a_long_document_keeps_at_the_new_mean_length(monkeypatch):
+    """Over MAX_NONZERO buckets a document keeps its strongest, and which ones can depend on the
+    catalog's mean length, known only once the batch is counted: the counts follow the stored vector."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import transaction
+    from django.utils import timezone
+
+    from similarity.indexing.lexical import write_lexical
+
+    hashed = lexical.term_index
+    fixed = {"a": 1, "b": 1, "c": 2}  # a and b share bucket 1 (tf 1 + 1), c is bucket 2 (tf 3)
+    monkeypatch.setattr(lexical, "term_index", lambda t: 3 if " " in t else fixed.get(t, 10 + hashed(t) % 10**8))
+    long_tokens = [f"t{i}" for i in range(998)] * 4 + ["a", "b"] + ["c"] * 3  # 1,001 buckets
+    s = space(GADGET)
+    bm25 = lexical.Bm25(**s.spec["lexical"])
+    assert (bm25.k1, bm25.b) == (3.0, 1.0)  # bucket 1 beats bucket 2 at K = k1 (ties by bucket), loses above
+    assert 1 in bm25.document(long_tokens) and 2 not in bm25.document(long_tokens)
+    gadgets = [make_gadget("long", "long"), make_gadget("short", "short")]
+    content_type = ContentType.objects.get_for_model(Gadget)
+    rows = [
+        (Embedding(space=s, content_type=content_type, object_id=g.pk, content_hash="t", encoded_at=timezone.now()), t)
+        for g, t in zip(gadgets, [long_tokens, ["x9"]])
+    ]
+    with transaction.atomic():
+        write_lexical(content_type.pk, rows)
+        Embedding.objects.bulk_create([e for e, _ in rows])
+    stored = stored_weights(vectors_of(gadgets[0]).lexical)
+    assert len(stored) == lexical.MAX_NONZERO and 2 in stored and 1 not in stored  # the short one lowers the mean
+    counts = dict(DocumentFrequency.objects.filter(space=s).values_list("term", "count"))
+    assert 1 not in counts and counts[2] == 1
+    before = sorted(counts.items())
+    rebuild_frequencies(s)
+    assert sorted(DocumentFrequency.objects.filter(space=s).values_list("term", "count")) == before
+
+
+@pytest.mark.django_db
 def test_the_sweeper_recounts_frequencies_after_a_delete():
     from similarity.indexing.lexical import frequencies_drifted
     from similarity.indexing.sweep import sweep
