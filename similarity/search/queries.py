@@ -189,18 +189,18 @@ def hybrid(
 
     Candidates are the union of the ``LEXICAL_CANDIDATES`` nearest rows by ``vector`` (the
     dense HNSW index) and by the query's BM25 vector built from ``weights`` (the ``sparsevec``
-    index); both channels are then scored exactly. One statement.
+    index); both channels are then scored exactly, on the candidates' own rows only (found by
+    primary key and the embedding's index, never by a scan of every row). One statement,
+    with the scan settings of its transaction.
     """
     k = k or similarity_settings.DEFAULT_K
     ordered = hybrid_queryset(
         vector, weights, weight, k=k, mode=mode, queryset=queryset, space=space, annotations=annotations
     )
     using = queryset.db
-    if scan.needs_transaction(using, k):
-        with transaction.atomic(using=using):
-            scan.tune_scan(using, k)
-            rows = list(ordered)
-    else:
+    # BEGIN, the settings and COMMIT: three round trips more than nearest() (see index_candidates).
+    with transaction.atomic(using=using):
+        scan.index_candidates(using, k)
         rows = list(ordered)
     if len(rows) < k:  # as in nearest(): a short index scan is answered exactly
         with transaction.atomic(using=using):
@@ -220,7 +220,12 @@ def hybrid_queryset(
     space: VectorSpace,
     annotations: dict[str, Any] | None = None,
 ) -> models.QuerySet:
-    """Return the queryset ``hybrid`` reads: candidates of both indexes, ordered by the hybrid score."""
+    """Return the queryset ``hybrid`` reads: candidates of both indexes, ordered by the hybrid score.
+
+    The candidates are one ``pk IN (dense UNION lexical)``: the planner joins those few ids to
+    the host's rows and their vectors through indexes. (Two ``IN``s joined by ``OR`` became a
+    filter on every row of the host joined to every vector row of the space.)
+    """
     column = column_for(space, mode)
     typed = Cast(f"similarity_embeddings__{column}", VectorField(dimensions=space.dims[column]))
     sparse = Cast("similarity_embeddings__lexical", SparseVectorField(dimensions=LEXICAL_DIM))
@@ -240,7 +245,7 @@ def hybrid_queryset(
     score = Coalesce(-MaxInnerProduct(sparse, query), Value(0.0), output_field=FloatField())
     return (
         queryset.filter(**on_space)
-        .filter(Q(pk__in=dense_ids) | Q(pk__in=lexical_ids))
+        .filter(pk__in=dense_ids.union(lexical_ids))
         .annotate(
             _distance=CosineDistance(typed, vector),
             _lexical=score / lexical.self_score(space, weights),

@@ -55,16 +55,32 @@ def tune_scan(using: str, k: int) -> None:
         _apply(cursor, ef_search_for(k), local=True)
 
 
+def index_candidates(using: str, k: int) -> None:
+    """Apply the scan settings and keep sequential scans out of the current transaction's plan
+    (call inside ``atomic``): the hybrid statement's candidates then come from its indexes.
+
+    The planner does not count reading a row's vectors out of line (TOAST): on a catalog of
+    tens of thousands of items it prices an exact scan of every vector below the HNSW index
+    for a hundred candidates, and the exact scan is a hundred times slower. Other indexes stay
+    allowed, so a selective filter (a category) still reads its few rows exactly.
+    """
+    with transaction.get_connection(using).cursor() as cursor:
+        _apply(cursor, ef_search_for(k), local=True, seqscan=False)
+
+
 def exact_scan(using: str) -> None:
     """Turn index scans off for the current transaction: the next query is answered exactly."""
     with transaction.get_connection(using).cursor() as cursor:
         cursor.execute("SET LOCAL enable_indexscan = off")
 
 
-def _apply(cursor: Any, ef_search: int, *, local: bool) -> None:
-    # One round trip for the three settings.
-    cursor.execute(
+def _apply(cursor: Any, ef_search: int, *, local: bool, seqscan: bool = True) -> None:
+    # One round trip for all the settings.
+    sql = (
         "SELECT set_config('hnsw.iterative_scan', %s, %s), set_config('hnsw.scan_mem_multiplier', %s, %s), "
-        "set_config('hnsw.ef_search', %s, %s)",
-        [ITERATIVE_SCAN, local, SCAN_MEM_MULTIPLIER, local, str(ef_search), local],
+        "set_config('hnsw.ef_search', %s, %s)"
     )
+    params = [ITERATIVE_SCAN, local, SCAN_MEM_MULTIPLIER, local, str(ef_search), local]
+    if not seqscan:
+        sql, params = sql + ", set_config('enable_seqscan', 'off', %s)", [*params, local]
+    cursor.execute(sql, params)

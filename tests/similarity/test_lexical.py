@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.conf import settings
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -279,17 +279,15 @@ def test_weight_zero_gives_exactly_the_dense_order_in_one_statement():
     assert hybrid[:3] == ["p1", "p3", "p5"]  # the lexical twins move up
 
 
-@pytest.mark.django_db(transaction=True)  # TRUNCATE afterwards: no dead index entries left for later tests
-def test_plan_uses_the_sparsevec_index_for_lexical_candidates():
-    rng = np.random.default_rng(3)
-    words = [f"w{i}" for i in range(300)]
-    gadgets = Gadget.objects.bulk_create(
-        [Gadget(code=f"r{i}", name=" ".join(rng.choice(words, 6))) for i in range(2000)]
-    )
-    bm25 = lexical.Bm25(**space(GADGET).spec["lexical"])
+def indexed_catalog(n: int = 2000) -> tuple[list[Gadget], lexical.Bm25]:
+    """``n`` gadgets of six random words with fused and lexical vectors, counted and analyzed."""
     from django.contrib.contenttypes.models import ContentType
     from django.utils import timezone
 
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in range(300)]
+    gadgets = Gadget.objects.bulk_create([Gadget(code=f"r{i}", name=" ".join(rng.choice(words, 6))) for i in range(n)])
+    bm25 = lexical.Bm25(**space(GADGET).spec["lexical"])
     content_type = ContentType.objects.get_for_model(Gadget)
     Embedding.objects.bulk_create([
         Embedding(
@@ -302,6 +300,12 @@ def test_plan_uses_the_sparsevec_index_for_lexical_candidates():
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE testapp_gadget")
         cursor.execute(f'ANALYZE "{Embedding._meta.db_table}"')
+    return gadgets, bm25
+
+
+@pytest.mark.django_db(transaction=True)  # TRUNCATE afterwards: no dead index entries left for later tests
+def test_plan_uses_the_sparsevec_index_for_lexical_candidates():
+    gadgets, bm25 = indexed_catalog()
     weights = bm25.document(gadgets[0].name.split(), 12.0)
     current = space(GADGET)
     with tuned(LEXICAL_CANDIDATES=10):
@@ -311,6 +315,34 @@ def test_plan_uses_the_sparsevec_index_for_lexical_candidates():
     assert f"Index Scan using {index_name(current, 'lexical')}" in plan, plan
     assert f"Index Scan using {index_name(current, 'fused')}" in plan, plan
     assert len(found) == 10 and found[0].pk == gadgets[0].pk  # its own words, found by the sparse index
+
+
+@pytest.mark.django_db(transaction=True)  # TRUNCATE afterwards: no dead index entries left for later tests
+def test_hybrid_statement_reads_only_the_candidates_rows():
+    """No sequential scan of the vectors: the candidates come from both indexes, and their
+    rows are then read by key (the scoring once joined every vector row of the space)."""
+    gadgets, _ = indexed_catalog()
+    current = space(GADGET)
+    listed = Gadget.objects.filter(listed=True)
+    with tuned(LEXICAL_WEIGHT=0.75, LEXICAL_CANDIDATES=10), CaptureQueriesContext(connection) as captured:
+        found = similar_to(gadgets[0], k=10, queryset=listed, space=current)
+    assert len(found) == 10 and gadgets[0].pk not in {n.object.pk for n in found}
+    statements = [q["sql"] for q in captured.captured_queries]
+    scan = next(sql for sql in statements if sql.startswith('SELECT "testapp_gadget"'))
+    with transaction.atomic(), connection.cursor() as cursor:
+        for sql in statements:  # the settings the query ran with
+            if sql.startswith("SELECT set_config("):
+                cursor.execute(sql)
+        cursor.execute(f"EXPLAIN {scan}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert f"Seq Scan on {Embedding._meta.db_table}" not in plan, plan
+    assert f"Index Scan using {index_name(current, 'fused')}" in plan, plan
+    assert f"Index Scan using {index_name(current, 'lexical')}" in plan, plan
+    # The caller's filter still decides which rows can come back.
+    Gadget.objects.filter(pk__in=[n.object.pk for n in found[:3]]).update(listed=False)
+    with tuned(LEXICAL_WEIGHT=0.75, LEXICAL_CANDIDATES=10):
+        again = similar_to(gadgets[0], k=10, queryset=listed, space=current)
+    assert len(again) == 10 and not {n.object.pk for n in found[:3]} & {n.object.pk for n in again}
 
 
 # --- settings --------------------------------------------------------------------------------
