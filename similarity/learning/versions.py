@@ -27,6 +27,7 @@ from django.utils import timezone
 from similarity import backends
 from similarity.conf import similarity_settings
 from similarity.learning.photos import finetune_images, image_features
+from similarity.learning.weights import fitted_weights
 from similarity.ml.evaluation import (
     category_at_level,
     evaluate_neighbours,
@@ -82,9 +83,11 @@ class Catalog:
         query_idx, neighbours = nearest_neighbours(vectors, valid, self.held_out)
         return {str(level): score_neighbours(query_idx, neighbours, self.labels(level)) for level in self.levels()}
 
-    def fixed_fusion(self) -> np.ndarray:
-        """The fixed-weight fusion of the learning inputs (the baseline a model must beat)."""
+    def fixed_fusion(self, weights: tuple[float, float] | None = None) -> np.ndarray:
+        """The fixed-weight fusion of the learning inputs (the baseline a model must beat),
+        with the (image, text) ``weights`` it is served with (default: the settings')."""
         s = similarity_settings
+        image_weight, text_weight = weights or (s.IMAGE_WEIGHT, s.TEXT_WEIGHT)
         out = np.zeros((len(self.pks), s.IMAGE_DIM + s.TEXT_DIM), dtype=np.float32)
         for i in range(len(self.pks)):
             if self.has_image[i] or self.has_text[i]:
@@ -92,7 +95,7 @@ class Catalog:
                     self.image[i] if self.has_image[i] else None,
                     self.sentence[i] if self.has_text[i] else None,
                     image_dim=s.IMAGE_DIM, text_dim=s.TEXT_DIM,
-                    image_weight=s.IMAGE_WEIGHT, text_weight=s.TEXT_WEIGHT,
+                    image_weight=image_weight, text_weight=text_weight,
                 )
         return out
 
@@ -150,7 +153,9 @@ def train_new_version(
     if not s.MODELS_DIR:
         raise ValueError("Set SIMILARITY['MODELS_DIR'] to a writable folder: trained models are saved there.")
     level = level or s.LABEL_LEVEL
-    config = TrainConfig(**{"dim": s.LEARNED_DIM, **s.TRAINING, **(overrides or {})})
+    fixed_weights = fitted_weights(model_label) or (s.IMAGE_WEIGHT, s.TEXT_WEIGHT)  # the fixed fusion as served
+    fixed_image_weight = fixed_weights[0] / (fixed_weights[0] + fixed_weights[1])
+    config = TrainConfig(**{"dim": s.LEARNED_DIM, "fixed_image_weight": fixed_image_weight, **s.TRAINING, **(overrides or {})})
     tuning = FinetuneConfig(**{"seed": config.seed, "device": s.DEVICE, **s.IMAGE_FINETUNE, **(finetune or {})})
     # Fine-tuning replaces the image features; the catalog's own then only feed the fixed-fusion
     # baseline, which counts when no version is active, i.e. when the active space holds the
@@ -175,13 +180,13 @@ def train_new_version(
         tuned.features if tuned else catalog.image, data.has_image, catalog.sentence, catalog.has_text, catalog.tokens
     )
     metrics["levels"] = catalog.level_scores(served, has_any)
-    fixed_levels = catalog.level_scores(catalog.fixed_fusion(), has_any)
+    fixed_levels = catalog.level_scores(catalog.fixed_fusion(fixed_weights), has_any)
 
     active = ModelVersion.active_for(model_label)
     if active is not None:
         baseline = {"model": active.name, **(active.metrics or {})}
     else:
-        fixed = evaluate_neighbours(catalog.fixed_fusion(), has_any, labels, catalog.held_out)
+        fixed = evaluate_neighbours(catalog.fixed_fusion(fixed_weights), has_any, labels, catalog.held_out)
         baseline = {"model": "fixed-weight fusion", **fixed}
     baseline["fixed_levels"] = fixed_levels
 

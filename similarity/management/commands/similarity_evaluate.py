@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from similarity.learning.evaluation import evaluate_served
 from similarity.learning.photos import image_features
+from similarity.learning.weights import fitted_weights
 from similarity.learning.versions import collect_catalog
 from similarity.management.commands._options import model_label
 from similarity.ml.evaluation import (
@@ -77,7 +78,7 @@ class Command(BaseCommand):
         rows = {
             "image only": (catalog.image, catalog.has_image),
             "pretrained text only": (catalog.sentence, catalog.has_text),
-            "fixed-weight fusion": (catalog.fixed_fusion(), has_any),
+            "fixed-weight fusion": (catalog.fixed_fusion(fitted_weights(label)), has_any),
             "TF-IDF (text pipeline tokens)": (
                 tfidf_vectors([" ".join(t) for t in catalog.tokens], str.split),
                 np.array([bool(t) for t in catalog.tokens]),

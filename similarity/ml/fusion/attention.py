@@ -55,6 +55,8 @@ class AttentionFusion(nn.Module):
             ``dim + anchor_dim`` dimensions (``output_dim``).
         anchor_share: the anchor's share of the product vector's cosine (set again after
             training, where it is chosen on the validation split).
+        anchor_image_weight: the image's weight in the anchor's fixed fusion (the catalog's
+            fixed-fusion weight; text gets the rest).
         level_classes: number of classes of each other category level trained alongside
             (one more set of prototypes each, for the training loss only).
     """
@@ -78,6 +80,7 @@ class AttentionFusion(nn.Module):
         probe_image_scale: float = 0.6,
         anchor_dim: int = 0,
         anchor_share: float = 0.3,
+        anchor_image_weight: float = 0.3,
         level_classes: tuple[int, ...] | list[int] = (),
     ) -> None:
         super().__init__()
@@ -113,7 +116,10 @@ class AttentionFusion(nn.Module):
             CategoryProbe(n_classes, sentence_dim, image_dim, probe_image_scale) if probe_weight > 0 else None
         )
         # The fixed fusion of the same features, projected, appended (fitted after training).
-        self.anchor = ContentAnchor(image_dim, sentence_dim, anchor_dim, anchor_share) if anchor_dim > 0 else None
+        self.anchor = (
+            ContentAnchor(image_dim, sentence_dim, anchor_dim, anchor_share, anchor_image_weight, 1.0 - anchor_image_weight)
+            if anchor_dim > 0 else None
+        )
 
     def branch_vectors(
         self,

@@ -130,6 +130,9 @@ class TrainConfig:
     # every category level within ``level_tolerance`` of the fixed fusion on validation
     # (P@1 and P@k) and finds most at the training level; 0 = no anchor.
     anchor_dim: int = 128
+    # The image's weight in the fixed fusion the anchor keeps (and validation compares with):
+    # the catalog's own (``similarity.learning.weights``), 0.3 where none was fitted.
+    fixed_image_weight: float = 0.3
     anchor_shares: tuple[float, ...] = (0.0, 0.15, 0.3, 0.45, 0.6)
     level_tolerance: float = 0.01
     # The other category levels of ``FusionData.paths`` learned too: a cross-entropy term per
@@ -330,6 +333,7 @@ def _build(
         "probe_weight": config.probe_weight,
         "probe_image_scale": config.probe_image_scale,
         "anchor_dim": config.anchor_dim,
+        "anchor_image_weight": config.fixed_image_weight,
         "level_classes": [int(column.max()) + 1 for column in levels.T],
     }
     return AttentionFusion(**architecture).to(device), vocabulary, architecture, levels
