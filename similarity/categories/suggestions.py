@@ -6,9 +6,9 @@ it flags a likely mistake when its neighbours disagree. Web side (SQL + numpy, n
 An uncategorised item is answered by the category classifier of its model
 (``similarity.learning.classifier``: a logistic regression per level over the item's stored
 text and image vectors, its probabilities calibrated by temperature scaling) once one has
-been fitted (``similarity_fit`` or the periodic clustering job):
-``confidence`` is then the probability that the item belongs there. On flipkart1050 it
-suggests the right level-2 category first more often than the vote (docs/EVALUATION.md).
+been fitted (``similarity_fit`` or the periodic clustering job) and was right more often
+than the vote at that level when fitted (out-of-fold against leave-one-out):
+``confidence`` is then the probability that the item belongs there (docs/EVALUATION.md).
 An item that has a category is answered by its neighbours, never by a classifier that was
 fitted on that very label.
 
@@ -29,14 +29,15 @@ from django.db import models
 
 from similarity.conf import similarity_settings
 from similarity.learning.classifier import classifier_for, stored_inputs
+from similarity.ml.classifier import VOTE_NEIGHBOURS, VOTE_SHARPNESS
 from similarity.ml.evaluation import category_at_level
 from similarity.ml.taxonomy import LABELS
 from similarity.models import VectorSpace
 from similarity.registry import get_adapter
 from similarity.search.queries import similar_to
 
-NEIGHBOURS = 10
-SHARPNESS = 16
+NEIGHBOURS = VOTE_NEIGHBOURS  # 10
+SHARPNESS = VOTE_SHARPNESS  # 16
 # An item looks miscategorised when its neighbours give another category this share of the vote.
 MISCATEGORISED_CONFIDENCE = 0.5
 
@@ -98,17 +99,24 @@ def suggest(
     return [Suggestion(label, round(weights[label] / total, 4), counts[label]) for label in ranked]
 
 
-def classified(obj: Any, level: int | None, top: int, classifier: Any = FITTED) -> list[tuple[str, float]]:
-    """The classifier's ``top`` (label, calibrated probability) for ``obj``; [] without one."""
+def classified(
+    obj: Any, level: int | None, top: int, classifier: Any = FITTED, *, even_where_the_vote_wins: bool = False
+) -> list[tuple[str, float]]:
+    """The classifier's ``top`` (label, calibrated probability) for ``obj``; [] without one,
+    or where the vote was right more often at that level (unless asked anyway: evaluation)."""
     space = VectorSpace.active_for(obj._meta.label)
     if classifier is FITTED:
         classifier = classifier_for(space)
     if classifier is None or space is None:
         return []
+    level = level or max(classifier.levels)
+    source = classifier.for_level(level)
+    if source is None or source.metrics.get("answers") == "neighbours" and not even_where_the_vote_wins:
+        return []  # the vote was right more often at this level when it was fitted
     pks, inputs = stored_inputs(space, [obj.pk])
     if not pks:
         return []
-    return classifier.predict(inputs, level or max(classifier.levels), top)[0]
+    return classifier.predict(inputs, level, top)[0]
 
 
 def cut_label(path: str, level: int | None) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from django.apps import apps
 
 from similarity.conf import similarity_settings
-from similarity.ml.classifier import CategoryClassifier, features, fit_level
+from similarity.ml.classifier import CategoryClassifier, features, fit_level, vote_top1
 from similarity.ml.taxonomy import LABELS
 from similarity.models import CatalogFit, Embedding, VectorSpace
 from similarity.registry import get_adapter
@@ -83,10 +83,19 @@ def fit_classifier(
     if exclude:
         paths = ["" if pk in exclude else path for pk, path in zip(pks, paths)]
     depth = max((LABELS.level(path) for path in paths if path), default=0)
+    served = served_vectors(space, pks)
     levels = {}
     for level in range(1, depth + 1):
-        fitted = fit_level(inputs, [LABELS.at_level(path, level) for path in paths], level)
+        labels = [LABELS.at_level(path, level) for path in paths]
+        fitted = fit_level(inputs, labels, level)
         if fitted is not None:
+            # Where the neighbours' vote over the served vectors is right more often (photos
+            # that say more than a linear model of them, many tiny categories), it answers.
+            vote = vote_top1(served, labels)
+            fitted.metrics["vote_top1"] = None if vote is None else round(vote, 4)
+            fitted.metrics["answers"] = (
+                "neighbours" if vote is not None and vote > fitted.metrics["out_of_fold_top1"] else "classifier"
+            )
             levels[level] = fitted
     if not levels:
         return None
@@ -105,6 +114,18 @@ def stored_inputs(space: VectorSpace, pks: list | None = None) -> tuple[list, np
     """Return the row keys and classifier inputs of ``space``'s stored vectors (of ``pks``)."""
     keys, image, text = stored_vectors(space, pks)
     return keys, features(image, np.any(image != 0, axis=1), text, np.any(text != 0, axis=1), IMAGE_SCALE)
+
+
+def served_vectors(space: VectorSpace, pks: list) -> np.ndarray:
+    """The rows of ``pks`` (in that order) of the column similar items are served from (the
+    learned vector where the space has one, else the fixed fusion); zeros where missing."""
+    column = "learned" if "learned" in space.dims else "fused"
+    found = dict(Embedding.objects.filter(space=space, object_id__in=pks).values_list("object_id", column).iterator(chunk_size=CHUNK))
+    out = np.zeros((len(pks), space.dims[column]), np.float32)
+    for i, pk in enumerate(pks):
+        if found.get(pk) is not None:
+            out[i] = np.asarray(found[pk], np.float32)
+    return out
 
 
 def stored_vectors(space: VectorSpace, pks: list | None = None) -> tuple[list, np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 from django.apps import apps
 
-from similarity.categories.suggestions import suggest
+from similarity.categories.suggestions import CLASSIFIER, Suggestion, classified, suggest
 from similarity.learning.classifier import fit_classifier
 from similarity.ml.classifier import calibration_error, reliability_bins
 from similarity.ml.evaluation import average_precision_at_k, is_held_out, precision_at_k
@@ -101,8 +101,9 @@ def _held_out_share(found: dict[Any, list], held_pks: set, items: int) -> dict[s
 
 
 def _suggestions(model_label: str, held: list, held_pks: set, paths: dict, levels: list[int], gallery: Any) -> dict[str, Any]:
-    """Top-1/top-3 and calibration of the classifier (fitted without the held-out labels) and
-    of the neighbours' vote, per level."""
+    """Top-1/top-3 and calibration per level of what is served (the classifier fitted without
+    the held-out labels where it beat the vote when fitted, else the vote), of the classifier
+    alone and of the neighbours' vote alone."""
     classifier = fit_classifier(model_label, exclude=held_pks, save=False)
     voters = gallery.exclude(pk__in=held_pks)
     out: dict[str, Any] = {}
@@ -115,12 +116,17 @@ def _suggestions(model_label: str, held: list, held_pks: set, paths: dict, level
             # A category no visible item has cannot be suggested: the ceiling of top-k.
             "queries_whose_category_is_known": sum(1 for obj in queries if truths[obj.pk] in visible),
         }
-        for source, chosen in (("classifier", classifier), ("neighbours", None)):
-            if source == "classifier" and chosen is None:
+        for source, chosen in (("served", classifier), ("classifier", classifier), ("neighbours", None)):
+            if source != "neighbours" and chosen is None:
                 continue
-            answers = {
-                obj.pk: suggest(obj, queryset=voters, level=level, classifier=chosen, as_uncategorised=True) for obj in queries
-            }
+            if source == "classifier":  # the classifier alone, also where the vote answers
+                answers = {obj.pk: [Suggestion(label, p, 0, CLASSIFIER) for label, p in classified(
+                    obj, level, 3, chosen, even_where_the_vote_wins=True)] for obj in queries}
+            else:
+                answers = {
+                    obj.pk: suggest(obj, queryset=voters, level=level, classifier=chosen, as_uncategorised=True)
+                    for obj in queries
+                }
             first = [bool(a) and a[0].label == truths[pk] for pk, a in answers.items()]
             three = [truths[pk] in [s.label for s in a[:3]] for pk, a in answers.items()]
             answered = [(a[0].confidence, a[0].label == truths[pk]) for pk, a in answers.items() if a]
@@ -129,6 +135,8 @@ def _suggestions(model_label: str, held: list, held_pks: set, paths: dict, level
                 "ece": round(calibration_error(*zip(*answered)), 4) if answered else None,
                 "reliability": reliability_bins(*zip(*answered)) if answered else [],
             }
+        source = classifier.for_level(level) if classifier else None
+        per_level["answered_by"] = (source.metrics.get("answers") if source else None) or "neighbours"
         out[str(level)] = per_level
     return out
 

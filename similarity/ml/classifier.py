@@ -20,6 +20,10 @@ import numpy as np
 from similarity.ml.taxonomy import LABELS
 
 EPS = 1e-12
+# The neighbours' vote the classifier competes with (``similarity.categories.suggestions``):
+# each of the nearest labelled items votes with weight max(cos, 0) ** VOTE_SHARPNESS.
+VOTE_NEIGHBOURS = 10
+VOTE_SHARPNESS = 16
 FOLDS = 5
 MIN_ROWS = 10  # fewer labelled rows than this at a level: no classifier for it
 NEVER = -1e4  # the bias of a category without training rows: never predicted
@@ -250,3 +254,33 @@ def calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 1
     if not total:
         return 0.0
     return float(sum(b["rows"] / total * abs(b["accuracy"] - b["confidence"]) for b in reliability_bins(confidence, correct, bins)))
+
+
+def vote_top1(
+    vectors: np.ndarray, labels: list[str], *, k: int = VOTE_NEIGHBOURS, sharpness: float = VOTE_SHARPNESS,
+    max_queries: int = 2000, seed: int = 0,
+) -> float | None:
+    """Leave-one-out top-1 accuracy of the neighbours' vote among the labelled rows.
+
+    ``vectors``: unit rows (the vectors similar items are served from); labels "" are left
+    out. At most ``max_queries`` labelled rows ask (a seeded sample). None without two
+    labelled rows.
+    """
+    from similarity.ml.evaluation import nearest_neighbours
+
+    labelled = np.array([bool(label) for label in labels])
+    if labelled.sum() < 2:
+        return None
+    queries = labelled.copy()
+    if queries.sum() > max_queries:
+        queries[:] = False
+        queries[np.random.default_rng(seed).choice(np.flatnonzero(labelled), max_queries, replace=False)] = True
+    query_idx, neighbours = nearest_neighbours(vectors, labelled, queries, k=k)
+    right = []
+    for row, found in zip(query_idx, neighbours):
+        weights: dict[str, float] = {}
+        for other in found:
+            weights[labels[other]] = weights.get(labels[other], 0.0) + max(float(vectors[row] @ vectors[other]), 0.0) ** sharpness
+        best = max(weights, key=lambda label: (weights[label], label)) if weights else ""
+        right.append(best == labels[row])
+    return float(np.mean(right)) if right else None

@@ -204,6 +204,7 @@ def test_the_reused_item_serializer_writes_each_request_its_own_urls(shop, rf):
 def test_uncategorised_items_get_the_calibrated_classifier_once_fitted(client):
     from similarity.learning.classifier import fit_classifier
     from similarity.ml.classifier import features, softmax
+    from similarity.models import CatalogFit
 
     with mock.patch.object(encode_task, "apply_async"):
         made = [make_product(f"D{i}", f"红色 连衣裙 款{i}", image=image_bytes(RED), category="服装 > 女装 > 连衣裙") for i in range(8)]
@@ -230,3 +231,12 @@ def test_uncategorised_items_get_the_calibrated_classifier_once_fitted(client):
     # A categorised item is answered by its neighbours, never by a classifier fitted on its label.
     labelled = client.get(f"/api/products/{made[0].pk}/category-suggestions/").json()
     assert {s["source"] for s in labelled["suggestions"]} == {"neighbours"}
+    # Where the vote was right more often when fitted, the vote answers that level.
+    assert classifier.levels[2].metrics["answers"] in {"classifier", "neighbours"}
+    assert classifier.levels[2].metrics["vote_top1"] is not None
+    classifier.levels[2].metrics["answers"] = "neighbours"
+    fit = CatalogFit.objects.get(model_label="catalog.Product")
+    fit.classifier = classifier.to_bytes()
+    fit.save()  # a new fit time: every process reads it again
+    assert client.get(url, {"level": 2}).json()["suggestions"][0]["source"] == "neighbours"
+    assert client.get(url, {"level": 1}).json()["suggestions"][0]["source"] == classifier.levels[1].metrics["answers"]

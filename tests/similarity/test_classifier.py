@@ -98,3 +98,15 @@ def test_to_and_from_bytes_give_the_same_probabilities():
     assert loaded.image_scale == 0.4 and loaded.levels[1].classes == ["数码", "食品"]
     assert loaded.levels[1].metrics == {"ece": 0.03} and loaded.levels[1].temperature == 1.7
     np.testing.assert_array_equal(loaded.levels[1].probabilities(x), level.probabilities(x))
+
+
+def test_vote_top1_is_the_leave_one_out_vote_by_hand():
+    from similarity.ml.classifier import vote_top1
+
+    # Two tight pairs and a stray "b" sitting on the "a" pair: it is outvoted, the rest are right.
+    a1, a2, b1, b2, stray = [1, 0, 0], [0.99, 0.14, 0], [0, 1, 0], [0, 0.99, 0.14], [0.98, 0, 0.2]
+    vectors = np.array([a1, a2, b1, b2, stray], np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = ["a", "a", "b", "b", "b"]
+    assert vote_top1(vectors, labels, k=2) == pytest.approx(4 / 5)
+    assert vote_top1(vectors, ["a", "", "", "", ""], k=2) is None  # one labelled row: nothing to ask

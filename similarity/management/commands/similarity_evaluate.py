@@ -153,12 +153,15 @@ def _served_markdown(served: dict, levels: list[int], title: str) -> str:
         share = served["held_out_share"][name]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {share['share']:.3f} ({share['expected']:.3f}) |")
     lines += ["", "Category suggestions for the held-out items (categories hidden):", ""]
-    lines += ["| level | queries (category known) | classifier top-1 | top-3 | ECE | neighbours top-1 | top-3 | ECE |"]
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines += [
+        "| level | queries (category known) | served by | top-1 | top-3 | ECE | classifier top-1 | top-3 | ECE "
+        "| neighbours top-1 | top-3 | ECE |"
+    ]
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for level in levels:
         row = served["suggestions"][str(level)]
-        cells = [f"{row['queries']} ({row['queries_whose_category_is_known']})"]
-        for source in ("classifier", "neighbours"):
+        cells = [f"{row['queries']} ({row['queries_whose_category_is_known']})", row["answered_by"]]
+        for source in ("served", "classifier", "neighbours"):
             m = row.get(source) or {}
             cells += [format_score(m.get("top1")), format_score(m.get("top3")), format_score(m.get("ece"))]
         lines.append(f"| {level} | " + " | ".join(cells) + " |")

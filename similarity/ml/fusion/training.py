@@ -366,9 +366,11 @@ def _choose_anchor_share(
     against the non-test gallery for each share of ``config.anchor_shares``, next to the fixed
     fusion of the same features. A share is admissible when P@1 and P@k at every level are no
     more than ``level_tolerance`` (or one validation query's worth, where that is more) below
-    the fixed fusion's; the admissible share with the best P@k at the training level wins (the
-    smaller on ties). With none admissible, the share whose worst shortfall beyond that is
-    smallest. Returns what was compared, or None without an anchor.
+    the fixed fusion's; the admissible share with the best mean of P@1 and P@k over the levels
+    wins (the smaller on ties): the training level alone would pick by a query's noise between
+    shares a hundredth apart, and "similar" means every level. With none admissible, the
+    share whose worst shortfall beyond that is smallest. Returns what was compared, or None
+    without an anchor.
     """
     if module.anchor is None:
         return None
@@ -405,10 +407,9 @@ def _choose_anchor_share(
             if measured[level][key] is not None and baseline[level][key] is not None
         ]
         table[share] = {"levels": measured, "shortfall": max(gaps, default=0.0)}
-    headline = "training"
     admissible = [share for share, row in table.items() if row["shortfall"] <= 1e-9]
     if admissible:
-        share = max(admissible, key=lambda sh: (table[sh]["levels"][headline][f"p_at_{config.k}"] or 0.0, -sh))
+        share = max(admissible, key=lambda sh: (_mean_precision(table[sh]["levels"], config.k), -sh))
     else:
         share = min(table, key=lambda sh: (table[sh]["shortfall"], sh))
     return {
@@ -417,6 +418,15 @@ def _choose_anchor_share(
         "fixed_fusion": baseline,
         "validation": {str(sh): row for sh, row in table.items()},
     }
+
+
+def _mean_precision(levels: dict[str, dict[str, float | None]], k: int) -> float:
+    """Mean P@1 and P@k over the category levels (the training labels count once, as their level)."""
+    scores = [
+        row[key] for level, row in levels.items() if level != "training" or len(levels) == 1
+        for key in ("p_at_1", f"p_at_{k}") if row[key] is not None
+    ]
+    return float(np.mean(scores)) if scores else 0.0
 
 
 def _levels(data: FusionData) -> list[tuple[str, list[str]]]:

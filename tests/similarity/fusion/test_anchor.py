@@ -88,3 +88,16 @@ def test_other_levels_are_learned_from_the_fit_rows_only_when_asked():
         attention_dim=4, level_classes=[2],
     )
     assert module.classify_level(torch.nn.functional.normalize(torch.ones(3, 4), dim=1), 0).shape == (3, 2)
+
+
+def test_the_share_is_judged_by_every_level_not_the_training_labels_twice():
+    from similarity.ml.fusion.training import _mean_precision
+
+    levels = {
+        "training": {"p_at_1": 0.8, "p_at_10": 0.7},
+        "1": {"p_at_1": 0.9, "p_at_10": 0.8},
+        "2": {"p_at_1": 0.8, "p_at_10": 0.7},
+        "3": {"p_at_1": None, "p_at_10": None},  # nothing measured at level 3
+    }
+    assert _mean_precision(levels, 10) == pytest.approx((0.9 + 0.8 + 0.8 + 0.7) / 4)
+    assert _mean_precision({"training": {"p_at_1": 0.5, "p_at_10": 0.3}}, 10) == pytest.approx(0.4)
