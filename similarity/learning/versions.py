@@ -37,6 +37,7 @@ from similarity.ml.evaluation import (
     score_neighbours,
 )
 from similarity.ml.fusion.fixed import fuse
+from similarity.ml.lexical import Bm25, document_frequencies, hybrid_neighbours, mean_length
 from similarity.ml.taxonomy import LABELS
 from similarity.models import ModelVersion, VectorSpace
 from similarity.registry import get_adapter
@@ -78,10 +79,23 @@ class Catalog:
         """Every category level some row has (1 .. the deepest)."""
         return list(range(1, max((LABELS.level(p) for p in self.paths if p), default=0) + 1))
 
-    def level_scores(self, vectors: np.ndarray, valid: np.ndarray) -> dict[str, dict[str, Any]]:
-        """Held-out P@1, P@10 and mAP@10 of ``vectors`` at every level (one neighbour search)."""
-        query_idx, neighbours = nearest_neighbours(vectors, valid, self.held_out)
+    def level_scores(self, vectors: np.ndarray, valid: np.ndarray, lexical_weight: float = 0.0) -> dict[str, dict[str, Any]]:
+        """Held-out P@1, P@10 and mAP@10 of ``vectors`` at every level (one neighbour search),
+        ordered as similar items are served: with the lexical channel where its weight is on."""
+        if lexical_weight > 0:
+            query_idx, neighbours = hybrid_neighbours(vectors, valid, self.held_out, self.lexical(), lexical_weight)
+        else:
+            query_idx, neighbours = nearest_neighbours(vectors, valid, self.held_out)
         return {str(level): score_neighbours(query_idx, neighbours, self.labels(level)) for level in self.levels()}
+
+    def lexical(self) -> tuple[Any, np.ndarray, int]:
+        """Every row's BM25 weights as the worker writes them (the configured options), the
+        document frequencies and the row count: what ``hybrid_neighbours`` reads."""
+        from similarity.indexing.spaces import lexical_options
+
+        bm25 = Bm25(**lexical_options())
+        matrix, _ = bm25.matrix(self.tokens, mean_length(self.tokens, bm25.ngrams))
+        return matrix, document_frequencies(matrix), matrix.shape[0]
 
     def fixed_fusion(self, weights: tuple[float, float] | None = None) -> np.ndarray:
         """The fixed-weight fusion of the learning inputs (the baseline a model must beat),
@@ -179,8 +193,10 @@ def train_new_version(
     served, _ = result.model.encode(
         tuned.features if tuned else catalog.image, data.has_image, catalog.sentence, catalog.has_text, catalog.tokens
     )
-    metrics["levels"] = catalog.level_scores(served, has_any)
-    fixed_levels = catalog.level_scores(catalog.fixed_fusion(fixed_weights), has_any)
+    channel = float(s.LEXICAL_WEIGHT or 0.0)  # what similar items are ordered by, lexical channel included
+    metrics["levels"] = catalog.level_scores(served, has_any, channel)
+    metrics["levels_lexical_weight"] = channel
+    fixed_levels = catalog.level_scores(catalog.fixed_fusion(fixed_weights), has_any, channel)
 
     active = ModelVersion.active_for(model_label)
     if active is not None:
@@ -217,7 +233,8 @@ def compare_to_baseline(metrics: dict[str, Any], baseline: dict[str, Any], level
 
     It must beat the model in use on held-out P@10 at the training ``level``, and at every
     category level the catalog has (``baseline["fixed_levels"]``) stay within
-    ``LEVEL_TOLERANCE`` of the fixed-weight fusion on P@1 and P@10: finding more products of
+    ``LEVEL_TOLERANCE`` of the fixed-weight fusion on P@1 and P@10, both ordered as similar
+    items are served (with the lexical channel where it is on): finding more products of
     the same coarse category may not cost the nearest item or the fine category. Only what
     can be measured decides: with no labelled held-out product (a catalog whose uncategorised
     products fall in the test split) there is no score, and the model is not activated.
@@ -239,6 +256,8 @@ def compare_to_baseline(metrics: dict[str, Any], baseline: dict[str, Any], level
     if not compared:
         return new > old, verdict + "."
     levels = ", ".join(compared)
+    if metrics.get("levels_lexical_weight"):
+        levels += f", as served: dense + lexical channel, w {metrics['levels_lexical_weight']:g}"
     if shortfalls:
         return False, verdict + f"; but at level {shortfalls[0]} (levels compared: {levels}; {LEVEL_TOLERANCE} allowed)."
     return new > old, verdict + (

@@ -173,3 +173,41 @@ def normalised_scores(queries, documents, df: np.ndarray, n: int) -> np.ndarray:
     self_score = np.asarray(weighted.multiply(queries).sum(axis=1)).ravel()
     safe = np.where(self_score > 0, self_score, 1.0)
     return np.where(self_score[:, None] > 0, raw / safe[:, None], 0.0)
+
+
+def hybrid_neighbours(
+    vectors: np.ndarray, valid: np.ndarray, queries: np.ndarray, lexical, weight: float, *, k: int = 10, chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact neighbours by the served hybrid score (offline: a training run's guard).
+
+    ``(1 - weight) * cosine + weight * lexical``, the lexical score divided by the query's
+    self-score, as the read path orders them; each query itself excluded.
+
+    Args:
+        vectors: (n, d) unit dense rows.
+        valid: (n,) bool, rows that have a vector (others are neither queries nor neighbours).
+        queries: (n,) bool, rows to query with.
+        lexical: ``(matrix, df, n)``: every row's BM25 weights (``Bm25.matrix``), the
+            columns' document frequencies and the number of documents they count.
+        weight: the lexical weight ``w``.
+
+    Returns:
+        (query row indices (q,), neighbour row indices (q, k) best first).
+    """
+    matrix, df, count = lexical
+    query_idx = np.flatnonzero(queries & valid)
+    gallery = np.flatnonzero(valid)
+    if len(query_idx) == 0 or len(gallery) < 2:
+        return query_idx[:0], np.zeros((0, k), dtype=int)
+    dense_gallery = np.ascontiguousarray(vectors[gallery].T, dtype=np.float32)
+    documents = matrix[gallery]
+    found = []
+    for start in range(0, len(query_idx), chunk):
+        rows = query_idx[start : start + chunk]
+        scores = combine(vectors[rows] @ dense_gallery, normalised_scores(matrix[rows], documents, df, count), weight)
+        scores[rows[:, None] == gallery[None, :]] = -np.inf  # the query itself
+        depth = min(k, scores.shape[1] - 1)
+        top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        found.append(gallery[np.take_along_axis(top, order, axis=1)])
+    return query_idx, np.concatenate(found)

@@ -359,3 +359,33 @@ def test_the_guard_compares_every_level_with_the_fixed_fusion_and_names_the_one_
     unmeasured = {**fixed, "3": {"p@1": None, "p@10": None}}
     beats, why = compare_to_baseline(metrics, {**baseline, "fixed_levels": unmeasured}, 2)
     assert beats and "at every level (1, 2)" in why
+
+
+def test_the_guard_orders_neighbours_as_they_are_served_with_the_lexical_channel(catalog, settings):
+    """With the lexical channel on, every level is compared on the hybrid order of both models."""
+    from similarity.ml.lexical import hybrid_neighbours
+
+    settings.SIMILARITY = {**settings.SIMILARITY, "LEXICAL_WEIGHT": 0.6}
+    with mock.patch.object(encode_task, "apply_async"):
+        version = train_new_version(GADGET, level=2, overrides=FAST, activate="never")
+    assert version.metrics["levels_lexical_weight"] == 0.6
+    rows = collect_catalog(GADGET)
+    has_any = rows.has_image | rows.has_text
+    query_idx, neighbours = hybrid_neighbours(rows.fixed_fusion(), has_any, rows.held_out, rows.lexical(), 0.6)
+    from similarity.ml.evaluation import score_neighbours
+
+    expected = score_neighbours(query_idx, neighbours, rows.labels(2))
+    assert version.baseline_metrics["fixed_levels"]["2"]["p@10"] == pytest.approx(expected["p@10"])
+    dense = rows.level_scores(rows.fixed_fusion(), has_any)
+    assert rows.level_scores(rows.fixed_fusion(), has_any, 0.6) != dense  # the channel changes the order
+
+
+def test_hybrid_neighbours_at_weight_one_are_the_lexical_ranking():
+    from scipy import sparse
+
+    from similarity.ml.lexical import hybrid_neighbours
+
+    dense = np.eye(3, dtype=np.float32)  # dense says nothing
+    words = sparse.csr_matrix(np.array([[1.0, 0, 1], [1.0, 0, 0], [0, 1.0, 0]]))
+    query_idx, found = hybrid_neighbours(dense, np.ones(3, bool), np.array([True, False, False]), (words, np.array([2, 1, 1]), 3), 1.0, k=2)
+    assert query_idx.tolist() == [0] and found.tolist() == [[1, 2]]  # shares a word with 1, none with 2
