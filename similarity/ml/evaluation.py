@@ -63,12 +63,18 @@ def nearest_neighbours(vectors, valid: np.ndarray, queries: np.ndarray, *, k: in
         rows = query_idx[start : start + chunk]
         sims = vectors[rows] @ gallery_t
         sims = sims.toarray() if sparse else np.asarray(sims, dtype=np.float32)
-        sims[rows[:, None] == gallery[None, :]] = -np.inf  # the query itself
-        depth = min(k, sims.shape[1] - 1)
-        top = np.argpartition(-sims, depth - 1, axis=1)[:, :depth]
-        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
-        found.append(gallery[np.take_along_axis(top, order, axis=1)])
+        found.append(top_neighbours(sims, rows, gallery, k))
     return query_idx, np.concatenate(found)
+
+
+def top_neighbours(scores: np.ndarray, rows: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` best gallery rows of each query row by ``scores`` (q, len(gallery)), best
+    first, the query itself excluded (``scores`` is changed in place for that)."""
+    scores[rows[:, None] == gallery[None, :]] = -np.inf  # the query itself
+    depth = min(k, scores.shape[1] - 1)
+    top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return gallery[np.take_along_axis(top, order, axis=1)]
 
 
 def score_neighbours(query_idx: np.ndarray, neighbours: np.ndarray, labels: Sequence[str], *, k: int = 10) -> dict[str, float | None]:

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from similarity.ml.evaluation import top_neighbours
+
 __all__ = [
     "DIM",
     "MAX_NONZERO",
@@ -205,9 +207,5 @@ def hybrid_neighbours(
     for start in range(0, len(query_idx), chunk):
         rows = query_idx[start : start + chunk]
         scores = combine(vectors[rows] @ dense_gallery, normalised_scores(matrix[rows], documents, df, count), weight)
-        scores[rows[:, None] == gallery[None, :]] = -np.inf  # the query itself
-        depth = min(k, scores.shape[1] - 1)
-        top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        found.append(gallery[np.take_along_axis(top, order, axis=1)])
+        found.append(top_neighbours(scores, rows, gallery, k))
     return query_idx, np.concatenate(found)

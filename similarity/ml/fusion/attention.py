@@ -203,13 +203,14 @@ class AttentionFusion(nn.Module):
 
     def classify(self, vectors: torch.Tensor) -> torch.Tensor:
         """Return class logits of unit vectors (fused or branch) for the training loss."""
-        prototypes = F.normalize(self.prototypes.float(), dim=-1, eps=EPS)
-        return self.class_scale * vectors.float() @ prototypes.T
+        return self._cosine_logits(vectors, self.prototypes)
 
     def classify_level(self, vectors: torch.Tensor, index: int) -> torch.Tensor:
         """Return logits of unit vectors over the classes of the ``index``-th other level."""
-        prototypes = F.normalize(self.level_prototypes[index].float(), dim=-1, eps=EPS)
-        return self.class_scale * vectors.float() @ prototypes.T
+        return self._cosine_logits(vectors, self.level_prototypes[index])
+
+    def _cosine_logits(self, vectors: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        return self.class_scale * vectors.float() @ F.normalize(prototypes.float(), dim=-1, eps=EPS).T
 
 
 def _projection(in_dim: int, hidden: int, dim: int, dropout: float) -> nn.Module:
