@@ -26,6 +26,7 @@ VOTE_NEIGHBOURS = 10
 VOTE_SHARPNESS = 16
 FOLDS = 5
 MIN_ROWS = 10  # fewer labelled rows than this at a level: no classifier for it
+MAX_ROWS = 20_000  # a seeded sample of this many labelled rows at most fits a level (periodic job)
 NEVER = -1e4  # the bias of a category without training rows: never predicted
 
 
@@ -139,11 +140,16 @@ def fit_level(
     """Fit one level on the labelled rows of ``inputs`` ("" = unlabelled), calibrated.
 
     The temperature is fitted on out-of-fold probabilities (``FOLDS``-fold, stratified where
-    the classes allow), then the regression is refitted on every labelled row.
+    the classes allow), then the regression is refitted on every labelled row (a seeded
+    sample of ``MAX_ROWS`` of them on a larger catalog).
     Returns None with fewer than ``MIN_ROWS`` labelled rows or two classes.
     """
     rows = np.array([bool(label) for label in labels])
-    y = np.array([label for label in labels if label], dtype=object)
+    if rows.sum() > MAX_ROWS:  # bounded cost on a large catalog: 6 fits of at most MAX_ROWS rows
+        keep = np.random.default_rng(seed).choice(np.flatnonzero(rows), MAX_ROWS, replace=False)
+        rows = np.zeros_like(rows)
+        rows[keep] = True
+    y = np.array([label for label, row in zip(labels, rows) if row], dtype=object)
     x = inputs[rows]
     classes = sorted(set(y))
     if len(y) < MIN_ROWS or len(classes) < 2:

@@ -110,3 +110,15 @@ def test_vote_top1_is_the_leave_one_out_vote_by_hand():
     labels = ["a", "a", "b", "b", "b"]
     assert vote_top1(vectors, labels, k=2) == pytest.approx(4 / 5)
     assert vote_top1(vectors, ["a", "", "", "", ""], k=2) is None  # one labelled row: nothing to ask
+
+
+def test_a_large_level_is_fitted_on_a_seeded_sample(monkeypatch):
+    from similarity.ml import classifier
+
+    monkeypatch.setattr(classifier, "MAX_ROWS", 20)
+    rng = np.random.default_rng(3)
+    x = clusters(15, np.eye(2, 4) * 3, rng).astype(np.float32)
+    fitted = fit_level(x, ["a"] * 15 + ["b"] * 15, 1)
+    assert fitted.metrics["rows"] == 20 and fitted.classes == ["a", "b"]
+    again = fit_level(x, ["a"] * 15 + ["b"] * 15, 1)
+    np.testing.assert_array_equal(fitted.weight, again.weight)  # the same seed, the same sample
