@@ -18,6 +18,7 @@ from django.apps import apps
 
 from similarity.conf import similarity_settings
 from similarity.ml.classifier import CategoryClassifier, features, fit_level, vote_top1
+from similarity.ml.evaluation import is_held_out
 from similarity.ml.taxonomy import LABELS
 from similarity.models import CatalogFit, Embedding, VectorSpace
 from similarity.registry import get_adapter
@@ -79,11 +80,15 @@ def fit_classifier(
         return None
     pks, inputs = stored_inputs(space)
     adapter = get_adapter(apps.get_model(model_label))
-    paths = labels_of(adapter, pks)
+    rows = rows_of(adapter, pks)
+    paths = [adapter.get_label(rows[pk]) if pk in rows else "" for pk in pks]
     if exclude:
         paths = ["" if pk in exclude else path for pk, path in zip(pks, paths)]
     depth = max((LABELS.level(path) for path in paths if path), default=0)
     served = served_vectors(space, pks)
+    # Learned vectors were trained on the train split's labels: only the held-out split's
+    # items can say honestly how often the vote over them is right.
+    askers = np.array([pk in rows and is_held_out(adapter.get_split_key(rows[pk])) for pk in pks]) if "learned" in space.dims else None
     levels = {}
     for level in range(1, depth + 1):
         labels = [LABELS.at_level(path, level) for path in paths]
@@ -91,7 +96,7 @@ def fit_classifier(
         if fitted is not None:
             # Where the neighbours' vote over the served vectors is right more often (photos
             # that say more than a linear model of them, many tiny categories), it answers.
-            vote = vote_top1(served, labels)
+            vote = vote_top1(served, labels, askers=askers)
             fitted.metrics["vote_top1"] = None if vote is None else round(vote, 4)
             fitted.metrics["answers"] = (
                 "neighbours" if vote is not None and vote > fitted.metrics["out_of_fold_top1"] else "classifier"
@@ -146,11 +151,16 @@ def stored_vectors(space: VectorSpace, pks: list | None = None) -> tuple[list, n
 
 def labels_of(adapter: Any, pks: list) -> list[str]:
     """The label of each row of ``pks`` ("" for a row without category or gone)."""
-    found: dict[Any, str] = {}
+    rows = rows_of(adapter, pks)
+    return [adapter.get_label(rows[pk]) if pk in rows else "" for pk in pks]
+
+
+def rows_of(adapter: Any, pks: list) -> dict[Any, Any]:
+    """The rows of ``pks`` by key, read as the worker reads them, in chunks."""
+    found: dict[Any, Any] = {}
     for start in range(0, len(pks), CHUNK):
-        for row in adapter.get_queryset().filter(pk__in=pks[start : start + CHUNK]):
-            found[row.pk] = adapter.get_label(row)
-    return [found.get(pk, "") for pk in pks]
+        found.update((row.pk, row) for row in adapter.get_queryset().filter(pk__in=pks[start : start + CHUNK]))
+    return found
 
 
 def refit_quietly(model_label: str) -> CategoryClassifier | None:

@@ -264,23 +264,25 @@ def calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 1
 
 def vote_top1(
     vectors: np.ndarray, labels: list[str], *, k: int = VOTE_NEIGHBOURS, sharpness: float = VOTE_SHARPNESS,
-    max_queries: int = 2000, seed: int = 0,
+    max_queries: int = 2000, seed: int = 0, askers: np.ndarray | None = None,
 ) -> float | None:
     """Leave-one-out top-1 accuracy of the neighbours' vote among the labelled rows.
 
     ``vectors``: unit rows (the vectors similar items are served from); labels "" are left
-    out. At most ``max_queries`` labelled rows ask (a seeded sample). None without two
-    labelled rows.
+    out. ``askers``: the rows that may ask (default all; vectors trained on some rows' labels
+    are scored honestly only by the others). At most ``max_queries`` ask (a seeded sample).
+    None without a labelled row to ask and another to answer.
     """
     from similarity.ml.evaluation import nearest_neighbours
 
     labelled = np.array([bool(label) for label in labels])
-    if labelled.sum() < 2:
+    queries = labelled & (np.ones(len(labels), bool) if askers is None else np.asarray(askers, bool))
+    if labelled.sum() < 2 or not queries.any():
         return None
-    queries = labelled.copy()
     if queries.sum() > max_queries:
-        queries[:] = False
-        queries[np.random.default_rng(seed).choice(np.flatnonzero(labelled), max_queries, replace=False)] = True
+        chosen = np.random.default_rng(seed).choice(np.flatnonzero(queries), max_queries, replace=False)
+        queries = np.zeros_like(queries)
+        queries[chosen] = True
     query_idx, neighbours = nearest_neighbours(vectors, labelled, queries, k=k)
     right = []
     for row, found in zip(query_idx, neighbours):

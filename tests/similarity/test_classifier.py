@@ -110,6 +110,8 @@ def test_vote_top1_is_the_leave_one_out_vote_by_hand():
     labels = ["a", "a", "b", "b", "b"]
     assert vote_top1(vectors, labels, k=2) == pytest.approx(4 / 5)
     assert vote_top1(vectors, ["a", "", "", "", ""], k=2) is None  # one labelled row: nothing to ask
+    # Only the stray may ask (the others' labels trained the vectors, say): it is outvoted.
+    assert vote_top1(vectors, labels, k=2, askers=np.array([False, False, False, False, True])) == 0.0
 
 
 def test_a_large_level_is_fitted_on_a_seeded_sample(monkeypatch):
