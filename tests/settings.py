@@ -22,4 +22,8 @@ SIMILARITY = {
     # The suite's expected neighbours and scores are the dense channel's (fake encoders);
     # tests/similarity/test_lexical.py turns the lexical channel on where it tests it.
     "LEXICAL_WEIGHT": 0.0,
+    # Fitting the fusion weights starts a new vector space (and real encode tasks) whenever a
+    # test's catalog would rather have other weights: tests/similarity/test_fusion_weights.py
+    # and the fit command's test turn it on where they test it.
+    "FIT_FUSION_WEIGHTS": False,
 }

@@ -20,6 +20,12 @@ SHELVES = {"数码 > 手机": (30, 30, 200), "食品 > 茶叶": (30, 200, 30), "
 WORDS = "新品 上市 特价 包邮 热卖 正品 促销 爆款 推荐 限时 精选 好货".split()
 
 
+@pytest.fixture(autouse=True)
+def fitting_on(settings):
+    """The suite's settings turn fitting off (tests/settings.py); here it is what is tested."""
+    settings.SIMILARITY = {**settings.SIMILARITY, "FIT_FUSION_WEIGHTS": True}
+
+
 def catalog(*, titles_say_what_it_is: bool) -> list:
     rng = np.random.default_rng(5)
     made = []

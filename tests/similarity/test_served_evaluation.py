@@ -71,10 +71,12 @@ def test_suggestions_hide_the_held_out_categories(catalog):
     assert not CatalogFit.objects.exists()  # the evaluation's classifier is never kept for serving
 
 
-def test_the_fit_command_can_leave_the_held_out_categories_out(catalog):
+def test_the_fit_command_can_leave_the_held_out_categories_out(catalog, settings, sent):
     from io import StringIO
 
     from django.core.management import call_command
+
+    settings.SIMILARITY = {**settings.SIMILARITY, "FIT_FUSION_WEIGHTS": True}  # off in the suite's settings
 
     out = StringIO()
     call_command("similarity_fit", "--model", GADGET, "--train-split-only", stdout=out)
