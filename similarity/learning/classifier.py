@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,8 +63,46 @@ def classifier_for(space: VectorSpace | None) -> CategoryClassifier | None:
     return cached[1]
 
 
+@dataclass
+class StoredCatalog:
+    """A model's vectors in one space, with each row's label and split key: read once by a
+    fit, shared by the classifier and the fusion weights."""
+
+    space: VectorSpace
+    pks: list
+    image: np.ndarray  # stored image vectors, zeros where missing
+    text: np.ndarray  # stored text vectors, zeros where missing
+    paths: list[str]  # each row's label ("" without category)
+    split_keys: list[str]
+
+    def held_out_keys(self) -> set:
+        """Keys of the rows in the evaluation protocol's test split."""
+        return {pk for pk, key in zip(self.pks, self.split_keys) if key and is_held_out(key)}
+
+    def paths_without(self, exclude: set | None) -> list[str]:
+        """The labels, with those of ``exclude`` hidden ("")."""
+        return ["" if exclude and pk in exclude else path for pk, path in zip(self.pks, self.paths)]
+
+
+def read_stored(model_label: str, space: VectorSpace) -> StoredCatalog:
+    """Read ``space``'s stored vectors and the rows' labels and split keys (the worker's queryset)."""
+    pks, image, text = stored_vectors(space)
+    adapter = get_adapter(apps.get_model(model_label))
+    rows = rows_of(adapter, pks)
+    return StoredCatalog(
+        space=space, pks=pks, image=image, text=text,
+        paths=[adapter.get_label(rows[pk]) if pk in rows else "" for pk in pks],
+        split_keys=[adapter.get_split_key(rows[pk]) if pk in rows else "" for pk in pks],
+    )
+
+
 def fit_classifier(
-    model_label: str, *, space: VectorSpace | None = None, exclude: set | None = None, save: bool = True
+    model_label: str,
+    *,
+    space: VectorSpace | None = None,
+    exclude: set | None = None,
+    save: bool = True,
+    stored: StoredCatalog | None = None,
 ) -> CategoryClassifier | None:
     """Fit one calibrated classifier per category level on the labelled rows' stored vectors.
 
@@ -71,24 +110,23 @@ def fit_classifier(
         space: whose vectors to read (default: the model's active space).
         exclude: keys of rows whose labels must not be used (an evaluation's held-out rows).
         save: keep it where ``classifier_for`` finds it (the model's ``CatalogFit`` row).
+        stored: what ``read_stored`` read already (default: read here).
 
     Returns:
         The classifier, or None when no level has enough labelled rows.
     """
-    space = space or VectorSpace.active_for(model_label)
+    space = stored.space if stored else space or VectorSpace.active_for(model_label)
     if space is None:
         return None
-    pks, inputs = stored_inputs(space)
-    adapter = get_adapter(apps.get_model(model_label))
-    rows = rows_of(adapter, pks)
-    paths = [adapter.get_label(rows[pk]) if pk in rows else "" for pk in pks]
-    if exclude:
-        paths = ["" if pk in exclude else path for pk, path in zip(pks, paths)]
+    stored = stored or read_stored(model_label, space)
+    pks = stored.pks
+    inputs = features(stored.image, np.any(stored.image != 0, axis=1), stored.text, np.any(stored.text != 0, axis=1), IMAGE_SCALE)
+    paths = stored.paths_without(exclude)
     depth = max((LABELS.level(path) for path in paths if path), default=0)
     served = served_vectors(space, pks)
     # Learned vectors were trained on the train split's labels: only the held-out split's
     # items can say honestly how often the vote over them is right.
-    askers = np.array([pk in rows and is_held_out(adapter.get_split_key(rows[pk])) for pk in pks]) if "learned" in space.dims else None
+    askers = np.array([bool(key) and is_held_out(key) for key in stored.split_keys]) if "learned" in space.dims else None
     levels = {}
     for level in range(1, depth + 1):
         labels = [LABELS.at_level(path, level) for path in paths]
@@ -149,12 +187,6 @@ def stored_vectors(space: VectorSpace, pks: list | None = None) -> tuple[list, n
     return keys, np.stack(image), np.stack(text)
 
 
-def labels_of(adapter: Any, pks: list) -> list[str]:
-    """The label of each row of ``pks`` ("" for a row without category or gone)."""
-    rows = rows_of(adapter, pks)
-    return [adapter.get_label(rows[pk]) if pk in rows else "" for pk in pks]
-
-
 def rows_of(adapter: Any, pks: list) -> dict[Any, Any]:
     """The rows of ``pks`` by key, read as the worker reads them, in chunks."""
     found: dict[Any, Any] = {}
@@ -172,9 +204,13 @@ def refit_quietly(model_label: str) -> CategoryClassifier | None:
     from similarity.learning.weights import fit_fusion_weights
 
     classifier = None
+    space = VectorSpace.active_for(model_label)
+    if space is None:
+        return None
     try:
-        classifier = fit_classifier(model_label)
-        if similarity_settings.FIT_FUSION_WEIGHTS and fit_fusion_weights(model_label):
+        stored = read_stored(model_label, space)  # once, for both fits
+        classifier = fit_classifier(model_label, stored=stored)
+        if similarity_settings.FIT_FUSION_WEIGHTS and fit_fusion_weights(model_label, stored=stored):
             ensure_configured_space(model_label)  # nothing to build when the weights stay
     except ImportError as exc:
         logger.info("category classifier for %s not fitted: %s (install the worker extra)", model_label, exc)

@@ -17,14 +17,12 @@ import logging
 from typing import Any
 
 import numpy as np
-from django.apps import apps
 
 from similarity.conf import similarity_settings
-from similarity.learning.classifier import labels_of, stored_vectors
+from similarity.learning.classifier import StoredCatalog, read_stored
 from similarity.ml.evaluation import nearest_neighbours, score_neighbours
 from similarity.ml.taxonomy import LABELS
 from similarity.models import CatalogFit, VectorSpace
-from similarity.registry import get_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -44,22 +42,26 @@ def fitted_weights(model_label: str) -> tuple[float, float] | None:
 
 
 def fit_fusion_weights(
-    model_label: str, *, space: VectorSpace | None = None, exclude: set | None = None, seed: int = 0
+    model_label: str,
+    *,
+    space: VectorSpace | None = None,
+    exclude: set | None = None,
+    seed: int = 0,
+    stored: StoredCatalog | None = None,
 ) -> dict[str, Any] | None:
     """Choose the image share on the categorised items and save it; return what was compared.
 
     ``exclude``: keys of rows whose categories must not be used (an evaluation's held-out rows).
+    ``stored``: what ``read_stored`` read already (default: read here).
 
     None when there is nothing to fit on (no active space, fewer than ``MIN_LABELLED``
     categorised items with vectors, or no item with both a photo and text).
     """
-    space = space or VectorSpace.active_for(model_label)
+    space = stored.space if stored else space or VectorSpace.active_for(model_label)
     if space is None:
         return None
-    pks, image, text = stored_vectors(space)
-    paths = labels_of(get_adapter(apps.get_model(model_label)), pks)
-    if exclude:
-        paths = ["" if pk in exclude else path for pk, path in zip(pks, paths)]
+    stored = stored or read_stored(model_label, space)
+    image, text, paths = stored.image, stored.text, stored.paths_without(exclude)
     labelled = np.array([bool(p) for p in paths])
     has_image, has_text = np.any(image != 0, axis=1), np.any(text != 0, axis=1)
     if labelled.sum() < MIN_LABELLED or not np.any(has_image & has_text):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from similarity.indexing.spaces import ensure_configured_space
-from similarity.learning.classifier import fit_classifier
+from similarity.learning.classifier import fit_classifier, read_stored
 from similarity.learning.weights import fit_fusion_weights
 from similarity.management.commands._options import model_label
 from similarity.models import VectorSpace
@@ -32,8 +32,9 @@ class Command(BaseCommand):
         space = VectorSpace.active_for(label)
         if space is None:
             raise CommandError(f"{label} has no active vectors yet: encode the catalog first.")
-        held = held_out_keys(label) if opts["train_split_only"] else None
-        classifier = fit_classifier(label, space=space, exclude=held)
+        stored = read_stored(label, space)  # once, for both fits
+        held = stored.held_out_keys() if opts["train_split_only"] else None
+        classifier = fit_classifier(label, exclude=held, stored=stored)
         if classifier is None:
             raise CommandError(f"{label} has too few categorised items with vectors (10 per level at least).")
         for level, fitted in sorted(classifier.levels.items()):
@@ -46,7 +47,7 @@ class Command(BaseCommand):
 
         if not similarity_settings.FIT_FUSION_WEIGHTS:
             return
-        weights = fit_fusion_weights(label, space=space, exclude=held)
+        weights = fit_fusion_weights(label, exclude=held, stored=stored)
         if weights is None:
             self.stdout.write("fusion weights: too few categorised items with a photo and text to choose them")
             return
@@ -59,11 +60,3 @@ class Command(BaseCommand):
         if space.state == "building":
             self.stdout.write("new weights: the vector space is rebuilt in the background from the stored vectors")
 
-
-def held_out_keys(label: str) -> set:
-    """Keys of the rows in the evaluation protocol's test split."""
-    from similarity.ml.evaluation import is_held_out
-    from similarity.registry import get_adapter
-
-    adapter = get_adapter(label)
-    return {row.pk for row in adapter.get_queryset() if is_held_out(adapter.get_split_key(row))}
