@@ -14,6 +14,7 @@ network is saved beside the checkpoint as the version's image encoder weights.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,14 +84,16 @@ class Catalog:
         """Held-out P@1, P@10 and mAP@10 of ``vectors`` at every level (one neighbour search),
         ordered as similar items are served: with the lexical channel where its weight is on."""
         if lexical_weight > 0:
-            query_idx, neighbours = hybrid_neighbours(vectors, valid, self.held_out, self.lexical(), lexical_weight)
+            query_idx, neighbours = hybrid_neighbours(vectors, valid, self.held_out, self.lexical, lexical_weight)
         else:
             query_idx, neighbours = nearest_neighbours(vectors, valid, self.held_out)
         return {str(level): score_neighbours(query_idx, neighbours, self.labels(level)) for level in self.levels()}
 
+    @functools.cached_property
     def lexical(self) -> tuple[Any, np.ndarray, int]:
         """Every row's BM25 weights as the worker writes them (the configured options), the
-        document frequencies and the row count: what ``hybrid_neighbours`` reads."""
+        document frequencies and the row count: what ``hybrid_neighbours`` reads (built once
+        for the model and the fixed fusion it is compared with)."""
         from similarity.indexing.spaces import lexical_options
 
         bm25 = Bm25(**lexical_options())
@@ -196,13 +199,14 @@ def train_new_version(
     channel = float(s.LEXICAL_WEIGHT or 0.0)  # what similar items are ordered by, lexical channel included
     metrics["levels"] = catalog.level_scores(served, has_any, channel)
     metrics["levels_lexical_weight"] = channel
-    fixed_levels = catalog.level_scores(catalog.fixed_fusion(fixed_weights), has_any, channel)
+    fixed_vectors = catalog.fixed_fusion(fixed_weights)
+    fixed_levels = catalog.level_scores(fixed_vectors, has_any, channel)
 
     active = ModelVersion.active_for(model_label)
     if active is not None:
         baseline = {"model": active.name, **(active.metrics or {})}
     else:
-        fixed = evaluate_neighbours(catalog.fixed_fusion(fixed_weights), has_any, labels, catalog.held_out)
+        fixed = evaluate_neighbours(fixed_vectors, has_any, labels, catalog.held_out)
         baseline = {"model": "fixed-weight fusion", **fixed}
     baseline["fixed_levels"] = fixed_levels
 

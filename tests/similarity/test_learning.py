@@ -371,7 +371,7 @@ def test_the_guard_orders_neighbours_as_they_are_served_with_the_lexical_channel
     assert version.metrics["levels_lexical_weight"] == 0.6
     rows = collect_catalog(GADGET)
     has_any = rows.has_image | rows.has_text
-    query_idx, neighbours = hybrid_neighbours(rows.fixed_fusion(), has_any, rows.held_out, rows.lexical(), 0.6)
+    query_idx, neighbours = hybrid_neighbours(rows.fixed_fusion(), has_any, rows.held_out, rows.lexical, 0.6)
     from similarity.ml.evaluation import score_neighbours
 
     expected = score_neighbours(query_idx, neighbours, rows.labels(2))
