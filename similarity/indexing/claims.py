@@ -50,7 +50,7 @@ def claim_batch(model_label: str, token: str, size: int | None = None) -> list[A
     with transaction.atomic():
         rows = (
             claimable(states, token)
-            .select_for_update(skip_locked=True)
+            .select_for_update(skip_locked=True, of=("self",))
             .order_by(models.F("requested_at").asc(nulls_first=True), "object_id")
             .values_list("pk", "object_id")[:size]
         )
@@ -89,7 +89,7 @@ def renew_claim(model_label: str, token: str, pks: list[Any]) -> int:
         # SKIP LOCKED: a row being written (or released by an edit) is skipped, never waited
         # for, so renewing cannot deadlock with the batch's own write.
         held = list(
-            states.filter(object_id__in=pks, claim=token).select_for_update(skip_locked=True).values_list("pk", flat=True)
+            states.filter(object_id__in=pks, claim=token).select_for_update(skip_locked=True, of=("self",)).values_list("pk", flat=True)
         )
         if held:
             EncodingState.objects.filter(pk__in=held).update(claimed_at=timezone.now())

@@ -175,3 +175,16 @@ def test_the_sweeper_schedules_rows_that_never_had_a_state(sent):
     assert result["unscheduled"] == 3
     assert set(states(Gadget.objects.all()).values_list("status", flat=True)) == {EmbeddingStatus.PENDING}
     assert sweep(LABEL)["unscheduled"] == 0
+
+
+def test_a_claim_locks_the_state_rows_only(pending):
+    """The claim's FOR UPDATE must not lock the joined content-type row: with SKIP LOCKED a
+    second worker of the same model would skip every row, and the lock order of two tables
+    deadlocked with a truncation of both."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        assert claim_batch(LABEL, "token-1")
+    locking = [q["sql"] for q in queries.captured_queries if "FOR UPDATE" in q["sql"]]
+    assert locking and all('FOR UPDATE OF "similarity_encodingstate" SKIP LOCKED' in sql for sql in locking)
