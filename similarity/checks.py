@@ -45,6 +45,8 @@ Errors
   from 0 to 1, ``ngrams`` 1 or 2).
 - ``similarity.E028``: ``LEXICAL_CANDIDATES`` is not a positive integer.
 - ``similarity.E029``: ``FIT_FUSION_WEIGHTS`` is not True or False.
+- ``similarity.E030``: ``RECOMMENDATION_ROLES`` is not a non-empty dict of role names to
+  numbers >= 0, or ``MAX_HISTORY`` is not a positive integer.
 
 Warnings
 
@@ -120,6 +122,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="similarity.E029",
             )
         )
+    errors += _check_recommendations(s)
     weights = (s.IMAGE_WEIGHT, s.TEXT_WEIGHT)
     if not all(_is_number(w) and w >= 0 for w in weights) or sum(weights) <= 0:
         errors.append(
@@ -949,6 +952,23 @@ def _check_throttle_rates() -> list[CheckMessage]:
             "requests in those scopes would fail with 500.",
             hint='Give each scope a rate such as "120/min" (number/s, min, hour or day), or None for no limit.',
             id="similarity.E008",
+        )
+    ]
+
+
+def _check_recommendations(s: Any) -> list[CheckMessage]:
+    roles, limit = s.RECOMMENDATION_ROLES, s.MAX_HISTORY
+    valid_roles = isinstance(roles, dict) and roles and all(
+        isinstance(name, str) and name and _is_number(weight) and weight >= 0 for name, weight in roles.items()
+    )
+    if valid_roles and _is_count(limit) and limit > 0:
+        return []
+    return [
+        Error(
+            f"SIMILARITY['RECOMMENDATION_ROLES'] must map role names to numbers >= 0 and MAX_HISTORY be a "
+            f"positive integer, got {roles!r} and {limit!r}.",
+            hint='The defaults: {"viewed": 1.0, "cart": 2.0, "bought": 3.0} and 50.',
+            id="similarity.E030",
         )
     ]
 

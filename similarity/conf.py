@@ -105,7 +105,14 @@ DEFAULTS: dict[str, Any] = {
     "API_REQUIRE_TOKEN": False,
     # Rate limits of the API's scopes (per user, per address when anonymous); a rate in
     # REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] for the same scope wins.
-    "API_RATES": {"read": "600/min", "similar": "300/min", "search": "120/min", "image-search": "30/min", "suggestions": "120/min"},
+    "API_RATES": {
+        "read": "600/min", "similar": "300/min", "search": "120/min", "image-search": "30/min", "suggestions": "120/min",
+        "recommendations": "120/min",
+    },
+    # Recommendations from a shopper's history (similarity.search.recommendations): how much
+    # each role of a history entry counts, and how many entries a request may send.
+    "RECOMMENDATION_ROLES": {"viewed": 1.0, "cart": 2.0, "bought": 3.0},
+    "MAX_HISTORY": 50,
     # Extend the ModelAdmin registered for each registered model with the similarity panels.
     "ADMIN": True,
 }

@@ -33,6 +33,7 @@ class ActionScopedRateThrottle(ScopedRateThrottle):
         "search": "search",
         "image_search": "image-search",
         "category_suggestions": "suggestions",
+        "recommendations": "recommendations",
     }
 
     def get_scope(self, view: Any) -> str | None:

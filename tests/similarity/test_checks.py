@@ -95,6 +95,10 @@ def test_changing_dimensions_needs_no_migration(settings):
         ({"LEXICAL_BM25": {"k1": 1.2, "b": 2}}, "similarity.E027"),
         ({"LEXICAL_CANDIDATES": 0}, "similarity.E028"),
         ({"FIT_FUSION_WEIGHTS": "yes"}, "similarity.E029"),
+        ({"RECOMMENDATION_ROLES": {}}, "similarity.E030"),
+        ({"RECOMMENDATION_ROLES": {"viewed": -1}}, "similarity.E030"),
+        ({"RECOMMENDATION_ROLES": ["viewed"]}, "similarity.E030"),
+        ({"MAX_HISTORY": 0}, "similarity.E030"),
     ],
 )
 def test_a_bad_setting_is_reported_by_its_own_id(settings, changes, expected):
