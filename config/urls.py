@@ -1,4 +1,4 @@
-"""Root URLs: admin at /admin/, API at /api/ (OpenAPI schema at /api/schema/, Swagger UI at
+"""Root URLs: admin at /admin/, the demo storefront at /shop/, API at /api/ (OpenAPI schema at /api/schema/, Swagger UI at
 /api/docs/, ReDoc at /api/redoc/), media in development and the demo."""
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ from django.views.generic import RedirectView
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from catalog.views import shop
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
+    path("shop/", shop, name="shop"),  # a storefront page with the recommendations widget
     # Before the API include, so the router never sees these paths.
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

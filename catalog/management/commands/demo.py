@@ -165,6 +165,7 @@ class Command(BaseCommand):
             f"Demo ready in {seconds:.0f}s: {Product.objects.count()} products.",
             f"  Admin:  {base}/admin/   (login {ADMIN_USER} / {ADMIN_PASSWORD})",
             f"  API:    {base}/api/products/   (docs: {base}/api/docs/)",
+            f"  Shop:   {base}/shop/   (a storefront page: recommendations for the basket)",
             f"  Category clusters to review: {base}/admin/similarity/categorycluster/",
         ]
         if first is not None:
