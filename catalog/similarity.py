@@ -25,6 +25,8 @@ class ProductAdapter(ItemAdapter):
     active_field = "is_active"
     variant_field = "variant_group"
     changed_field = "updated_at"
+    brand_field = "brand"
+    price_field = "price"
     route = "products"
     serializer_class = "catalog.api.serializers.ProductSerializer"
     filterset_class = "catalog.api.filters.ProductFilter"

@@ -132,6 +132,7 @@ REST_FRAMEWORK = {
         "image-search": os.environ.get("API_RATE_IMAGE_SEARCH", "30/min"),
         "suggestions": os.environ.get("API_RATE_SUGGESTIONS", "120/min"),
         "recommendations": os.environ.get("API_RATE_RECOMMENDATIONS", "120/min"),
+        "same-products": os.environ.get("API_RATE_SAME_PRODUCTS", "120/min"),
     },
     # drf-spectacular's, plus anonymous access and error responses read from each view's classes.
     "DEFAULT_SCHEMA_CLASS": "similarity.api.schema.AutoSchema",

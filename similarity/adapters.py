@@ -61,6 +61,9 @@ class ItemAdapter:
     split_key_field: str | None = None
     #: A date-time field set on every change (``similarity_reindex --since``).
     changed_field: str | None = None
+    #: Same-product matching compares the maker's name and the price where the model has them.
+    brand_field: str | None = None
+    price_field: str | None = None
     #: The API: URL prefix (default: the model's plural name), the host's own serializer and
     #: filter set (dotted paths or classes; defaults are built from the fields above).
     route: str | None = None
@@ -112,6 +115,19 @@ class ItemAdapter:
 
     def get_title(self, obj: Any) -> str:
         return _text(_value(obj, self.title_field))
+
+    def get_listing(self, obj: Any) -> Any:
+        """What same-product matching compares (``similarity.ml.matching.Listing``): the title,
+        the text fields as the description, the brand and the price."""
+        from similarity.ml.matching.listing import Listing, parse_price
+
+        description = [t for f, t in zip(self.text_fields, self._extra_text(obj)) if f != self.brand_field and t]
+        return Listing(
+            title=self.get_title(obj),
+            description="\n".join(description),
+            brand=_text(_value(obj, self.brand_field))[: self.text_chars] if self.brand_field else "",
+            price=parse_price(_value(obj, self.price_field)) if self.price_field else None,
+        )
 
     def get_keyword_text(self, obj: Any) -> str:
         """The short text whose words explain a match."""

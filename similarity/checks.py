@@ -47,6 +47,8 @@ Errors
 - ``similarity.E029``: ``FIT_FUSION_WEIGHTS`` is not True or False.
 - ``similarity.E030``: ``RECOMMENDATION_ROLES`` is not a non-empty dict of role names to
   numbers >= 0, or ``MAX_HISTORY`` is not a positive integer.
+- ``similarity.E031``: ``MATCH_PRECISION`` is not None or a number between 0 and 1, or
+  ``EXCLUDE_DUPLICATES`` is not True or False.
 
 Warnings
 
@@ -122,7 +124,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="similarity.E029",
             )
         )
-    errors += _check_recommendations(s)
+    errors += _check_recommendations(s) + _check_matching(s)
     weights = (s.IMAGE_WEIGHT, s.TEXT_WEIGHT)
     if not all(_is_number(w) and w >= 0 for w in weights) or sum(weights) <= 0:
         errors.append(
@@ -787,6 +789,8 @@ FIELD_ATTRIBUTES = {
     "variant_field": (("exclude_variants",), False),
     "changed_field": (("filter_changed_since", "touch"), False),
     "split_key_field": (("get_split_key",), True),
+    "brand_field": (("get_listing",), True),
+    "price_field": (("get_listing",), True),
 }
 
 
@@ -969,6 +973,20 @@ def _check_recommendations(s: Any) -> list[CheckMessage]:
             f"positive integer, got {roles!r} and {limit!r}.",
             hint='The defaults: {"viewed": 1.0, "cart": 2.0, "bought": 3.0} and 50.',
             id="similarity.E030",
+        )
+    ]
+
+
+def _check_matching(s: Any) -> list[CheckMessage]:
+    precision, exclude = s.MATCH_PRECISION, s.EXCLUDE_DUPLICATES
+    if (precision is None or (_is_number(precision) and 0 < precision <= 1)) and isinstance(exclude, bool):
+        return []
+    return [
+        Error(
+            f"SIMILARITY['MATCH_PRECISION'] must be None or a number in (0, 1] and EXCLUDE_DUPLICATES True or "
+            f"False, got {precision!r} and {exclude!r}.",
+            hint="MATCH_PRECISION 0.95 calls a pair the same product only where 95% of such calls were right.",
+            id="similarity.E031",
         )
     ]
 

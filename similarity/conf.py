@@ -107,12 +107,17 @@ DEFAULTS: dict[str, Any] = {
     # REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] for the same scope wins.
     "API_RATES": {
         "read": "600/min", "similar": "300/min", "search": "120/min", "image-search": "30/min", "suggestions": "120/min",
-        "recommendations": "120/min",
+        "recommendations": "120/min", "same-products": "120/min",
     },
     # Recommendations from a shopper's history (similarity.search.recommendations): how much
     # each role of a history entry counts, and how many entries a request may send.
     "RECOMMENDATION_ROLES": {"viewed": 1.0, "cart": 2.0, "bought": 3.0},
     "MAX_HISTORY": 50,
+    # Same-product matching (similarity.matches): the scorer's threshold is the lowest whose
+    # precision on held-back decisions reaches MATCH_PRECISION (None: the F1 maximum);
+    # EXCLUDE_DUPLICATES leaves items confirmed to be the same product out of similar items.
+    "MATCH_PRECISION": None,
+    "EXCLUDE_DUPLICATES": False,
     # Extend the ModelAdmin registered for each registered model with the similarity panels.
     "ADMIN": True,
 }

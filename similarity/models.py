@@ -286,6 +286,10 @@ class CatalogFit(models.Model):
     classifier = models.BinaryField(null=True, blank=True)
     classifier_inputs = models.CharField(max_length=40, blank=True)
     classifier_report = models.JSONField(_("classifier per level"), default=dict, blank=True)
+    # ``similarity.matches.fitting``: the same-product scorer and the catalog statistics its
+    # features read, one .npz (``PairScorer.to_bytes()`` + document frequencies).
+    matcher = models.BinaryField(null=True, blank=True)
+    matcher_report = models.JSONField(_("same-product scorer"), default=dict, blank=True)
     fitted_at = models.DateTimeField(_("fitted"), auto_now=True)
 
     class Meta:
@@ -294,6 +298,43 @@ class CatalogFit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_label} fit {self.fitted_at:%Y-%m-%d %H:%M}"
+
+
+class MatchStatus(models.TextChoices):
+    OPEN = "open", _("to review")
+    SAME = "same", _("same product")
+    DIFFERENT = "different", _("different products")
+
+
+class ProductMatch(models.Model):
+    """Two items of one registered model that may be the same product: the scorer's
+    probability at the last scan, and the staff's decision (which trains the scorer).
+
+    The pair is stored once, smaller key first; deleting either item deletes it.
+    """
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
+    first_id = models.BigIntegerField(_("first item"))
+    second_id = models.BigIntegerField(_("second item"))
+    score = models.FloatField(_("probability of the same product"), null=True, blank=True)
+    status = models.CharField(_("decision"), max_length=16, choices=MatchStatus.choices, default=MatchStatus.OPEN)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("decided by"), null=True, blank=True, on_delete=models.SET_NULL
+    )
+    decided_at = models.DateTimeField(_("decided"), null=True, blank=True)
+    scored_at = models.DateTimeField(_("scored"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("possible duplicate")
+        verbose_name_plural = _("possible duplicates")
+        constraints = [
+            models.UniqueConstraint(fields=["content_type", "first_id", "second_id"], name="similarity_one_match_per_pair"),
+            models.CheckConstraint(condition=models.Q(first_id__lt=models.F("second_id")), name="similarity_match_ordered"),
+        ]
+        indexes = [models.Index(fields=["content_type", "status", "-score"], name="similarity_match_queue")]
+
+    def __str__(self) -> str:
+        return f"{self.first_id} ~ {self.second_id} ({self.get_status_display()})"
 
 
 class Decision(models.TextChoices):

@@ -29,6 +29,8 @@ from similarity.adapters import ItemAdapter
 
 EMBEDDINGS = "similarity_embeddings"
 STATES = "similarity_states"
+# A possible duplicate names the item as its first or its second: deleting the item deletes it.
+MATCHES = {"similarity_matches_first": "first_id", "similarity_matches_second": "second_id"}
 
 _registry: dict[str, ItemAdapter] = {}
 
@@ -124,6 +126,9 @@ def _add_relations(model: type[models.Model]) -> None:
     for name, target in ((EMBEDDINGS, "similarity.Embedding"), (STATES, "similarity.EncodingState")):
         if name not in names:
             GenericRelation(target).contribute_to_class(model, name)
+    for name, column in MATCHES.items():
+        if name not in names:
+            GenericRelation("similarity.ProductMatch", object_id_field=column).contribute_to_class(model, name)
     apps.clear_cache()  # field lookups of every model are cached
 
 

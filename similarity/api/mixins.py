@@ -41,6 +41,7 @@ from similarity.api.serializers import (
 from similarity.categories.suggestions import cut_label, likely_miscategorised, suggest
 from similarity.conf import similarity_settings
 from similarity.indexing.spaces import active_space_pk, cached_space
+from similarity.matches.decisions import confirmed_duplicates
 from similarity.ml.images import UPLOAD_FORMATS, ImageRejected, check_upload, decode_image
 from similarity.models import EmbeddingStatus, VectorSpace
 from similarity.registry import get_adapter
@@ -141,6 +142,9 @@ class SimilarItemsMixin(_ResultsMixin):
         candidates = self.get_candidates()
         if not params.validated_data["include_variants"]:
             candidates = self.exclude_variants(candidates, obj)
+        exclude_duplicates = params.validated_data.get("exclude_duplicates")
+        if similarity_settings.EXCLUDE_DUPLICATES if exclude_duplicates is None else exclude_duplicates:
+            candidates = candidates.exclude(pk__in=confirmed_duplicates(type(obj), obj.pk))
         space = self.active_space(obj)
         neighbours = []
         if space is not None:

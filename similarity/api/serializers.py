@@ -12,6 +12,7 @@ from django.core.validators import RegexValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import empty
 
 from similarity.conf import similarity_settings
 from similarity.ml.images import UPLOAD_FORMATS
@@ -90,6 +91,12 @@ class KField(serializers.IntegerField):
         return value
 
 
+class OptionalBooleanField(serializers.BooleanField):
+    """A boolean that may be left out of a query string (DRF reads a missing one as False)."""
+
+    default_empty_html = empty
+
+
 class SimilarQuerySerializer(QueryParametersSerializer):
     """``?k=`` and ``?mode=``; filters are the list endpoint's filter parameters."""
 
@@ -97,6 +104,9 @@ class SimilarQuerySerializer(QueryParametersSerializer):
     mode = serializers.ChoiceField(choices=sorted(MODES), required=False, default="fused")
     include_variants = serializers.BooleanField(
         required=False, default=False, help_text="also return variants of the item (same variant group)"
+    )
+    exclude_duplicates = OptionalBooleanField(
+        required=False, help_text="leave out items confirmed to be the same product (default SIMILARITY['EXCLUDE_DUPLICATES'])"
     )
 
 

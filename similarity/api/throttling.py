@@ -34,6 +34,7 @@ class ActionScopedRateThrottle(ScopedRateThrottle):
         "image_search": "image-search",
         "category_suggestions": "suggestions",
         "recommendations": "recommendations",
+        "same_products": "same-products",
     }
 
     def get_scope(self, view: Any) -> str | None:

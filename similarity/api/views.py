@@ -27,6 +27,7 @@ from similarity.api.filters import ItemFilterSet
 from similarity.api.mixins import CategorySuggestionsMixin, ImageSearchMixin, SimilarItemsMixin, TextSearchMixin
 from similarity.api.pagination import PageNumberPagination
 from similarity.api.permissions import ReadOrStaffWrite
+from similarity.api.matches import SameProductsMixin
 from similarity.api.recommendations import RecommendationsMixin, recommendations_responses
 from similarity.api.schema import AutoSchema
 from similarity.api.serializers import (
@@ -162,7 +163,10 @@ def views_for(adapter: ItemAdapter) -> dict[str, type]:
             responses=category_suggestions_responses(serializer_class), examples=examples.get("suggestions", [])
         ),
         recommendations=extend_schema(responses=recommendations_responses(serializer_class)),
-    )(type(f"{name}ViewSet", (AppView, SimilarItemsMixin, CategorySuggestionsMixin, RecommendationsMixin, viewsets.ReadOnlyModelViewSet), {
+    )(type(f"{name}ViewSet", (
+        AppView, SimilarItemsMixin, CategorySuggestionsMixin, RecommendationsMixin, SameProductsMixin,
+        viewsets.ReadOnlyModelViewSet,
+    ), {
         **common,
         "__doc__": f"{adapter.model._meta.verbose_name_plural} (paginated, filtered) and their similar items and category suggestions.",
     }))

@@ -99,6 +99,9 @@ def test_changing_dimensions_needs_no_migration(settings):
         ({"RECOMMENDATION_ROLES": {"viewed": -1}}, "similarity.E030"),
         ({"RECOMMENDATION_ROLES": ["viewed"]}, "similarity.E030"),
         ({"MAX_HISTORY": 0}, "similarity.E030"),
+        ({"MATCH_PRECISION": 1.5}, "similarity.E031"),
+        ({"MATCH_PRECISION": "high"}, "similarity.E031"),
+        ({"EXCLUDE_DUPLICATES": "yes"}, "similarity.E031"),
     ],
 )
 def test_a_bad_setting_is_reported_by_its_own_id(settings, changes, expected):

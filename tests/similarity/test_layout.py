@@ -70,7 +70,7 @@ def test_the_ml_layer_imports_no_django(name):
 
 
 def test_every_module_is_in_a_layer_a_newcomer_can_name():
-    layers = {"ml", "indexing", "search", "categories", "learning", "admin", "api", "management", "templatetags"}
+    layers = {"ml", "indexing", "search", "categories", "matches", "learning", "admin", "api", "management", "templatetags"}
     top = {"similarity", "similarity.apps", "similarity.conf", "similarity.checks", "similarity.models",
            "similarity.tasks", "similarity.backends", "similarity.signal_handlers", "similarity.registry",
            "similarity.adapters", "similarity.urls", "similarity.celery"}
