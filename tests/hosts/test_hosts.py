@@ -232,6 +232,40 @@ def test_api_similar_items(shop: Shop) -> None:
     assert inactive == ["robusta"], inactive
 
 
+def post_json(shop: Shop, path: str, body: Any) -> Any:
+    """POST ``body`` as JSON to ``path`` of the served host (a 200 expected)."""
+    request = urllib.request.Request(
+        shop.url + path, data=json.dumps(body).encode(), method="POST",
+        headers={"Accept": "application/json", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200, (path, response.status)
+        return json.load(response)
+
+
+@pytest.mark.worker
+def test_api_recommendations_for_a_basket(shop: Shop) -> None:
+    route = api_route(shop)
+    history = [{"id": shop.pks["espresso"], "role": "cart"}, {"id": shop.pks["arabica"], "role": "viewed"}]
+    body = post_json(shop, f"{route}recommendations/", {"history": history, "k": 5, "diversity": 0})
+    found = keys_of(shop, body["results"])
+    assert found[0] == "decaf", found  # nearest to the cart's espresso and close to the arabica
+    # Never the basket, its variants or a product not shown to shoppers.
+    assert not {"espresso", "espresso-250", "arabica", "robusta"} & set(found), found
+    assert body["results"][0]["because"]["id"] == shop.pks["espresso"]
+    assert body["history"] == [shop.pks["espresso"], shop.pks["arabica"]] and body["unknown"] == []
+
+
+@pytest.mark.worker
+def test_api_same_products(shop: Shop) -> None:
+    route = api_route(shop)
+    body = get_json(shop, f"{route}{shop.pks['longjing']}/same-products/?k=5")
+    assert body["trained"] is False and body["threshold"] == 0.5  # no decisions yet: the default scorer
+    scores = [row["score"] for row in body["results"]]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+    assert all(0 <= s <= 1 and row["decision"] is None for s, row in zip(scores, body["results"]))
+
+
 @pytest.mark.worker
 def test_api_category_suggestions(shop: Shop) -> None:
     route = api_route(shop)
