@@ -114,13 +114,56 @@ def _worker_starter(django_db_blocker, log_dir: Path) -> WorkerStarter:
     return WorkerStarter(connection.settings_dict, log_dir)
 
 
+_session_worker_running = False
+
+
 @pytest.fixture(scope="session")
 def _session_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    global _session_worker_running
     starter = _worker_starter(django_db_blocker, tmp_path_factory.mktemp("worker"))
     try:
-        yield starter("session")
+        worker = starter("session")
+        _session_worker_running = True
+        yield worker
     finally:
         starter.stop_all()
+        _session_worker_running = False
+
+
+@pytest.fixture(autouse=True)
+def _broker_quiet_before_the_flush():
+    """Once the session worker runs, each test ends only when no task is queued or running.
+
+    A transactional test's own saves publish encode tasks (on commit) that the session worker
+    takes; one building a new space's index CONCURRENTLY waits for every open transaction,
+    while the test database's TRUNCATE waits for that index's table: a deadlock. Torn down
+    before pytest-django's flush (this plugin's autouse fixtures come first). A Redis check,
+    milliseconds when nothing runs: encode tasks are acknowledged late, so a running one sits
+    in kombu's ``unacked_index`` from the time it was taken (older entries: workers a test
+    killed, whose messages wait for redelivery, are not waited for).
+    """
+    started = time.time()
+    yield
+    if _session_worker_running:
+        _wait_for_quiet_broker(since=started - 1.0)
+
+
+def _wait_for_quiet_broker(since: float, timeout: float = 60.0) -> None:
+    import redis
+
+    from similarity.conf import similarity_settings
+
+    broker = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
+    queues = {similarity_settings.QUEUE, similarity_settings.QUERY_QUEUE or similarity_settings.QUEUE}
+
+    def quiet() -> bool:
+        keys = [key for queue in queues for key in broker.scan_iter(match=f"{queue}*")]
+        queued = any(broker.type(key) == b"list" and broker.llen(key) for key in keys)
+        return not queued and not broker.zcount("unacked_index", since, "+inf")
+
+    deadline = time.monotonic() + timeout
+    while not quiet() and time.monotonic() < deadline:  # at worst slower, never a failure
+        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -66,9 +66,10 @@ def test_an_unregistered_model_is_an_error_that_says_what_to_do():
         get_adapter("nope.Nothing")
 
 
-def test_registering_adds_two_generic_relations_and_no_column():
+def test_registering_adds_generic_relations_and_no_column():
     relations = {f.name: f for f in Gadget._meta.private_fields if isinstance(f, GenericRelation)}
-    assert set(relations) == {"similarity_embeddings", "similarity_states"}
+    assert set(relations) == {"similarity_embeddings", "similarity_states", "similarity_matches_first", "similarity_matches_second"}
+    assert relations["similarity_matches_second"].object_id_field_name == "second_id"
     assert relations["similarity_states"].related_model._meta.label == "similarity.EncodingState"
     assert not [f.name for f in Gadget._meta.concrete_fields if "similarity" in f.name]
     with connection.cursor() as cursor:

@@ -25,7 +25,7 @@ from similarity.ml.text_pipeline import default_pipeline
 
 __all__ = [
     "FEATURES", "CatalogStats", "PreparedListings", "prepare_listings", "pair_features",
-    "neighbour_ranks", "model_numbers", "quantities", "brand_of",
+    "neighbour_ranks", "model_numbers", "quantities", "brand_of", "editions", "platforms",
 ]
 
 FEATURES = (
@@ -56,6 +56,11 @@ FEATURES = (
     "title_length_ratio",     # shorter / longer title in tokens
     "unmatched_idf_max",      # rarest title word of either side missing from the other's text (IDF / max IDF)
     "unmatched_idf_min",      # the same, the side whose rarest missing word is more common
+    "edition_conflict",       # both titles name an edition (pro, standard, 专业版...) and none is shared
+    "edition_one_sided",      # one title names an edition, the other none (iPhone 15 vs iPhone 15 Pro)
+    "edition_distance",       # editions named by one title only / editions named by either
+    "platform_conflict",      # both name a platform (mac, windows, linux) and none is shared
+    "number_mismatch",        # both titles have numbers and their sets differ (a version, a size)
 )
 INDEX = {name: i for i, name in enumerate(FEATURES)}
 PRICE_CAP = 3.0
@@ -87,6 +92,22 @@ _NOT_ALNUM_RE = re.compile(r"[^a-z0-9]+")
 _PUNCT_RE = re.compile(r"[^\w]+")
 _HAS_LETTER = re.compile(r"[a-z]")
 _HAS_DIGIT = re.compile(r"\d")
+
+# Editions and platforms: what tells two listings of one product line apart (software and
+# phones above all: "Office 2007 Professional" / "Standard", "iPhone 15" / "iPhone 15 Pro").
+EDITIONS = frozenset({
+    "pro", "professional", "standard", "std", "home", "premium", "ultimate", "enterprise", "upgrade", "upg",
+    "academic", "student", "deluxe", "basic", "plus", "lite", "express", "server", "business", "oem", "retail",
+    "family", "suite", "complete", "gold", "platinum", "elements", "essentials", "edu", "education", "license",
+    "max", "mini", "ultra",
+})
+EDITIONS_ZH = {
+    "专业版": "pro", "标准版": "standard", "家庭版": "home", "旗舰版": "ultimate", "企业版": "enterprise",
+    "升级版": "upgrade", "学生版": "student", "教育版": "academic", "豪华版": "deluxe", "基础版": "basic",
+    "青春版": "lite", "尊享版": "premium", "至尊版": "premium", "高配版": "pro", "标配版": "standard",
+}
+PLATFORMS = {"mac": "mac", "macintosh": "mac", "osx": "mac", "win": "win", "windows": "win", "pc": "win", "linux": "linux"}
+_WORD_RE = re.compile(r"[a-z]+")
 
 # Chinese brand names -> the Latin name titles also use (苹果 iPhone == Apple iPhone).
 BRAND_ALIASES = {
@@ -145,6 +166,8 @@ class PreparedListings:
     text_tokens: list[frozenset[str]]
     token_idf_of: dict[str, float]  # share of the highest IDF (an unseen token: 1.0)
     prices: np.ndarray  # (n,) nan when missing
+    editions: list[frozenset[str]]
+    platforms: list[frozenset[str]]
     text_vectors: np.ndarray  # (n, d) unit rows, zeros when missing
     image_vectors: np.ndarray | None
 
@@ -206,6 +229,18 @@ def quantities(title: str) -> dict[str, frozenset[str]]:
     for value, unit in _UNIT_RE.findall(_normalize(title)):
         found.setdefault(_UNIT_ALIASES[unit], set()).add(_canonical_number(value))
     return {unit: frozenset(values) for unit, values in found.items()}
+
+
+def editions(title: str) -> frozenset[str]:
+    """The edition words of a title ("professional", "专业版" -> "pro"...)."""
+    text = _normalize(title)
+    found = {w for w in _WORD_RE.findall(text) if w in EDITIONS}
+    return frozenset(found | {latin for word, latin in EDITIONS_ZH.items() if word in text})
+
+
+def platforms(title: str) -> frozenset[str]:
+    """The platforms a title names ("mac", "win", "linux")."""
+    return frozenset(PLATFORMS[w] for w in _WORD_RE.findall(_normalize(title)) if w in PLATFORMS)
 
 
 def brand_of(listing: Listing) -> tuple[str, bool]:
@@ -287,6 +322,7 @@ def prepare_listings(
         title_tokens=[frozenset(t) for t in title_tokens], text_tokens=[frozenset(t) for t in text_tokens],
         token_idf_of=_relative_idf({t for tokens in text_tokens for t in tokens}, stats),
         prices=np.array([l.price if l.price else np.nan for l in listings], np.float64),
+        editions=[editions(l.title) for l in listings], platforms=[platforms(l.title) for l in listings],
         text_vectors=text if text is not None else np.zeros((n, 1), np.float32),
         image_vectors=_unit_vectors(image_vectors, n),
     )
@@ -337,6 +373,20 @@ def _model_features(p: PreparedListings, i: int, j: int) -> tuple[float, float, 
     similarity = 1.0 if match else max(_common_prefix_share(x, y) for x in a for y in b)
     conflict = not match and not in_text
     return float(match), float(in_text), float(conflict), 0.0, similarity
+
+
+def _edition_features(p: PreparedListings, i: int, j: int) -> tuple[float, ...]:
+    ea, eb = p.editions[i], p.editions[j]
+    pa, pb = p.platforms[i], p.platforms[j]
+    na, nb = p.numbers[i], p.numbers[j]
+    either = ea | eb
+    return (
+        float(bool(ea) and bool(eb) and not ea & eb),
+        float(bool(ea) != bool(eb)),
+        len(ea ^ eb) / len(either) if either else 0.0,
+        float(bool(pa) and bool(pb) and not pa & pb),
+        float(bool(na) and bool(nb) and na != nb),
+    )
 
 
 def _set_features(p: PreparedListings, i: int, j: int) -> tuple[float, ...]:
@@ -410,6 +460,10 @@ def pair_features(
     out[:, [col["unmatched_idf_max"], col["unmatched_idf_min"]]] = np.array(
         [_unmatched(prepared, i, j) for i, j in zip(left.tolist(), right.tolist())]
     )
+    names = ("edition_conflict", "edition_one_sided", "edition_distance", "platform_conflict", "number_mismatch")
+    out[:, [col[n] for n in names]] = np.array(
+        [_edition_features(prepared, i, j) for i, j in zip(left.tolist(), right.tolist())]
+    ).reshape(len(left), len(names))
     la, lb = prepared.title_length[left], prepared.title_length[right]
     longer = np.maximum(la, lb)
     out[:, col["title_length_ratio"]] = np.divide(np.minimum(la, lb), longer, out=np.zeros_like(longer), where=longer > 0)

@@ -145,7 +145,9 @@ def _expand(rows: np.ndarray, features: Sequence[str], interactions: Sequence[tu
 # - the same model number is the strongest evidence of "same", two different model numbers of
 #   "different" (variants share almost all words but not the code);
 # - different quantities (128gb vs 256gb) or brands mean a different product;
-# - a price more than e times apart (log ratio > 1) counts against.
+# - a price more than e times apart (log ratio > 1) counts against;
+# - two editions or platforms of one line (Professional / Standard, Mac / Windows, iPhone 15 /
+#   iPhone 15 Pro) are different products, as strongly as two brands.
 DEFAULT_WEIGHTS = {
     "text_cosine": 4.0,
     "title_idf_jaccard": 4.0,
@@ -158,6 +160,9 @@ DEFAULT_WEIGHTS = {
     "brand_match": 0.5,
     "brand_conflict": -2.0,
     "price_log_ratio": -1.0,
+    "edition_conflict": -2.0,
+    "edition_one_sided": -1.0,
+    "platform_conflict": -2.0,
 }
 DEFAULT_BIAS = -6.5
 

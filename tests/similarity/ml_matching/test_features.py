@@ -105,3 +105,28 @@ def test_vectors_give_cosines_and_ranks():
     assert rows[:, col("rank_ab")].tolist() == [1.0, 0.5, 0.0]
     with pytest.raises(ValueError, match="one row per listing"):
         prepare_listings(listings, CatalogStats.from_listings(listings), text_vectors=vectors[:2])
+
+
+def test_editions_platforms_and_versions_tell_a_product_line_apart():
+    from similarity.ml.matching.features import editions, platforms
+
+    assert editions("Microsoft Office 2007 Professional") == {"professional"}
+    assert editions("Office 2007 专业版 升级版") == {"pro", "upgrade"}
+    assert platforms("Adobe Photoshop CS3 for Mac") == {"mac"} and platforms("Windows XP Home") == {"win"}
+    pairs = [
+        ("Office 2007 Professional", "Office 2007 Standard"),
+        ("Apple iPhone15 128G", "Apple iPhone15 Pro 128G"),
+        ("Photoshop CS3 Mac", "Photoshop CS3 Windows"),
+        ("Norton Antivirus 2007", "Norton Antivirus 2008"),
+        ("Office 2007 Professional", "Microsoft Office Professional 2007"),
+    ]
+    listings = [Listing(title) for pair in pairs for title in pair]
+    prepared = prepare_listings(listings, CatalogStats.from_listings(listings))
+    rows = pair_features(prepared, list(range(0, len(listings), 2)), list(range(1, len(listings), 2)))
+    col = {name: FEATURES.index(name) for name in (
+        "edition_conflict", "edition_one_sided", "edition_distance", "platform_conflict", "number_mismatch")}
+    assert rows[0, col["edition_conflict"]] == 1 and rows[0, col["edition_distance"]] == 1
+    assert rows[1, col["edition_one_sided"]] == 1 and rows[1, col["edition_conflict"]] == 0
+    assert rows[2, col["platform_conflict"]] == 1
+    assert rows[3, col["number_mismatch"]] == 1
+    assert rows[4, [col[n] for n in col]].tolist() == [0, 0, 0, 0, 0]  # the same product, words reordered
