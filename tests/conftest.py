@@ -114,84 +114,13 @@ def _worker_starter(django_db_blocker, log_dir: Path) -> WorkerStarter:
     return WorkerStarter(connection.settings_dict, log_dir)
 
 
-_session_worker_running = False
-
-
 @pytest.fixture(scope="session")
 def _session_worker(django_db_setup, django_db_blocker, tmp_path_factory):
-    global _session_worker_running
     starter = _worker_starter(django_db_blocker, tmp_path_factory.mktemp("worker"))
     try:
-        worker = starter("session")
-        _session_worker_running = True
-        yield worker
+        yield starter("session")
     finally:
         starter.stop_all()
-        _session_worker_running = False
-
-
-@pytest.fixture(autouse=True)
-def _broker_quiet_before_the_flush():
-    """Once the session worker runs, each test ends only when no task is queued or running.
-
-    A transactional test's own saves publish encode tasks (on commit) that the session worker
-    takes; one building a new space's index CONCURRENTLY waits for every open transaction,
-    while the test database's TRUNCATE waits for that index's table: a deadlock. Torn down
-    before pytest-django's flush (this plugin's autouse fixtures come first). A Redis check,
-    milliseconds when nothing runs: encode tasks are acknowledged late, so a running one sits
-    in kombu's ``unacked_index`` from the time it was taken (older entries: workers a test
-    killed, whose messages wait for redelivery, are not waited for).
-    """
-    started = time.time()
-    yield
-    if _session_worker_running:
-        _wait_for_quiet_broker(since=started - 1.0)
-
-
-def _wait_for_quiet_broker(since: float, timeout: float = 60.0) -> None:
-    import redis
-
-    from similarity.conf import similarity_settings
-
-    broker = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
-    queues = {similarity_settings.QUEUE, similarity_settings.QUERY_QUEUE or similarity_settings.QUEUE}
-
-    def quiet() -> bool:
-        keys = [key for queue in queues for key in broker.scan_iter(match=f"{queue}*")]
-        queued = any(broker.type(key) == b"list" and broker.llen(key) for key in keys)
-        return not queued and not broker.zcount("unacked_index", since, "+inf")
-
-    deadline = time.monotonic() + timeout
-    while not quiet() and time.monotonic() < deadline:  # at worst slower, never a failure
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def celery_worker_process(_session_worker):
-    """One real `celery worker` process for the whole session (solo pool), idle again after
-    each test: tasks a test left queued must not touch the tables the next test flushes."""
-    yield _session_worker
-    _drain_worker()
-
-
-def _drain_worker() -> None:
-    import redis
-
-    from config.celery import app
-    from similarity.conf import similarity_settings
-
-    broker = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
-    for queue in {similarity_settings.QUEUE, similarity_settings.QUERY_QUEUE or similarity_settings.QUEUE}:
-        for key in broker.scan_iter(match=f"{queue}*"):  # priority steps add suffixes
-            broker.delete(key)
-    inspector = app.control.inspect(timeout=1.0)
-
-    def idle() -> bool:
-        # A solo-pool worker answers only between tasks: no answer means busy.
-        replies = [inspector.active(), inspector.reserved()]
-        return all(reply and not any(reply.values()) for reply in replies)
-
-    wait_for(idle, 60, message="the session worker to finish its tasks")
 
 
 @pytest.fixture
@@ -224,3 +153,33 @@ def sent():
 
     with mock.patch.object(encode_task, "apply_async") as apply_async:
         yield apply_async
+
+
+def pytest_configure(config):
+    _retry_flush_after_a_deadlock()
+
+
+def _retry_flush_after_a_deadlock() -> None:
+    """Flush a transactional test's database again when PostgreSQL broke a deadlock by aborting it.
+
+    The session worker may still be building a new vector space's index CONCURRENTLY for what
+    a test saved last (it waits for every open transaction) while the test's TRUNCATE waits
+    for that index's table; PostgreSQL aborts one of the two. The index build then finishes,
+    and the flush succeeds on a second try. Only a deadlock is retried.
+    """
+    from django.core.management.base import CommandError
+    from django.test.testcases import TransactionTestCase
+
+    flush = TransactionTestCase._fixture_teardown
+
+    def _fixture_teardown(self):
+        for attempt in range(5):
+            try:
+                return flush(self)
+            except CommandError as exc:
+                if "deadlock detected" not in str(exc.__cause__) or attempt == 4:
+                    raise
+                time.sleep(0.5)
+
+    TransactionTestCase._fixture_teardown = _fixture_teardown
+

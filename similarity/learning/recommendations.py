@@ -17,7 +17,6 @@ import numpy as np
 from django.apps import apps
 
 from similarity.ml.evaluation import is_held_out, precision_at_k
-from similarity.ml.taxonomy import LABELS
 from similarity.models import VectorSpace
 from similarity.registry import get_adapter
 from similarity.search.queries import column_for, similar_to

@@ -10,8 +10,6 @@ a web process loads them once per fit.
 """
 from __future__ import annotations
 
-import io
-import json
 import logging
 from typing import Any
 
@@ -21,6 +19,7 @@ from django.contrib.contenttypes.models import ContentType
 from similarity.conf import similarity_settings
 from similarity.matches.decisions import DECISIONS
 from similarity.matches.scoring import PairRows
+from similarity.ml import npz
 from similarity.ml.matching.features import CatalogStats
 from similarity.ml.matching.scorer import PairScorer, default_scorer, fit_best
 from similarity.ml.matching.thresholds import precision_recall_f1, threshold_for_precision
@@ -146,17 +145,11 @@ def matcher_for(model: type) -> tuple[PairScorer, CatalogStats | None]:
 def pack(scorer: PairScorer, stats: CatalogStats) -> bytes:
     """The scorer and the statistics as one .npz (arrays and JSON; no pickle)."""
     meta = {"n": stats.n, "token_df": stats.token_df, "gram_df": stats.gram_df}
-    buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer, scorer=np.frombuffer(scorer.to_bytes(), np.uint8),
-        stats=np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"), np.uint8),
-    )
-    return buffer.getvalue()
+    return npz.dumps({"scorer": np.frombuffer(scorer.to_bytes(), np.uint8)}, meta)
 
 
 def unpack(data: bytes) -> tuple[PairScorer, CatalogStats]:
     """Read what ``pack`` wrote."""
-    with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as arrays:
-        scorer = PairScorer.from_bytes(bytes(arrays["scorer"]))
-        meta = json.loads(bytes(arrays["stats"]).decode("utf-8"))
+    arrays, meta = npz.loads(data)
+    scorer = PairScorer.from_bytes(bytes(arrays["scorer"]))
     return scorer, CatalogStats(n=int(meta["n"]), token_df=meta["token_df"], gram_df=meta["gram_df"])

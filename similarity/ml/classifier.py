@@ -9,14 +9,13 @@ Each level's probabilities are calibrated by a temperature fitted on out-of-fold
 """
 from __future__ import annotations
 
-import io
-import json
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from similarity.ml import npz
 from similarity.ml.taxonomy import LABELS
 
 EPS = 1e-12
@@ -103,23 +102,19 @@ class CategoryClassifier:
             arrays[f"weight_{level}"] = clf.weight.astype(np.float32)
             arrays[f"bias_{level}"] = clf.bias.astype(np.float32)
             meta["levels"][str(level)] = {"classes": clf.classes, "temperature": clf.temperature, "metrics": clf.metrics}
-        arrays["meta"] = np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        return buffer.getvalue()
+        return npz.dumps(arrays, meta)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CategoryClassifier:
         """Read what ``to_bytes`` wrote (no pickle: arrays and JSON only)."""
-        with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as arrays:
-            meta = json.loads(bytes(arrays["meta"]).decode("utf-8"))
-            levels = {
-                int(level): LevelClassifier(
-                    level=int(level), classes=list(info["classes"]), weight=arrays[f"weight_{level}"],
-                    bias=arrays[f"bias_{level}"], temperature=float(info["temperature"]), metrics=info.get("metrics", {}),
-                )
-                for level, info in meta["levels"].items()
-            }
+        arrays, meta = npz.loads(data)
+        levels = {
+            int(level): LevelClassifier(
+                level=int(level), classes=list(info["classes"]), weight=arrays[f"weight_{level}"],
+                bias=arrays[f"bias_{level}"], temperature=float(info["temperature"]), metrics=info.get("metrics", {}),
+            )
+            for level, info in meta["levels"].items()
+        }
         return cls(levels=levels, image_scale=float(meta["image_scale"]))
 
 

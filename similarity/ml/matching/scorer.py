@@ -12,8 +12,6 @@ never pickle.
 """
 from __future__ import annotations
 
-import io
-import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from similarity.ml import npz
 from similarity.ml.matching.features import FEATURES
 from similarity.ml.matching.thresholds import best_f1_threshold, precision_recall_f1
 
@@ -100,10 +99,7 @@ class PairScorer:
             "features": list(self.features), "interactions": [list(p) for p in self.interactions],
             "layers": len(self.weights), "threshold": self.threshold, "kind": self.kind, "metrics": self.metrics,
         }
-        arrays["meta"] = np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        return buffer.getvalue()
+        return npz.dumps(arrays, meta)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PairScorer:
@@ -112,15 +108,14 @@ class PairScorer:
         Raises:
             ValueError: the scorer was built for other features than this code's ``FEATURES``.
         """
-        with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as arrays:
-            meta = json.loads(bytes(arrays["meta"]).decode("utf-8"))
-            layers = int(meta["layers"])
-            scorer = cls(
-                features=tuple(meta["features"]), interactions=tuple(tuple(p) for p in meta["interactions"]),
-                mean=arrays["mean"], scale=arrays["scale"],
-                weights=[arrays[f"weight_{k}"] for k in range(layers)], biases=[arrays[f"bias_{k}"] for k in range(layers)],
-                threshold=float(meta["threshold"]), kind=meta["kind"], metrics=meta.get("metrics", {}),
-            )
+        arrays, meta = npz.loads(data)
+        layers = int(meta["layers"])
+        scorer = cls(
+            features=tuple(meta["features"]), interactions=tuple(tuple(p) for p in meta["interactions"]),
+            mean=arrays["mean"], scale=arrays["scale"],
+            weights=[arrays[f"weight_{k}"] for k in range(layers)], biases=[arrays[f"bias_{k}"] for k in range(layers)],
+            threshold=float(meta["threshold"]), kind=meta["kind"], metrics=meta.get("metrics", {}),
+        )
         if scorer.features != FEATURES:
             raise ValueError(
                 "this pair scorer was fitted on other pair features than this version computes; "
