@@ -124,6 +124,34 @@ def _session_worker(django_db_setup, django_db_blocker, tmp_path_factory):
 
 
 @pytest.fixture
+def celery_worker_process(_session_worker):
+    """One real `celery worker` process for the whole session (solo pool), idle again after
+    each test: tasks a test left queued must not touch the tables the next test flushes."""
+    yield _session_worker
+    _drain_worker()
+
+
+def _drain_worker() -> None:
+    import redis
+
+    from config.celery import app
+    from similarity.conf import similarity_settings
+
+    broker = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
+    for queue in {similarity_settings.QUEUE, similarity_settings.QUERY_QUEUE or similarity_settings.QUEUE}:
+        for key in broker.scan_iter(match=f"{queue}*"):  # priority steps add suffixes
+            broker.delete(key)
+    inspector = app.control.inspect(timeout=1.0)
+
+    def idle() -> bool:
+        # A solo-pool worker answers only between tasks: no answer means busy.
+        replies = [inspector.active(), inspector.reserved()]
+        return all(reply and not any(reply.values()) for reply in replies)
+
+    wait_for(idle, 60, message="the session worker to finish its tasks")
+
+
+@pytest.fixture
 def start_worker(django_db_setup, django_db_blocker, tmp_path):
     """Start workers for one test (``start_worker(name, pool=..., beat=..., env=...)``);
     they are stopped when the test ends."""
