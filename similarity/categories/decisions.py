@@ -20,6 +20,7 @@ from django.utils.translation import gettext as _
 from similarity.categories.suggestions import likely_miscategorised, suggest
 from similarity.conf import similarity_settings
 from similarity.indexing.queue import enqueue_encode
+from similarity.matches import decisions as matches
 from similarity.ml.taxonomy import LABELS
 from similarity.models import CategoryCluster, CategorySuggestion, Decision, SuggestionKind
 from similarity.registry import get_adapter
@@ -35,12 +36,7 @@ def may_decide(user: Any, model_label: str) -> bool:
     Deciding changes both the suggestion and the items' categories: staff with the change
     permission on each.
     """
-    model = apps.get_model(model_label)
-    return bool(
-        user and user.is_active and user.is_staff
-        and user.has_perm("similarity.change_categorysuggestion")
-        and user.has_perm(f"{model._meta.app_label}.change_{model._meta.model_name}")
-    )
+    return matches.may_decide(user, apps.get_model(model_label)) and user.has_perm("similarity.change_categorysuggestion")
 
 
 def accept(suggestion: CategorySuggestion, user: Any, *, name: str | None = None) -> CategorySuggestion:

@@ -2,7 +2,8 @@
 
 A history is ``size`` products of one leaf category, all from one split of the evaluation
 protocol (sku hash: the test split by default; choose settings on the train split). Each
-history asks ``recommend`` (what ``POST .../recommendations/`` runs) at every diversity,
+history asks what ``POST .../recommendations/`` runs (``recommend``: the index scans once, then
+the ranking at every diversity),
 and, to compare, its last product asks ``similar_to`` (similar items), both with the whole
 history left out. Scored: P@1 and P@10 of the history's leaf category (another product of it
 is a hit) and intra-list similarity (the mean cosine between the results' served vectors).
@@ -16,11 +17,13 @@ from typing import Any
 import numpy as np
 from django.apps import apps
 
+from similarity.learning.classifier import served_vectors
+from similarity.ml.encoders import l2_normalize
 from similarity.ml.evaluation import is_held_out, precision_at_k
 from similarity.models import VectorSpace
 from similarity.registry import get_adapter
-from similarity.search.queries import column_for, similar_to
-from similarity.search.recommendations import HistoryEntry, history_vectors, intra_list_similarity, recommend
+from similarity.search.queries import similar_to
+from similarity.search.recommendations import HistoryEntry, intra_list_similarity, pool, rank
 
 K = 10
 DIVERSITIES = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7)
@@ -75,15 +78,17 @@ def evaluate_recommendations(
         paths, {pk: adapter.get_split_key(row) for pk, row in objects.items()}, size=size, limit=limit, split=split, seed=seed
     )
     gallery = model._default_manager.all()
-    column = column_for(space, "fused")
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    vectors: dict[Any, np.ndarray] = {}  # served unit vectors, each read once
 
     def score(name: str, leaf: str, found: list[Any]) -> None:
         labels = [paths.get(pk, "") for pk in found]
         scores[name]["p@1"].append(precision_at_k(leaf, labels, 1) if found else 0.0)
         scores[name]["p@10"].append(precision_at_k(leaf, labels, K) if found else 0.0)
-        vectors = history_vectors([objects[pk] for pk in found], space, column)
-        ils = intra_list_similarity(np.stack([vectors[pk] for pk in found if pk in vectors])) if len(vectors) > 1 else None
+        missing = [pk for pk in dict.fromkeys(found) if pk not in vectors]
+        vectors.update(zip(missing, l2_normalize(served_vectors(space, missing))) if missing else ())
+        rows = [vectors[pk] for pk in found if vectors[pk].any()]
+        ils = intra_list_similarity(np.stack(rows)) if len(rows) > 1 else None
         if ils is not None:
             scores[name]["ils"].append(ils)
 
@@ -93,9 +98,10 @@ def evaluate_recommendations(
         for pk in pks:
             candidates = adapter.exclude_variants(candidates, objects[pk])
         entries = [HistoryEntry(object=objects[pk], role="viewed") for pk in pks]
+        found = pool(entries, queryset=candidates, space=space, k=K)  # what recommend() scans, once
         for diversity in diversities:
-            found = recommend(entries, queryset=candidates, space=space, k=K, diversity=diversity)
-            score(f"recommendations, diversity {diversity:g}", leaf, [r.object.pk for r in found])
+            ranked = rank(found, K, diversity) if found else []
+            score(f"recommendations, diversity {diversity:g}", leaf, [r.object.pk for r in ranked])
         alike = similar_to(objects[pks[-1]], k=K, queryset=candidates, space=space)
         score("similar items of the last product", leaf, [n.object.pk for n in alike])
         if progress and number % 50 == 0:

@@ -23,7 +23,8 @@ def ordered(a: Any, b: Any) -> tuple[Any, Any]:
 
 
 def may_decide(user: Any, model: type) -> bool:
-    """Whether ``user`` may call two items of ``model`` the same product or not."""
+    """Whether ``user`` may call two items of ``model`` the same product or not: active staff
+    with the change permission on the model (what deciding category suggestions needs too)."""
     meta = model._meta
     return bool(user and user.is_active and user.is_staff and user.has_perm(f"{meta.app_label}.change_{meta.model_name}"))
 

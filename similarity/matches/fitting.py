@@ -40,11 +40,8 @@ Pair = tuple[Any, Any, int]  # (first key, second key, 1 same / 0 different)
 def catalog_stats(model: type) -> CatalogStats:
     """Document frequencies over every item's listing (read in chunks)."""
     adapter = get_adapter(model)
-    listings = []
-    queryset = adapter.get_queryset().order_by("pk")
-    for start in range(0, queryset.count(), CHUNK):
-        listings += [adapter.get_listing(obj) for obj in queryset[start : start + CHUNK]]
-    return CatalogStats.from_listings(listings)
+    rows = adapter.get_queryset().order_by("pk").iterator(chunk_size=CHUNK)
+    return CatalogStats.from_listings([adapter.get_listing(obj) for obj in rows])
 
 
 def decided_pairs(model: type) -> list[Pair]:

@@ -40,10 +40,7 @@ def scan(model: type, *, since: datetime | None = None, progress: Callable[[int,
     content_type = ContentType.objects.get_for_model(model)
     now = timezone.now()
     found: dict[tuple[Any, Any], float] = {}
-    for number, pk in enumerate(pks, 1):
-        obj = candidates.filter(pk=pk).first()
-        if obj is None:
-            continue
+    for number, obj in enumerate(_in_chunks(candidates, pks), 1):
         for match in same_products(obj, queryset=adapter.exclude_variants(candidates, obj), space=space, matcher=matcher):
             if match.decision is None and match.same:
                 pair = ordered(obj.pk, match.object.pk)
@@ -57,6 +54,12 @@ def scan(model: type, *, since: datetime | None = None, progress: Callable[[int,
         batch_size=1000,
     )
     return {"items": len(pks), "pairs": len(found)}
+
+
+def _in_chunks(queryset: Any, pks: list[Any], size: int = 500) -> Any:
+    """The rows of ``pks`` in ``queryset``, in key order, read ``size`` at a time."""
+    for start in range(0, len(pks), size):
+        yield from queryset.filter(pk__in=pks[start : start + size]).order_by("pk")
 
 
 def refresh_quietly(model: type) -> dict[str, Any] | None:

@@ -22,7 +22,9 @@ from django.db import models
 from django.db.models import F
 
 from similarity.conf import similarity_settings
-from similarity.models import Embedding, VectorSpace
+from similarity.learning.classifier import served_vectors
+from similarity.ml.encoders import l2_normalize
+from similarity.models import VectorSpace
 from similarity.search.queries import column_for, nearest
 
 #: The diversity default: measured on flipkart1050 (docs/EVALUATION.md, "Recommendations").
@@ -66,6 +68,18 @@ def entry_weight(entry: HistoryEntry, half_life_days: float | None = None) -> fl
     return weight
 
 
+@dataclass(frozen=True)
+class Pool:
+    """What a history's scans found: the candidates and their vectors, the history's vectors
+    and weights (entries without a vector left out). Ranking it needs no more queries."""
+
+    objects: list[Any]
+    vectors: np.ndarray  # (candidates, d) unit rows
+    history: list[HistoryEntry]
+    basket: np.ndarray  # (history, d) unit rows
+    weights: np.ndarray  # (history,)
+
+
 def recommend(
     history: list[HistoryEntry],
     *,
@@ -84,33 +98,49 @@ def recommend(
     k = k or similarity_settings.DEFAULT_K
     if not 0.0 <= diversity <= 1.0:
         raise ValueError(f"diversity must be within 0..1, got {diversity}.")
+    found = pool(history, queryset=queryset, space=space, k=k, half_life_days=half_life_days)
+    return rank(found, k, diversity) if found else []
+
+
+def pool(
+    history: list[HistoryEntry], *, queryset: models.QuerySet, space: VectorSpace, k: int, half_life_days: float | None = None
+) -> Pool | None:
+    """Scan the index once per heaviest history item for ``k`` results' candidates (None: no
+    history item with a vector and a weight, or nothing found)."""
     column = column_for(space, "fused")
-    vectors = history_vectors([entry.object for entry in history], space, column)
-    known = [(entry, vectors[entry.object.pk]) for entry in history if entry.object.pk in vectors]
+    rows = l2_normalize(served_vectors(space, [entry.object.pk for entry in history]))
+    known = [(entry, row) for entry, row in zip(history, rows) if row.any()]
     weights = np.array([entry_weight(entry, half_life_days) for entry, _ in known], np.float64)
     if not known or weights.sum() <= 0:
-        return []
-    basket = np.stack([vector for _, vector in known])
-    pool = max(POOL_FACTOR * k, MIN_POOL)
+        return None
+    basket = np.stack([row for _, row in known])
+    depth = max(POOL_FACTOR * k, MIN_POOL)
     found: dict[Any, tuple[Any, np.ndarray]] = {}
     for index in np.argsort(-weights, kind="stable")[:MAX_SCANS]:
         if weights[index] <= 0:
             continue
         annotations = {VECTOR: F(f"similarity_embeddings__{column}")}
-        for neighbour in nearest(basket[index], k=pool, queryset=queryset, space=space, annotations=annotations):
-            found.setdefault(neighbour.object.pk, (neighbour.object, unit(getattr(neighbour.object, VECTOR))))
+        for neighbour in nearest(basket[index], k=depth, queryset=queryset, space=space, annotations=annotations):
+            found.setdefault(neighbour.object.pk, (neighbour.object, l2_normalize(getattr(neighbour.object, VECTOR))))
     if not found:
-        return []
-    objects = [obj for obj, _ in found.values()]
-    candidates = np.stack([vector for _, vector in found.values()])
-    cosines = candidates @ basket.T  # (candidates, history)
-    relevance = cosines @ weights / weights.sum()
-    chosen = maximal_marginal_relevance(relevance, candidates, k, diversity)
-    strongest = np.argmax(cosines * weights, axis=1)
+        return None
+    return Pool(
+        objects=[obj for obj, _ in found.values()], vectors=np.stack([vector for _, vector in found.values()]),
+        history=[entry for entry, _ in known], basket=basket, weights=weights,
+    )
+
+
+def rank(found: Pool, k: int, diversity: float) -> list[Recommendation]:
+    """The ``k`` best of ``found``: relevance (the weighted mean cosine to the history),
+    diversified by maximal marginal relevance."""
+    cosines = found.vectors @ found.basket.T  # (candidates, history)
+    relevance = cosines @ found.weights / found.weights.sum()
+    chosen = maximal_marginal_relevance(relevance, found.vectors, k, diversity)
+    strongest = np.argmax(cosines * found.weights, axis=1)
     return [
         Recommendation(
-            object=objects[i], score=float(score), relevance=float(relevance[i]),
-            because_of=known[strongest[i]][0].object, similarity=float(cosines[i, strongest[i]]),
+            object=found.objects[i], score=float(score), relevance=float(relevance[i]),
+            because_of=found.history[strongest[i]].object, similarity=float(cosines[i, strongest[i]]),
         )
         for i, score in chosen
     ]
@@ -141,23 +171,3 @@ def intra_list_similarity(vectors: np.ndarray) -> float | None:
         return None
     gram = vectors @ vectors.T
     return float((gram.sum() - np.trace(gram)) / (n * (n - 1)))
-
-
-def history_vectors(objects: list[Any], space: VectorSpace, column: str) -> dict[Any, np.ndarray]:
-    """The unit ``column`` vectors in ``space`` of ``objects`` that have one, by pk (one query)."""
-    if not objects:
-        return {}
-    from django.contrib.contenttypes.models import ContentType
-
-    content_type = ContentType.objects.get_for_model(type(objects[0]))
-    rows = Embedding.objects.filter(
-        space=space, content_type=content_type, object_id__in=[obj.pk for obj in objects], **{f"{column}__isnull": False}
-    ).values_list("object_id", column)
-    return {object_id: unit(vector) for object_id, vector in rows}
-
-
-def unit(vector: Any) -> np.ndarray:
-    """``vector`` as a float32 array of length 1 (zeros stay zeros)."""
-    array = np.asarray(vector, np.float32)
-    norm = float(np.linalg.norm(array))
-    return array / norm if norm > 0 else array
