@@ -22,8 +22,8 @@ Errors
 - ``similarity.E010``: ``SCAN_SETTINGS`` is not "connection" or "transaction".
 - ``similarity.E011``: ``IMAGE_FINETUNE`` is not a dict of fine-tuning options, or its
   ``blocks`` is not 0-16.
-- ``similarity.E012``: a vector column is larger than pgvector's HNSW index allows (2,000:
-  ``IMAGE_DIM + TEXT_DIM``, or ``LEARNED_DIM``).
+- ``similarity.E012``: a vector column is larger than pgvector's HNSW index allows (2,000, or
+  4,000 with ``INDEX_PRECISION`` "half": ``IMAGE_DIM + TEXT_DIM``, or ``LEARNED_DIM``).
 - ``similarity.E013``: ``CLUSTER_INTERVAL`` is not seconds >= 0 or None.
 - ``similarity.E014``: the app's database is not PostgreSQL.
 - ``similarity.E015`` (database): pgvector is not installed on the PostgreSQL server.
@@ -49,6 +49,7 @@ Errors
   numbers >= 0, or ``MAX_HISTORY`` is not a positive integer.
 - ``similarity.E031``: ``MATCH_PRECISION`` is not None or a number between 0 and 1, or
   ``EXCLUDE_DUPLICATES`` is not True or False.
+- ``similarity.E035``: ``INDEX_PRECISION`` is not "single" or "half".
 
 Warnings
 
@@ -80,6 +81,8 @@ from django.core.checks import CheckMessage, Error, Info, Tags, Warning, registe
 from similarity.conf import DEFAULTS, similarity_settings
 
 HNSW_MAX_DIM = 2000  # pgvector's HNSW limit for the `vector` type
+HNSW_MAX_HALF_DIM = 4000  # and for `halfvec` (INDEX_PRECISION "half")
+INDEX_PRECISIONS = ("single", "half")
 EXTENSION = "vector"  # pgvector's extension name
 MIN_PGVECTOR = (0, 8)  # iterative index scans (hnsw.iterative_scan)
 RESERVED_ROUTES = {"search", "clusters"}  # the app's own paths under the API's mount
@@ -105,16 +108,26 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             "IMAGE_DIM + TEXT_DIM (the fused vector)": s.fused_dim,
             "LEARNED_DIM + TRAINING['anchor_dim'] (the learned vector)": learned,
         }
-        over = {name: dim for name, dim in columns.items() if dim > HNSW_MAX_DIM}
+        limit = HNSW_MAX_HALF_DIM if s.INDEX_PRECISION == "half" else HNSW_MAX_DIM
+        over = {name: dim for name, dim in columns.items() if dim > limit}
         if over:
             errors.append(
                 Error(
-                    f"pgvector's HNSW index takes vectors of at most {HNSW_MAX_DIM} dimensions; "
+                    f"pgvector's HNSW index takes vectors of at most {limit} dimensions; "
                     + ", ".join(f"{name} is {dim}" for name, dim in over.items()) + ".",
-                    hint="Use smaller encoders, or a LEARNED_DIM plus anchor_dim (128 by default) of at most 2000.",
+                    hint=f"Use smaller encoders, or a LEARNED_DIM plus anchor_dim (128 by default) of at most {limit}"
+                    + ("." if limit == HNSW_MAX_HALF_DIM else '; INDEX_PRECISION "half" indexes up to 4000.'),
                     id="similarity.E012",
                 )
             )
+    if s.INDEX_PRECISION not in INDEX_PRECISIONS:
+        errors.append(
+            Error(
+                f"SIMILARITY['INDEX_PRECISION'] must be \"single\" or \"half\", got {s.INDEX_PRECISION!r}.",
+                hint='"half" stores the HNSW indexes as 16-bit halfvec: half the memory, for large catalogs.',
+                id="similarity.E035",
+            )
+        )
     if not isinstance(s.FIT_FUSION_WEIGHTS, bool):
         errors.append(
             Error(

@@ -94,6 +94,10 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_K": 10,
     "MAX_K": 100,
     "HNSW_EF_SEARCH": 100,
+    # "half": the HNSW indexes hold halfvec (16-bit) copies of the vectors, half the memory of
+    # "single" (float32) for a recall@10 within about 0.01 (docs/BENCHMARKS.md); the table keeps
+    # float32. Changing it builds a new vector space from the stored vectors (no encoder runs).
+    "INDEX_PRECISION": "single",
     # "connection": scan settings set once per database connection; "transaction": with every
     # query (behind PgBouncer in transaction mode). See similarity.search.scan.
     "SCAN_SETTINGS": "connection",

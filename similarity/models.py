@@ -17,7 +17,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from pgvector.django import SparseVectorField, VectorField
+from pgvector.django import HalfVectorField, SparseVectorField, VectorField
 
 
 class EmbeddingStatus(models.TextChoices):
@@ -200,6 +200,16 @@ class VectorSpace(models.Model):
             dims["learned"] = spec["learned_dim"]
         return dims
 
+    @property
+    def half_precision(self) -> bool:
+        """Whether the HNSW indexes hold the vectors as ``halfvec`` (16-bit: half the memory)."""
+        return self.spec.get("index_precision") == "half"
+
+    def indexed_field(self, column: str) -> models.Field:
+        """The type the column is cast to in its HNSW index (and so in every query the index answers)."""
+        field = HalfVectorField if self.half_precision else VectorField
+        return field(dimensions=self.dims[column])
+
     @classmethod
     def active_for(cls, model_label: str) -> VectorSpace | None:
         return cls.objects.filter(model_label=model_label, state=SpaceState.ACTIVE).first()
@@ -216,7 +226,8 @@ class Embedding(models.Model):
     """The vectors of one item of a registered model in one vector space.
 
     The vector columns have no fixed size: each space gets partial HNSW indexes on
-    ``(column::vector(n)) WHERE space_id = <id>`` when it is created (``similarity.indexing.spaces``).
+    ``(column::vector(n)) WHERE space_id = <id>`` (``halfvec(n)`` with ``INDEX_PRECISION`` "half")
+    when it is created (``similarity.indexing.spaces``).
     ``lexical`` is the text's BM25 term weights over hashed tokens (``similarity.ml.lexical``;
     indexed as ``sparsevec`` with inner product), ``lexical_length`` the number of terms it
     counted (what the space's ``DocumentFrequency`` totals add up).

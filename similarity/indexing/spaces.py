@@ -36,7 +36,7 @@ from similarity.models import (
 
 logger = logging.getLogger(__name__)
 
-OPCLASS = "vector_cosine_ops"
+OPCLASS = {"vector": "vector_cosine_ops", "halfvec": "halfvec_cosine_ops"}
 LEXICAL_OPCLASS = "sparsevec_ip_ops"  # BM25 is an inner product (pgvector's <#>)
 
 
@@ -101,6 +101,8 @@ def configured_spec(model_label: str) -> dict[str, Any]:
         "learned_dim": learned.dim if learned else None,
         # The stored lexical weights depend on these; the query-time weight does not.
         "lexical": lexical_options(),
+        # Only when not the default, so that the spaces of earlier versions keep their key.
+        **({"index_precision": "half"} if s.INDEX_PRECISION == "half" else {}),
     }
 
 
@@ -204,10 +206,11 @@ def create_indexes(space: VectorSpace) -> None:
     with connection.cursor() as cursor:
         if in_transaction:  # deferred foreign-key checks must fire before CREATE INDEX
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        kind = "halfvec" if space.half_precision else "vector"
         for column, dim in space.dims.items():
             cursor.execute(
                 f'CREATE INDEX {concurrently}IF NOT EXISTS "{index_name(space, column)}" ON "{table}" '
-                f'USING hnsw (("{column}"::vector({int(dim)})) {OPCLASS}) WITH (m = 16, ef_construction = 64) '
+                f'USING hnsw (("{column}"::{kind}({int(dim)})) {OPCLASS[kind]}) WITH (m = 16, ef_construction = 64) '
                 f'WHERE "space_id" = {int(space.pk)}'
             )
         if space.spec.get("lexical"):

@@ -26,7 +26,7 @@ from django.db import models, transaction
 from django.db.models import F, FloatField, Q, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Coalesce
-from pgvector.django import CosineDistance, MaxInnerProduct, SparseVectorField, VectorField
+from pgvector.django import CosineDistance, HalfVectorField, MaxInnerProduct, SparseVectorField, VectorField
 
 from similarity.conf import similarity_settings
 from similarity.ml.lexical import DIM as LEXICAL_DIM
@@ -166,12 +166,22 @@ def nearest_queryset(
     vectors in ``space`` as ``similarity_embeddings__<column>`` (explanations' cosines).
     """
     column = column_for(space, mode)
-    typed = Cast(f"similarity_embeddings__{column}", VectorField(dimensions=space.dims[column]))
     return (
         queryset.filter(**{"similarity_embeddings__space": space, f"similarity_embeddings__{column}__isnull": False})
-        .annotate(_distance=CosineDistance(typed, vector), **(annotations or {}))
+        .annotate(_distance=index_distance(space, column, vector), **(annotations or {}))
         .order_by("_distance")[:k]
     )
+
+
+def index_distance(space: VectorSpace, column: str, vector: Any) -> CosineDistance:
+    """The cosine distance from ``column`` to ``vector`` written as the column's HNSW index
+    holds it (``::vector(n)``, or ``::halfvec(n)`` with ``INDEX_PRECISION`` "half"), so that
+    the index answers an ORDER BY of it."""
+    field = space.indexed_field(column)
+    typed = Cast(f"similarity_embeddings__{column}", field)
+    if isinstance(field, HalfVectorField) and hasattr(vector, "resolve_expression"):
+        vector = Cast(vector, HalfVectorField(dimensions=field.dimensions))  # a stored vector's subquery
+    return CosineDistance(typed, vector)
 
 
 def hybrid(
@@ -227,13 +237,12 @@ def hybrid_queryset(
     filter on every row of the host joined to every vector row of the space.)
     """
     column = column_for(space, mode)
-    typed = Cast(f"similarity_embeddings__{column}", VectorField(dimensions=space.dims[column]))
     sparse = Cast("similarity_embeddings__lexical", SparseVectorField(dimensions=LEXICAL_DIM))
     query = lexical.query_vector(space, weights)
     depth = max(k, int(similarity_settings.LEXICAL_CANDIDATES))
     on_space = {"similarity_embeddings__space": space, f"similarity_embeddings__{column}__isnull": False}
     dense_ids = (
-        queryset.filter(**on_space).annotate(_d=CosineDistance(typed, vector)).order_by("_d").values("pk")[:depth]
+        queryset.filter(**on_space).annotate(_d=index_distance(space, column, vector)).order_by("_d").values("pk")[:depth]
     )
     lexical_ids = (
         queryset.filter(similarity_embeddings__space=space, similarity_embeddings__lexical__isnull=False)
@@ -247,7 +256,7 @@ def hybrid_queryset(
         queryset.filter(**on_space)
         .filter(pk__in=dense_ids.union(lexical_ids))
         .annotate(
-            _distance=CosineDistance(typed, vector),
+            _distance=index_distance(space, column, vector),
             _lexical=score / lexical.self_score(space, weights),
             _score=Value(1.0 - weight) * (Value(1.0) - F("_distance")) + Value(weight) * F("_lexical"),
             **(annotations or {}),

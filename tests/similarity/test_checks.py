@@ -102,6 +102,8 @@ def test_changing_dimensions_needs_no_migration(settings):
         ({"MATCH_PRECISION": 1.5}, "similarity.E031"),
         ({"MATCH_PRECISION": "high"}, "similarity.E031"),
         ({"EXCLUDE_DUPLICATES": "yes"}, "similarity.E031"),
+        ({"INDEX_PRECISION": "quarter"}, "similarity.E035"),
+        ({"INDEX_PRECISION": None}, "similarity.E035"),
     ],
 )
 def test_a_bad_setting_is_reported_by_its_own_id(settings, changes, expected):

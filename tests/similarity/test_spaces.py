@@ -45,13 +45,19 @@ def exact_answer(items: list[Gadget], spec: dict, k: int = 5) -> dict[int, list[
     vectors = {i.obj.pk: np.asarray(i.vectors[-1]["fused"]) for i in items}
     answer = {}
     for pk, v in vectors.items():
-        scores = sorted(((float(v @ w), other) for other, w in vectors.items() if other != pk), reverse=True)[:k]
+        # Rounded before ordering: equal scores (to float32's precision) go by key, as in observed().
+        scores = sorted(((round(float(v @ w), 4), other) for other, w in vectors.items() if other != pk), reverse=True)[:k]
         answer[pk] = [(other, round(score, 4)) for score, other in scores]
     return answer
 
 
 def observed(items: list[Gadget], k: int = 5) -> dict[int, list[tuple[int, float]]]:
-    return {g.pk: [(n.object.pk, round(n.score, 4)) for n in similar_to(g, k=k)] for g in items}
+    """What the query layer answers, equal scores ordered as ``exact_answer`` orders them."""
+    answer = {}
+    for g in items:
+        found = sorted(((round(n.score, 4), n.object.pk) for n in similar_to(g, k=k)), reverse=True)
+        answer[g.pk] = [(pk, score) for score, pk in found]
+    return answer
 
 
 def test_a_new_dimension_is_built_beside_the_old_one_and_switched_atomically(gadgets, settings, sent):
@@ -143,3 +149,43 @@ def test_a_space_with_the_same_encoders_reuses_their_vectors_and_runs_no_encoder
     assert observed(gadgets) == answer
     first = copied[gadgets[0].pk]
     np.testing.assert_allclose(first.fused[:len(first.image)], np.sqrt(0.6) * np.asarray(first.image), atol=1e-6)
+
+
+def test_half_precision_indexes_answer_like_single_precision_and_reuse_the_vectors(gadgets, settings, sent):
+    """INDEX_PRECISION "half" builds a space whose HNSW indexes hold halfvec copies: no encoder
+    runs (the stored vectors are copied), the scan uses the halfvec index, and the answers
+    match the float32 space's to halfvec's precision."""
+    from unittest import mock
+
+    from django.test.utils import CaptureQueriesContext
+
+    from similarity.checks import check_settings
+
+    single = VectorSpace.active_for(LABEL)
+    before = observed(gadgets)
+    settings.SIMILARITY = {**settings.SIMILARITY, "INDEX_PRECISION": "half"}
+    assert check_settings() == []
+    half = ensure_configured_space(LABEL)
+    assert half.key != single.key and half.half_precision and not single.half_precision
+    encoders = backends.encoders_for(half.spec)
+    with mock.patch.object(type(encoders.image), "encode", side_effect=AssertionError("image encoder ran")), \
+            mock.patch.object(type(encoders.text), "encode", side_effect=AssertionError("text encoder ran")):
+        encode_objects(LABEL, [g.pk for g in gadgets])
+    assert VectorSpace.active_for(LABEL) == half
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [index_name(half, "fused")])
+        (definition,) = cursor.fetchone()
+        cursor.execute("SET enable_seqscan = off")  # eight rows: the planner would rather scan them all
+    assert "halfvec(1792)" in definition and "halfvec_cosine_ops" in definition
+    with CaptureQueriesContext(connection) as captured:
+        after = observed(gadgets)
+    scan = next(q["sql"] for q in captured.captured_queries if "<=>" in q["sql"])
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {scan}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_seqscan")
+    assert f"Index Scan using {index_name(half, 'fused')}" in plan, plan
+    for pk, neighbours in before.items():  # the same items, scores within halfvec's precision
+        assert {other for other, _ in after[pk]} == {other for other, _ in neighbours}
+        assert [score for _, score in after[pk]] == pytest.approx([score for _, score in neighbours], abs=2e-3)
+
