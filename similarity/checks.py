@@ -50,6 +50,7 @@ Errors
 - ``similarity.E031``: ``MATCH_PRECISION`` is not None or a number between 0 and 1, or
   ``EXCLUDE_DUPLICATES`` is not True or False.
 - ``similarity.E035``: ``INDEX_PRECISION`` is not "single" or "half".
+- ``similarity.E036``: ``READ_DATABASES`` is not an alias or a list of aliases of ``DATABASES``.
 
 Warnings
 
@@ -79,6 +80,7 @@ from django.apps import apps
 from django.core.checks import CheckMessage, Error, Info, Tags, Warning, register
 
 from similarity.conf import DEFAULTS, similarity_settings
+from similarity.routers import read_databases
 
 HNSW_MAX_DIM = 2000  # pgvector's HNSW limit for the `vector` type
 HNSW_MAX_HALF_DIM = 4000  # and for `halfvec` (INDEX_PRECISION "half")
@@ -355,8 +357,9 @@ def check_database_engine(app_configs: Any = None, **kwargs: Any) -> list[CheckM
 
     from similarity.models import Embedding
 
-    errors = []
-    for alias in sorted({router.db_for_read(Embedding), router.db_for_write(Embedding)}):
+    errors = _check_read_databases()
+    replicas = set() if errors else set(read_databases())  # E036 first: the aliases may be unusable
+    for alias in sorted({router.db_for_read(Embedding), router.db_for_write(Embedding), *replicas}):
         vendor = connections[alias].vendor
         if vendor != "postgresql":
             errors.append(
@@ -369,6 +372,33 @@ def check_database_engine(app_configs: Any = None, **kwargs: Any) -> list[CheckM
                 )
             )
     return errors
+
+
+def _check_read_databases() -> list[CheckMessage]:
+    from django.conf import settings
+
+    value = similarity_settings.READ_DATABASES
+    names = [value] if isinstance(value, str) else value
+    if value is not None and not (isinstance(names, (list, tuple)) and all(isinstance(a, str) for a in names)):
+        return [
+            Error(
+                f"SIMILARITY['READ_DATABASES'] must be a database alias or a list of them, got {value!r}.",
+                hint='For example ["replica1", "replica2"]: entries of DATABASES; [] reads the primary only.',
+                id="similarity.E036",
+            )
+        ]
+    unknown = [alias for alias in names or () if alias not in settings.DATABASES]
+    if unknown:
+        return [
+            Error(
+                f"SIMILARITY['READ_DATABASES'] names {', '.join(map(repr, unknown))}, not in DATABASES "
+                f"(it has {', '.join(map(repr, settings.DATABASES))}).",
+                hint="Add a DATABASES entry for each read replica (the primary's, with the replica's HOST; "
+                "'TEST': {'MIRROR': 'default'} so that tests read the test database), or remove the name.",
+                id="similarity.E036",
+            )
+        ]
+    return []
 
 
 @register(Tags.database)

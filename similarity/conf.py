@@ -101,6 +101,11 @@ DEFAULTS: dict[str, Any] = {
     # "connection": scan settings set once per database connection; "transaction": with every
     # query (behind PgBouncer in transaction mode). See similarity.search.scan.
     "SCAN_SETTINGS": "connection",
+    # Read replicas (database aliases, streaming replicas of the primary) for the READ path:
+    # similar items, searches, recommendations, same products; one is chosen at random per
+    # request, the primary when none answers. Writes and the workers use the primary.
+    # See similarity.routers and docs/SCALING.md.
+    "READ_DATABASES": [],
     # Input limits: larger inputs fail with a readable reason instead of exhausting memory.
     "MAX_IMAGE_BYTES": 20 * 1024 * 1024,
     "MAX_IMAGE_PIXELS": 50_000_000,

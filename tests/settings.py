@@ -6,10 +6,25 @@ this module, so the worker processes the tests start read it too.
 """
 from __future__ import annotations
 
+import copy
+
 from config.settings import *  # noqa: F403
-from config.settings import INSTALLED_APPS, SIMILARITY
+from config.settings import DATABASES, INSTALLED_APPS, SIMILARITY
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+
+# Read replicas for the tests of SIMILARITY["READ_DATABASES"] (tests/similarity/test_read_replicas.py):
+# "replica" is the test database under a second alias (its own connection), "replica_down" a
+# server that refuses connections. Mirrors: no database is created or flushed for them, and a
+# test may use them only when it names them (pytest.mark.django_db(databases=[...])).
+DATABASES = {
+    **DATABASES,
+    "replica": {**copy.deepcopy(DATABASES["default"]), "TEST": {"MIRROR": "default"}},
+    "replica_down": {
+        "ENGINE": "django.db.backends.postgresql", "NAME": "shop", "HOST": "127.0.0.1", "PORT": "9",
+        "OPTIONS": {"connect_timeout": 2}, "TEST": {"MIRROR": "default"},
+    },
+}
 
 SIMILARITY = {
     **SIMILARITY,

@@ -10,6 +10,7 @@ settings say (``SIMILARITY["API_REQUIRE_TOKEN"]``, ``["API_RATES"]``).
 from __future__ import annotations
 
 import functools
+from contextlib import ExitStack
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -26,7 +27,7 @@ from similarity.api.exceptions import exception_handler
 from similarity.api.filters import ItemFilterSet
 from similarity.api.mixins import CategorySuggestionsMixin, ImageSearchMixin, SimilarItemsMixin, TextSearchMixin
 from similarity.api.pagination import PageNumberPagination
-from similarity.api.permissions import ReadOrStaffWrite
+from similarity.api.permissions import ReadOrStaffWrite, is_read
 from similarity.api.matches import SameProductsMixin
 from similarity.api.recommendations import RecommendationsMixin, recommendations_responses
 from similarity.api.schema import AutoSchema
@@ -41,6 +42,7 @@ from similarity.api.serializers import (
 )
 from similarity.api.throttling import ActionScopedRateThrottle
 from similarity.registry import get_adapter
+from similarity.routers import for_reading, read_databases, reading
 
 
 class ItemFilterBackend(DjangoFilterBackend):
@@ -71,13 +73,24 @@ class AppView:
     def get_exception_handler(self) -> Any:
         return exception_handler
 
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        # A read request's reading() block (see initial) ends with the request, whatever happens.
+        with ExitStack() as self.read_block:
+            return super().dispatch(request, *args, **kwargs)
+
+    def initial(self, request: Any, *args: Any, **kwargs: Any) -> None:
+        """Send a read request, once allowed, to one of SIMILARITY["READ_DATABASES"] (similarity.routers)."""
+        super().initial(request, *args, **kwargs)
+        if read_databases() and is_read(request, self):
+            self.read_block.enter_context(reading())
+
     def get_renderers(self) -> list:
         """JSON; and DRF's browsable pages where the host installed "rest_framework" and
         "django_filters" (their templates live there: without them a browser would get a 500)."""
         return [renderer() for renderer in api_renderers()]
 
     def get_queryset(self) -> Any:
-        return self.adapter.get_queryset().prefetch_related("similarity_states").order_by("pk")
+        return for_reading(self.adapter.get_queryset().prefetch_related("similarity_states").order_by("pk"))
 
     def get_candidates(self) -> Any:
         """Results (similar items, searches) hold active items unless ``is_active`` is given;

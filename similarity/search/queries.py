@@ -31,6 +31,7 @@ from pgvector.django import CosineDistance, HalfVectorField, MaxInnerProduct, Sp
 from similarity.conf import similarity_settings
 from similarity.ml.lexical import DIM as LEXICAL_DIM
 from similarity.models import Embedding, VectorSpace
+from similarity.routers import for_reading
 from similarity.search import lexical, scan
 
 #: The vectors a query may compare (the API offers these).
@@ -129,6 +130,7 @@ def nearest(
     ``vector`` must come from ``space`` (default: the active space of the queryset's model).
     """
     k = k or similarity_settings.DEFAULT_K
+    queryset = for_reading(queryset)  # one database for the whole statement (similarity.routers)
     space = space or VectorSpace.active_for(queryset.model._meta.label)
     if space is None:
         return []
@@ -204,6 +206,7 @@ def hybrid(
     with the scan settings of its transaction.
     """
     k = k or similarity_settings.DEFAULT_K
+    queryset = for_reading(queryset)
     ordered = hybrid_queryset(
         vector, weights, weight, k=k, mode=mode, queryset=queryset, space=space, annotations=annotations
     )

@@ -28,6 +28,7 @@ from django.db import models
 
 from similarity.models import VectorSpace
 from similarity.registry import get_adapter
+from similarity.routers import for_reading
 from similarity.search import lexical
 from similarity.search.explain import keywords, similarities
 from similarity.search.queries import hybrid, nearest
@@ -49,6 +50,7 @@ class Hit:
 
 def search(query: str, vector: np.ndarray, *, queryset: models.QuerySet, space: VectorSpace, k: int) -> list[Hit]:
     """Return the ``k`` best rows of ``queryset`` for ``query`` (its text-space ``vector``)."""
+    queryset = for_reading(queryset)  # the database of the enclosing reading() block, if any
     model = queryset.model
     tokens = keywords(query)
     adapter = get_adapter(model)

@@ -104,6 +104,8 @@ def test_changing_dimensions_needs_no_migration(settings):
         ({"EXCLUDE_DUPLICATES": "yes"}, "similarity.E031"),
         ({"INDEX_PRECISION": "quarter"}, "similarity.E035"),
         ({"INDEX_PRECISION": None}, "similarity.E035"),
+        ({"READ_DATABASES": ["nowhere"]}, "similarity.E036"),
+        ({"READ_DATABASES": [1]}, "similarity.E036"),
     ],
 )
 def test_a_bad_setting_is_reported_by_its_own_id(settings, changes, expected):
