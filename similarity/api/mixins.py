@@ -8,13 +8,19 @@ Candidates always go through the view's ``filter_queryset`` (django-filter), so 
 the list endpoint (category, price, brand...) works the same on similar items and searches.
 
 Similar items are the hot path (two statements): the item is read with the pk of the active
-vector space, and one nearest-neighbour statement reads the explanations' cosines along.
+vector space, and one nearest-neighbour statement reads the explanations' cosines along. Both
+are compiled once per shape and thread, then run with each request's values
+(``similarity.search.statements``; ``reuse_statements``).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from django.http import QueryDict
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import FieldDoesNotExist
+from django.db import models
+from django.http import Http404, QueryDict
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
@@ -45,14 +51,17 @@ from similarity.matches.decisions import confirmed_duplicates
 from similarity.ml.images import UPLOAD_FORMATS, ImageRejected, check_upload, decode_image
 from similarity.models import EmbeddingStatus, VectorSpace
 from similarity.registry import get_adapter
+from similarity.adapters import ItemAdapter
 from similarity.search.explain import explain, explanation_annotations
-from similarity.search.queries import nearest, similar_to
+from similarity.search.lexical import lexical_weight
+from similarity.search.queries import Neighbour, nearest, nearest_queryset, run_nearest, similar_candidates, similar_to
 from similarity.search.query_encoding import (
     QueryEncodingUnavailable,
     QueryRejected,
     encode_image_query,
     encode_text_query,
 )
+from similarity.search.statements import INTEGER_SLOT, KEY_SLOT, TEXT_SLOT, CompiledQuery, compiled, integer_key
 from similarity.search.text import search
 
 # The attribute get_query_object() puts the active space's pk in.
@@ -65,10 +74,39 @@ class ServiceUnavailable(APIException):
     default_code = "workers_unavailable"
 
 
+# The methods whose querysets the compiled statements stand for: a view class that overrides
+# one of them, or filters with a backend of its own, runs every request the ORM's way.
+_QUERY_HOOKS = (
+    "get_queryset", "get_candidates", "filter_queryset", "exclude_variants", "get_query_object",
+    "query_object_queryset",
+)
+_APP_MODULES = frozenset({"similarity.api.views", "similarity.api.mixins", "rest_framework.generics"})
+
+
+@functools.cache
+def _app_queries(view_class: type) -> bool:
+    """Whether ``view_class`` builds its querysets with the app's own methods only."""
+    hooks = all(
+        getattr(getattr(view_class, name, None), "__module__", None) in _APP_MODULES for name in _QUERY_HOOKS
+    )
+    backends = getattr(view_class, "filter_backends", ())
+    return hooks and all(getattr(backend, "__module__", "").startswith("similarity.") for backend in backends)
+
+
 class _ResultsMixin:
     # Build the item serializer's fields once per thread (see serializers.serialize_items);
     # set False for a serializer whose fields depend on the request.
     reuse_item_serializer = True
+    #: Run the detail item's and the similar items' statements compiled once per shape
+    #: (``similarity.search.statements``). Set False when ``get_queryset`` or the adapter's
+    #: ``get_queryset``/``results_queryset``/``active`` depend on the request or on the time
+    #: (a user's own rows, "published before now"): a compiled statement keeps the values it
+    #: was built with. A view class overriding one of the query methods never reuses them.
+    reuse_statements = True
+
+    def reuses_statements(self) -> bool:
+        """Whether this request may run compiled statements (see ``reuse_statements``)."""
+        return self.reuse_statements and _app_queries(type(self))
 
     def get_candidates(self) -> Any:
         """Rows results may come from: the filtered list queryset (override to restrict)."""
@@ -105,11 +143,42 @@ class _ResultsMixin:
         """
         lookup = self.lookup_url_kwarg or self.lookup_field
         queryset = self.get_queryset()
-        active = active_space_pk(queryset.model._meta.label)
-        queryset = with_encoding_state(queryset.prefetch_related(None).annotate(**{ACTIVE_SPACE: active}))
-        obj = get_object_or_404(queryset, **{self.lookup_field: self.kwargs[lookup]})
+        obj = self._compiled_query_object(queryset, self.kwargs[lookup])
+        if obj is None:
+            obj = get_object_or_404(self.query_object_queryset(queryset), **{self.lookup_field: self.kwargs[lookup]})
         self.check_object_permissions(self.request, obj)
         return obj
+
+    def query_object_queryset(self, queryset: Any) -> Any:
+        """``queryset`` as the detail item is read: its state and the active space's pk along."""
+        active = active_space_pk(queryset.model._meta.label)
+        return with_encoding_state(queryset.prefetch_related(None).annotate(**{ACTIVE_SPACE: active}))
+
+    def _compiled_query_object(self, queryset: Any, value: Any) -> Any:
+        """The detail item read by its compiled statement; None where the ORM's way must read it.
+
+        Raises:
+            Http404: no item has that key.
+        """
+        pk = queryset.model._meta.pk
+        if self.lookup_field not in ("pk", pk.name) or not self.reuses_statements():
+            return None
+        number = integer_key(pk, value, queryset.db)
+        if number is None:
+            return None
+        content_type = ContentType.objects.get_for_model(queryset.model).pk  # with_encoding_state's
+        statement = compiled(
+            ("item", type(self), queryset.db, content_type),
+            lambda: CompiledQuery(
+                self.query_object_queryset(queryset).filter(pk=KEY_SLOT).order_by()[:2], {"key": KEY_SLOT}
+            ),
+        )
+        if statement is None:
+            return None
+        found = statement.fetch(key=number)
+        if not found:
+            raise Http404(f"No {queryset.model._meta.object_name} matches the given query.")
+        return found[0]
 
 
 class SimilarItemsMixin(_ResultsMixin):
@@ -121,6 +190,89 @@ class SimilarItemsMixin(_ResultsMixin):
 
     def exclude_variants(self, queryset: Any, obj: Any) -> Any:
         return queryset
+
+    def compiled_similar(
+        self, obj: Any, *, k: int, mode: str, include_variants: bool, space: VectorSpace
+    ) -> list[Neighbour] | None:
+        """Return the similar items from this thread's compiled statement of the request's
+        shape, explanations' cosines along; None where the ORM's way must answer.
+
+        The shape is the view, the database, the space, ``mode``, ``k`` and how the item's
+        variants are left out; the item's key and variant value are the statement's slots.
+        A request with a filter (or any parameter besides the similar-items ones) goes the
+        ORM's way: its filters may be the host's own code.
+        """
+        names = self.request.query_params.keys()
+        filterset = getattr(self, "filterset_class", None)
+        if not (self.reuses_statements() and names <= SIMILAR_PARAMETERS) or (
+            filterset is not None and not names.isdisjoint(filterset.base_filters)
+        ):
+            return None
+        model = type(obj)
+        if not isinstance(model._meta.pk, models.IntegerField) or (mode != "image" and lexical_weight(space) > 0):
+            return None
+        variant = ("all", None, None, None) if include_variants else self._variant_slot(obj)
+        if variant is None:
+            return None
+        kind, attname, placeholder, value = variant
+        using = obj._state.db  # the item's database is the request's (get_queryset's)
+        key = ("similar", type(self), using, ContentType.objects.get_for_model(model).pk, space.pk, space.key, mode, k, kind)
+        slots = {"key": KEY_SLOT} if placeholder is None else {"key": KEY_SLOT, "variant": placeholder}
+
+        def build() -> CompiledQuery:
+            template = model(pk=KEY_SLOT)
+            if attname is not None:
+                setattr(template, attname, placeholder)
+            candidates = self.get_candidates()
+            if not include_variants:
+                candidates = self.exclude_variants(candidates, template)
+            vector, candidates = similar_candidates(template, space=space, mode=mode, queryset=candidates)
+            annotations = explanation_annotations(space, template)
+            return CompiledQuery(
+                nearest_queryset(vector, k=k, mode=mode, queryset=candidates, space=space, annotations=annotations),
+                slots,
+            )
+
+        statement = compiled(key, build)
+        if statement is None:
+            return None
+        values = {"key": obj.pk} if placeholder is None else {"key": obj.pk, "variant": value}
+        return run_nearest(lambda: statement.fetch(**values), using=statement.using, k=k)
+
+    def _variant_slot(self, obj: Any) -> tuple[str, str | None, Any, Any] | None:
+        """How the app's own ``exclude_variants`` reads ``obj``: (shape, attribute, placeholder,
+        ``obj``'s value); None for a variant hook of the host's own (the ORM's way then)."""
+        hook = type(self).exclude_variants
+        if hook is SimilarItemsMixin.exclude_variants:  # variants are not left out
+            return ("none", None, None, None)
+        adapter = getattr(self, "adapter", None)
+        if (
+            hook.__module__ != "similarity.api.views"
+            or not isinstance(adapter, ItemAdapter)
+            or type(adapter).exclude_variants is not ItemAdapter.exclude_variants
+        ):
+            return None
+        if not adapter.variant_field:
+            return ("none", None, None, None)
+        try:
+            field = adapter.model._meta.get_field(adapter.variant_field)
+        except FieldDoesNotExist:  # a path through a relation
+            return None
+        if isinstance(field, models.ForeignKey) and field.related_model is adapter.model:
+            # The parent's key, or the item's own: either way one condition on one value.
+            if not isinstance(adapter.model._meta.pk, models.IntegerField):
+                return None
+            return ("parent", field.attname, INTEGER_SLOT, getattr(obj, field.attname) or obj.pk)
+        value = getattr(obj, field.attname)
+        if value in (None, ""):  # no variants: no condition
+            return ("none", field.attname, None, None)
+        if field.is_relation:
+            return None
+        if isinstance(field, models.CharField | models.TextField) and isinstance(value, str):
+            return ("text", field.attname, TEXT_SLOT, value)
+        if isinstance(field, models.IntegerField) and type(value) is int:
+            return ("integer", field.attname, INTEGER_SLOT, value)
+        return None
 
     @extend_schema(
         summary="Similar items",
@@ -139,24 +291,35 @@ class SimilarItemsMixin(_ResultsMixin):
         obj = self.get_query_object()
         k = params.validated_data.get("k") or similarity_settings.DEFAULT_K
         mode = params.validated_data["mode"]
-        candidates = self.get_candidates()
-        if not params.validated_data["include_variants"]:
-            candidates = self.exclude_variants(candidates, obj)
+        include_variants = params.validated_data["include_variants"]
         exclude_duplicates = params.validated_data.get("exclude_duplicates")
-        if similarity_settings.EXCLUDE_DUPLICATES if exclude_duplicates is None else exclude_duplicates:
-            candidates = candidates.exclude(pk__in=confirmed_duplicates(type(obj), obj.pk))
+        if exclude_duplicates is None:
+            exclude_duplicates = similarity_settings.EXCLUDE_DUPLICATES
         space = self.active_space(obj)
-        neighbours = []
-        if space is not None:
-            # The explanations' cosines come with the results: one statement for both.
-            reasons_sql = explanation_annotations(space, obj)
-            neighbours = similar_to(obj, k=k, mode=mode, queryset=candidates, space=space, annotations=reasons_sql)
+        neighbours = None
+        if space is not None and not exclude_duplicates:
+            neighbours = self.compiled_similar(obj, k=k, mode=mode, include_variants=include_variants, space=space)
+        if neighbours is None:
+            candidates = self.get_candidates()
+            if not include_variants:
+                candidates = self.exclude_variants(candidates, obj)
+            if exclude_duplicates:
+                candidates = candidates.exclude(pk__in=confirmed_duplicates(type(obj), obj.pk))
+            neighbours = []
+            if space is not None:
+                # The explanations' cosines come with the results: one statement for both.
+                reasons_sql = explanation_annotations(space, obj)
+                neighbours = similar_to(obj, k=k, mode=mode, queryset=candidates, space=space, annotations=reasons_sql)
         reasons = explain(neighbours, space, query=obj) if neighbours else []
         rows = [{"score": n.score, "object": n.object, "explanation": r} for n, r in zip(neighbours, reasons)]
         return self.results_response(
             rows, id=obj.pk, mode=mode, k=k, embedding_status=getattr(obj, STATUS) or EmbeddingStatus.PENDING,
             space=space.key if space else None,
         )
+
+
+#: The parameters of similar items that are not filters.
+SIMILAR_PARAMETERS = frozenset(SimilarQuerySerializer._declared_fields)
 
 
 class CategorySuggestionsMixin(_ResultsMixin):

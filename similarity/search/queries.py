@@ -18,6 +18,7 @@ score divided by the item's score against itself (1 for a copy of it).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,16 +81,25 @@ def similar_to(
     if space is None:
         return []
     queryset = type(obj)._default_manager.all() if queryset is None else queryset
-    vector = stored_vector(obj, space, column_for(space, mode))
-    # No separate existence check (a round trip per request): without a stored vector the
-    # subquery is NULL, and this condition, evaluated once per statement, empties the scan.
-    candidates = queryset.alias(_query_vector=vector).filter(~Q(pk=obj.pk), _query_vector__isnull=False)
+    vector, candidates = similar_candidates(obj, space=space, mode=mode, queryset=queryset)
     weight = lexical.lexical_weight(space) if use_lexical and mode != "image" else 0.0
     if weight > 0:
         weights = lexical.stored_weights(stored_lexical(obj, space))
         if weights:
             return hybrid(vector, weights, weight, k=k, mode=mode, queryset=candidates, space=space, annotations=annotations)
     return nearest(vector, k=k, mode=mode, queryset=candidates, space=space, annotations=annotations)
+
+
+def similar_candidates(obj: Any, *, space: VectorSpace, mode: str, queryset: models.QuerySet) -> tuple[RawSQL, models.QuerySet]:
+    """Return ``obj``'s stored vector (SQL) and the rows of ``queryset`` that may be similar to it.
+
+    ``nearest_queryset(vector, queryset=candidates, ...)`` is then the statement ``similar_to``
+    runs without the lexical channel (the API compiles it once per shape: ``similarity.search.statements``).
+    """
+    vector = stored_vector(obj, space, column_for(space, mode))
+    # No separate existence check (a round trip per request): without a stored vector the
+    # subquery is NULL, and this condition, evaluated once per statement, empties the scan.
+    return vector, queryset.alias(_query_vector=vector).filter(~Q(pk=obj.pk), _query_vector__isnull=False)
 
 
 def stored_lexical(obj: Any, space: VectorSpace) -> Any:
@@ -135,19 +145,24 @@ def nearest(
     if space is None:
         return []
     ordered = nearest_queryset(vector, k=k, mode=mode, queryset=queryset, space=space, annotations=annotations)
-    using = queryset.db
+    return run_nearest(lambda: list(ordered.all()), using=queryset.db, k=k)
+
+
+def run_nearest(fetch: Callable[[], list[Any]], *, using: str, k: int) -> list[Neighbour]:
+    """Run a ``nearest_queryset`` statement (``fetch`` returns its rows) with the scan settings
+    on database ``using``; return its rows as neighbours, best first."""
     if scan.needs_transaction(using, k):
         with transaction.atomic(using=using):
             scan.tune_scan(using, k)
-            rows = list(ordered)
+            rows = fetch()
     else:  # the connection carries the scan settings: one autocommit statement
-        rows = list(ordered)
+        rows = fetch()
     if len(rows) < k:
         # The index scan can come back short (a selective filter, or many dead index
         # entries after a bulk re-encode until VACUUM runs): answer exactly instead.
         with transaction.atomic(using=using):
             scan.exact_scan(using)
-            rows = list(ordered.all())
+            rows = fetch()
     # relaxed_order may return rows slightly out of order: sort by the exact distance.
     rows.sort(key=lambda row: row._distance)
     return [Neighbour(object=row, score=1.0 - float(row._distance)) for row in rows]

@@ -1,0 +1,152 @@
+"""Similar items from statements compiled once per shape (similarity.search.statements): the
+same bodies as the ORM's way, each request's own values, and the ORM's way wherever a shape
+may depend on code of the host's own."""
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+from django.db.models import Value
+from django.test import override_settings
+
+from catalog.models import Product
+from similarity.api import mixins
+from similarity.registry import get_adapter
+from similarity.search import statements
+from similarity.search.statements import KEY_SLOT, CompiledQuery, NotCompilable, compiled, integer_key
+from tests.catalog.test_api_similarity import shop, similar, skus  # noqa: F401 (shop is a fixture)
+
+pytestmark = pytest.mark.django_db
+
+SHAPES = [
+    {"k": 3}, {"k": 20}, {}, {"k": 5, "mode": "image"}, {"k": 5, "mode": "text"},
+    {"k": 20, "include_variants": "true"}, {"k": 20, "include_variants": "false"},
+]
+
+
+def orm_way(client, product, **params):
+    with mock.patch.object(mixins._ResultsMixin, "reuse_statements", False):
+        return similar(client, product, **params)
+
+
+def compiled_way(client, product, **params):
+    # The ORM's scan never runs: the compiled statement answers.
+    with mock.patch.object(mixins, "similar_to", side_effect=AssertionError("the ORM's way ran")):
+        return similar(client, product, **params)
+
+
+@pytest.mark.parametrize("params", SHAPES)
+def test_compiled_statements_write_what_the_orm_writes(client, shop, params):  # noqa: F811
+    Product.objects.filter(sku__in=["C1", "D1"]).update(variant_group="chiffon")
+    for name in ("query", "cheap", "dear", "phone", "loose"):
+        product = shop[name]
+        expected = orm_way(client, product, **params)
+        assert compiled_way(client, product, **params) == expected
+        assert compiled_way(client, product, **params) == expected  # the second time from the cache
+
+
+def test_each_request_reads_its_own_values(client, shop):  # noqa: F811
+    Product.objects.filter(sku__in=["C1", "D1"]).update(variant_group="chiffon")
+    # Same shape (a variant group), other values: each item leaves out its own variants.
+    assert "D1" not in skus(compiled_way(client, shop["cheap"], k=20))
+    assert "Q1-L" not in skus(compiled_way(client, shop["query"], k=20))
+    assert "D1" in skus(compiled_way(client, shop["query"], k=20))
+    # A change of a row is seen by the next request: nothing of it is kept with the statement.
+    Product.objects.filter(sku="D1").update(is_active=False)
+    assert "D1" not in skus(compiled_way(client, shop["query"], k=20))
+    Product.objects.filter(sku="Q1").update(title="全新 标题")
+    assert compiled_way(client, shop["query"], k=20)["results"] == orm_way(client, shop["query"], k=20)["results"]
+
+
+def test_filters_and_other_parameters_go_the_orms_way(client, shop):  # noqa: F811
+    dresses = shop["query"].category
+    with mock.patch.object(mixins, "similar_to", wraps=mixins.similar_to) as orm:
+        assert set(skus(similar(client, shop["query"], k=20, category=dresses.pk))) == {"C1", "D1"}
+        similar(client, shop["query"], k=20, is_active="false")
+        similar(client, shop["query"], k=20, exclude_duplicates="true")
+        assert orm.call_count == 3
+        similar(client, shop["query"], k=20)
+        assert orm.call_count == 3
+
+
+def test_a_missing_or_malformed_item_is_a_404(client, shop):  # noqa: F811
+    for key in ("999999", "abc", str(2**40), "-1"):
+        response = client.get(f"/api/products/{key}/similar/")
+        assert response.status_code == 404, (key, response.content)
+        with mock.patch.object(mixins._ResultsMixin, "reuse_statements", False):
+            assert response.json() == client.get(f"/api/products/{key}/similar/").json()
+
+
+def test_a_view_overriding_a_query_method_never_reuses_statements(client, shop):  # noqa: F811
+    from similarity.api.views import views_of
+
+    viewset = views_of(Product)["viewset"]
+    assert mixins._app_queries(viewset)
+
+    class OwnCandidates(viewset):
+        def get_candidates(self):
+            return super().get_candidates().filter(price__lt=500)
+
+    assert not mixins._app_queries(OwnCandidates)
+    assert not mixins._app_queries(type("OwnBackend", (viewset,), {"filter_backends": [object]}))
+
+
+def test_a_host_variant_hook_goes_the_orms_way_unless_variants_are_wanted(client, shop):  # noqa: F811
+    adapter = get_adapter(Product)
+    with mock.patch.object(type(adapter), "exclude_variants", lambda self, queryset, obj: queryset.exclude(sku="C1")):
+        with mock.patch.object(mixins, "similar_to", wraps=mixins.similar_to) as orm:
+            assert "C1" not in skus(similar(client, shop["query"], k=20))
+            assert orm.call_count == 1
+            assert "C1" in skus(compiled_way(client, shop["query"], k=20, include_variants="true"))
+
+
+def test_a_compiled_query_reads_what_the_orm_reads(shop, django_assert_num_queries):  # noqa: F811
+    queryset = Product.objects.select_related("category").prefetch_related("images").annotate(one=Value(1))
+    statement = CompiledQuery(queryset.filter(pk=KEY_SLOT).order_by("pk"), {"key": KEY_SLOT})
+    for product in shop.values():
+        with django_assert_num_queries(2):  # the row with its category, then its photos
+            (found,) = statement.fetch(key=product.pk)
+        expected = queryset.get(pk=product.pk)
+        assert [getattr(found, f.attname) for f in Product._meta.concrete_fields] == [
+            getattr(expected, f.attname) for f in Product._meta.concrete_fields
+        ]
+        assert found.one == 1 and found._state.db == "default" and not found._state.adding
+        with django_assert_num_queries(0):
+            assert found.category == expected.category
+            assert [i.pk for i in found.images.all()] == [i.pk for i in expected.images.all()]
+    assert statement.fetch(key=999999) == []
+
+
+@pytest.mark.parametrize(
+    "queryset",
+    [
+        lambda: Product.objects.filter(pk=KEY_SLOT).none(),
+        lambda: Product.objects.filter(pk__in=[]),
+        lambda: Product.objects.filter(pk=KEY_SLOT).values("pk"),
+        lambda: Product.objects.filter(sku="x"),  # no placeholder
+    ],
+)
+def test_what_cannot_be_compiled_says_so(queryset):
+    with pytest.raises(NotCompilable):
+        CompiledQuery(queryset(), {"key": KEY_SLOT})
+
+
+def test_statements_are_compiled_once_and_forgotten_when_a_setting_changes():
+    build = mock.Mock(return_value="statement")
+    assert compiled(("test", 1), build) == compiled(("test", 1), build) == "statement"
+    assert build.call_count == 1
+    with override_settings(SIMILARITY_TEST_SETTING=1):
+        assert compiled(("test", 1), build) == "statement"
+    assert build.call_count == 2
+    failing = mock.Mock(side_effect=NotCompilable("no"))
+    assert compiled(("test", 2), failing) is None and compiled(("test", 2), failing) is None
+    assert failing.call_count == 1  # the ORM's way from then on, without trying again
+
+
+def test_integer_keys_are_the_ones_the_column_holds():
+    pk = Product._meta.pk
+    assert integer_key(pk, "42", "default") == 42
+    assert integer_key(pk, "abc", "default") is None
+    assert integer_key(pk, str(2**63), "default") is None
+    assert integer_key(Product._meta.get_field("sku"), "42", "default") is None
+    assert statements.CACHE_SIZE > len(SHAPES) * 3
