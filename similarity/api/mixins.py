@@ -61,7 +61,15 @@ from similarity.search.query_encoding import (
     encode_image_query,
     encode_text_query,
 )
-from similarity.search.statements import INTEGER_SLOT, KEY_SLOT, TEXT_SLOT, CompiledQuery, compiled, integer_key
+from similarity.search.statements import (
+    INTEGER_SLOT,
+    KEY_SLOT,
+    TEXT_SLOT,
+    CompiledQuery,
+    NotCompilable,
+    compiled,
+    integer_key,
+)
 from similarity.search.text import search
 
 # The attribute get_query_object() puts the active space's pk in.
@@ -220,9 +228,12 @@ class SimilarItemsMixin(_ResultsMixin):
         slots = {"key": KEY_SLOT} if placeholder is None else {"key": KEY_SLOT, "variant": placeholder}
 
         def build() -> CompiledQuery:
-            template = model(pk=KEY_SLOT)
-            if attname is not None:
-                setattr(template, attname, placeholder)
+            try:  # an item holding the placeholders; a model that cannot be made so is read the ORM's way
+                template = model(pk=KEY_SLOT)
+                if attname is not None:
+                    setattr(template, attname, placeholder)
+            except (TypeError, ValueError) as exc:
+                raise NotCompilable(f"{model.__name__}(pk=...) failed: {exc}") from None
             candidates = self.get_candidates()
             if not include_variants:
                 candidates = self.exclude_variants(candidates, template)
