@@ -17,7 +17,9 @@ categories with a handful of products are not drowned out by the big ones.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import hashlib
 import math
 import random
@@ -38,7 +40,14 @@ from similarity.ml.fusion.checkpoint import FusionModel
 from similarity.ml.fusion.vocab import PAD_ID, UNK_ID, Vocabulary, unique_tokens
 from similarity.ml.taxonomy import LABELS
 
-Progress = Callable[[int, dict[str, float]], None]
+Progress = Callable[[int, dict[str, Any]], None]
+"""``progress(epoch, point)``, called after every epoch and as each closing stage starts.
+
+``point`` holds the epoch's scores (``loss``, ``val_p_at_k``...) plus ``stage`` (``"fit"``,
+``"refit"``, then ``"anchor"``, ``"probe"``, ``"held-out"``), ``step`` (the run's steps
+done: epochs of both trainings, then one per closing stage; it never goes down) and
+``steps`` (the run's steps as now known: the epoch limits until early stopping decides,
+then the epochs actually run), so a caller can show one bar with an estimate for the run."""
 
 
 @dataclass
@@ -95,6 +104,11 @@ class TrainConfig:
     cell: str = "gru"
     attention_dim: int = 128
     epochs: int = 80
+    # Products drawn per training at most: a large catalog trains fewer epochs, each of more
+    # steps (the epochs become ceil(max_samples / fit rows) where that is fewer; warm-up and
+    # patience shrink in proportion). At 1k products (600 fit rows, 80 epochs: 48k draws) it
+    # changes nothing; at 100k (60k fit rows) it trains 5 epochs of 470 steps.
+    max_samples: int = 300_000
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -105,6 +119,11 @@ class TrainConfig:
     min_count: int = 2
     max_vocab: int = 50_000
     max_len: int = 96
+    # The recurrent branch reads at most max_len tokens, and fewer where this quantile of the
+    # fit rows' token counts is lower: a batch runs as many recurrent steps as its longest
+    # row, so a few long descriptions would otherwise set the cost of every batch. The cap
+    # measured is saved as the model's max_len (docs/BENCHMARKS.md, "Training at scale").
+    token_quantile: float = 0.95
     unique_tokens: bool = True
     temperature: float = 0.1
     class_scale: float = 16.0
@@ -124,6 +143,9 @@ class TrainConfig:
     # features, fitted after the network, blended into the vector with this weight; 0 = off.
     probe_weight: float = 0.75
     probe_c: float = 100.0
+    # The probe is fitted on at most this many rows (a random sample fixed by the seed): its
+    # cost grows with rows x features x categories.
+    probe_rows: int = 10_000
     probe_image_scale: float = 0.6
     # Content anchor (``similarity.ml.fusion.anchor``): the fixed fusion projected to this
     # many dimensions, appended to the vector with the share of ``anchor_shares`` that keeps
@@ -142,8 +164,21 @@ class TrainConfig:
     level_weight: float = 0.0
     patience: int = 25
     validation_digit: int = 3
+    # Validation (every epoch, and the anchor's share) scores at most validation_queries
+    # queries against at most validation_gallery non-test products, a fixed random sample
+    # holding those queries: an epoch then costs the same work per product at 100k products
+    # as at 1k, instead of growing with the square of the catalog.
+    validation_queries: int = 2_000
+    validation_gallery: int = 20_000
+    # The final held-out scores query at most this many test products (all products remain
+    # the gallery).
+    evaluation_queries: int = 5_000
     seed: int = 0
     device: str = "auto"
+    # Torch threads while training on CPU (restored afterwards; 0 = torch's default). The
+    # network is small: on a 2-core machine shared with a worker, two threads ran the
+    # recurrent branch 2-7 times slower than one (docs/BENCHMARKS.md).
+    cpu_threads: int = 1
     k: int = 10
 
 
@@ -180,8 +215,9 @@ def train(
     Args:
         data: the catalog's frozen features, tokens, labels and skus.
         config: hyper-parameters; ``TrainConfig()`` when None.
-        progress: optional ``callable(epoch, metrics)`` called after every epoch (epoch 0 is
-            the untrained model), e.g. to drive a progress bar.
+        progress: optional ``callable(epoch, point)`` called after every epoch (epoch 0 is
+            the untrained model) and as each closing stage starts, e.g. to drive a progress
+            bar (see ``Progress`` for the keys of ``point``).
         deploy_image: the image features the model will be given once in use, where they
             differ from ``data.image`` (the cross-fitted features of a fine-tuned image
             network, see ``similarity.ml.fusion.finetune``); the held-out scores use them.
@@ -200,9 +236,9 @@ def train(
     test = np.array([is_held_out(key) for key in data.split_keys], dtype=bool)
     digits = np.array([split_digit(key) for key in data.split_keys])
     labelled = np.array([bool(label) for label in data.labels], dtype=bool)
-    validation = ~test & (digits == config.validation_digit)
-    fit = ~test & ~validation & labelled
-    if not np.any(validation & labelled):
+    held_validation = ~test & (digits == config.validation_digit)
+    fit = ~test & ~held_validation & labelled
+    if not np.any(held_validation & labelled):
         raise ValueError("no labelled product falls in the validation split: the catalog is too small to train.")
 
     classes = sorted({data.labels[i] for i in np.flatnonzero(fit)})
@@ -211,73 +247,197 @@ def train(
             f"the train split has {len(classes)} labelled class(es): label more products, or "
             "train at a finer category level."
         )
-    gallery = ~test  # validation never looks at a test product, labels or neighbours
+    tokens = token_lengths(data.tokens, fit, config)
+    # Saved with the model: it reads as many tokens once in use, and its config says how it was trained.
+    config = dataclasses.replace(config, max_len=tokens["max_len"], **epoch_budget(config, int(fit.sum())))
+    # Validation never looks at a test product, labels or neighbours; it scores a capped sample.
+    validation, gallery = validation_sample(held_validation, ~test, config)
     val_queries = validation & labelled
-    with _deterministic(device):
-        module, vocabulary, architecture, levels = _build(data, config, classes, fit, device)
-        tensors = _Tensors(
-            data, vocabulary, config.max_len, _targets(data, classes), device, config.unique_tokens, levels
-        )
-        curve, best_epoch, best_state = _fit(
-            module, tensors, np.flatnonzero(fit), config, device, data.labels, val_queries, gallery, progress,
-            unlabelled=np.flatnonzero(~fit),
-        )
-        module.load_state_dict(best_state)
-        anchor = _choose_anchor_share(module, tensors, data, fit, validation, gallery, config, device)
-        final_rows = fit
-        if config.refit and best_epoch > 0:
-            # Same seed, same schedule, train + validation labels, stopped at the chosen epoch.
-            _seed_everything(config.seed)
-            everything = fit | (validation & labelled)
-            classes = sorted({data.labels[i] for i in np.flatnonzero(everything)})
-            module, vocabulary, architecture, levels = _build(data, config, classes, everything, device)
+    closing = ["anchor"] * (config.anchor_dim > 0) + ["probe"] * (config.probe_weight > 0) + ["held-out"]
+    run = _Run(progress, 2 * config.epochs if config.refit else config.epochs, closing)
+    with _deterministic(device), _threads(device, config.cpu_threads):
+        with run.timed("prepare"):
+            module, vocabulary, architecture, levels = _build(data, config, classes, fit, device)
             tensors = _Tensors(
                 data, vocabulary, config.max_len, _targets(data, classes), device, config.unique_tokens, levels
             )
-            rows = np.flatnonzero(everything)
-            _, _, state = _fit(
-                module, tensors, rows, config, device, data.labels, None, gallery, None, best_epoch,
-                unlabelled=np.flatnonzero(~everything),
+        with run.timed("fit"):
+            curve, best_epoch, best_state = _fit(
+                module, tensors, np.flatnonzero(fit), config, device, data.labels, val_queries, gallery,
+                run.reporter("fit"), unlabelled=np.flatnonzero(~fit),
             )
+        refit = bool(config.refit and best_epoch > 0)
+        run.planned(len(curve) - 1 + (best_epoch if refit else 0))
+        module.load_state_dict(best_state)
+        run.stage("anchor")
+        with run.timed("anchor"):
+            anchor = _choose_anchor_share(module, tensors, data, fit, validation, gallery, config, device)
+        final_rows = fit
+        if refit:
+            # Same seed, same schedule, train + validation labels, stopped at the chosen epoch.
+            _seed_everything(config.seed)
+            everything = fit | (held_validation & labelled)
+            classes = sorted({data.labels[i] for i in np.flatnonzero(everything)})
+            with run.timed("refit"):
+                module, vocabulary, architecture, levels = _build(data, config, classes, everything, device)
+                tensors = _Tensors(
+                    data, vocabulary, config.max_len, _targets(data, classes), device, config.unique_tokens, levels
+                )
+                rows = np.flatnonzero(everything)
+                _, _, state = _fit(
+                    module, tensors, rows, config, device, data.labels, None, gallery, run.reporter("refit"), best_epoch,
+                    unlabelled=np.flatnonzero(~everything),
+                )
             module.load_state_dict(state)
             final_rows = everything
-        probe = _fit_probe(module, data, final_rows, tensors.targets.cpu().numpy(), config)
-        if module.anchor is not None:  # on the features the model will be given once in use
-            deployed = data.image if deploy_image is None else np.asarray(deploy_image, dtype=np.float32)
-            anchor["fit"] = module.anchor.fit(deployed, data.has_image, data.sentence, data.has_text, seed=config.seed)
-            module.anchor.share.fill_(anchor["share"])
-    model = FusionModel(
-        module,
-        vocabulary,
-        architecture=architecture,
-        classes=classes,
-        config=asdict(config),
-        device=device,
-    )
-    image = data.image if deploy_image is None else np.asarray(deploy_image, dtype=np.float32)
-    vectors, _ = model.encode(image, data.has_image, data.sentence, data.has_text, data.tokens)
-    held_out = retrieval_metrics(vectors, data.labels, test & labelled, np.ones(len(data), bool), k=config.k)
+        run.stage("probe")
+        with run.timed("probe"):
+            probe = _fit_probe(module, data, final_rows, tensors.targets.cpu().numpy(), config)
+            if module.anchor is not None:  # on the features the model will be given once in use
+                deployed = data.image if deploy_image is None else np.asarray(deploy_image, dtype=np.float32)
+                anchor["fit"] = module.anchor.fit(deployed, data.has_image, data.sentence, data.has_text, seed=config.seed)
+                module.anchor.share.fill_(anchor["share"])
+        model = FusionModel(
+            module,
+            vocabulary,
+            architecture=architecture,
+            classes=classes,
+            config=asdict(config),
+            device=device,
+        )
+        run.stage("held-out")
+        with run.timed("held-out"):
+            image = data.image if deploy_image is None else np.asarray(deploy_image, dtype=np.float32)
+            queries = _capped(test & labelled, config.evaluation_queries, config.seed)
+            vectors, _ = model.encode(image, data.has_image, data.sentence, data.has_text, data.tokens)
+            held_out = retrieval_metrics(vectors, data.labels, queries, np.ones(len(data), bool), k=config.k)
     metrics: dict[str, Any] = {
         "validation_curve": curve,
         "best_epoch": best_epoch,
-        "refit": bool(config.refit and best_epoch > 0),
+        "refit": refit,
         "best_validation_p_at_k": max(point["val_p_at_k"] for point in curve),
         "held_out": held_out,
         "counts": {
             "products": len(data),
             "fit": int(fit.sum()),
             "validation": int(val_queries.sum()),
+            "validation_gallery": int(gallery.sum()),
             "test": int((test & labelled).sum()),
+            "held_out_queries": int(queries.sum()),
             "classes": len(classes),
             "vocabulary": len(vocabulary),
         },
+        "tokens": tokens,
         "seconds": round(time.perf_counter() - started, 1),
+        "stage_seconds": run.seconds,
+        "epochs": {"fit": len(curve) - 1, "refit": best_epoch if refit else 0},
         "device": str(device),
         "probe": probe,
         "anchor": anchor,
     }
     model.metrics = metrics
     return TrainResult(model=model, metrics=metrics)
+
+
+def token_lengths(tokens: Sequence[Sequence[str]], rows: np.ndarray, config: TrainConfig) -> dict[str, Any]:
+    """Measure the token counts of ``rows`` (as the model reads them) and choose ``max_len``.
+
+    The cap is ``config.max_len``, or the ``config.token_quantile`` quantile of the counts of
+    the rows that have tokens where that is lower (at least 1). Returns the cap with the
+    counts' median, 95th percentile and maximum, for the training metrics.
+    """
+    counts = np.array(
+        [len(unique_tokens(tokens[i]) if config.unique_tokens else tokens[i]) for i in np.flatnonzero(rows)], dtype=np.int64
+    )
+    counts = counts[counts > 0]
+    if len(counts) == 0:
+        return {"max_len": config.max_len, "configured": config.max_len, "quantile": config.token_quantile}
+    def within(share: float) -> int:  # the fewest tokens that ``share`` of the rows fit in
+        return int(np.quantile(counts, min(max(share, 0.0), 1.0), method="inverted_cdf"))
+
+    return {
+        "max_len": max(1, min(config.max_len, within(config.token_quantile))),
+        "configured": config.max_len,
+        "quantile": config.token_quantile,
+        "p50": within(0.5),
+        "p95": within(0.95),
+        "max": int(counts.max()),
+    }
+
+
+def epoch_budget(config: TrainConfig, fit_rows: int) -> dict[str, int]:
+    """Return the ``epochs``, ``warmup_epochs`` and ``patience`` that keep a training within
+    ``config.max_samples`` draws on ``fit_rows`` rows (unchanged when it already is)."""
+    epochs = min(config.epochs, max(1, math.ceil(config.max_samples / max(fit_rows, 1))))
+    if epochs >= config.epochs:
+        return {"epochs": config.epochs, "warmup_epochs": config.warmup_epochs, "patience": config.patience}
+    share = epochs / config.epochs
+    return {
+        "epochs": epochs,
+        "warmup_epochs": min(epochs, math.ceil(config.warmup_epochs * share)),
+        "patience": max(1, math.ceil(config.patience * share)),
+    }
+
+
+def validation_sample(validation: np.ndarray, gallery: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(validation, gallery)`` masks capped at ``config.validation_queries`` and
+    ``config.validation_gallery`` rows: a random sample fixed by the seed, the sampled
+    validation rows always inside the gallery. Below the caps both come back unchanged."""
+    validation = _capped(validation, config.validation_queries, config.seed)
+    rows = np.flatnonzero(gallery & ~validation)
+    room = max(config.validation_gallery - int(validation.sum()), 0)
+    if len(rows) > room:
+        rows = np.random.default_rng(config.seed + 1).choice(rows, size=room, replace=False)
+    sampled = validation.copy()
+    sampled[rows] = True
+    return validation, sampled
+
+
+def _capped(mask: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """``mask`` with at most ``cap`` rows left true, a random sample fixed by ``seed``."""
+    rows = np.flatnonzero(mask)
+    if cap <= 0 or len(rows) <= cap:
+        return np.asarray(mask, bool).copy()
+    out = np.zeros(len(mask), bool)
+    out[np.random.default_rng(seed).choice(rows, size=cap, replace=False)] = True
+    return out
+
+
+class _Run:
+    """The run's steps for ``progress`` (epochs, then one per closing stage) and each stage's seconds."""
+
+    def __init__(self, progress: Progress | None, epochs: int, closing: list[str]) -> None:
+        self.progress, self.closing = progress, closing
+        self.step, self.steps = 0, epochs + len(closing)
+        self.seconds: dict[str, float] = {}
+
+    def planned(self, epochs: int) -> None:
+        """Early stopping has decided: the run takes ``epochs`` epochs in all."""
+        self.steps = epochs + len(self.closing)
+
+    def reporter(self, stage: str) -> Progress:
+        def report(epoch: int, point: dict[str, Any]) -> None:
+            self.step += epoch > 0  # epoch 0 (the untrained model) is no step
+            self._send(epoch, {**point, "stage": stage})
+
+        return report
+
+    def stage(self, stage: str) -> None:
+        if stage in self.closing:
+            self.step += 1
+            self._send(0, {"stage": stage})
+
+    def _send(self, epoch: int, point: dict[str, Any]) -> None:
+        if self.progress:
+            self.progress(epoch, {**point, "step": min(self.step, self.steps), "steps": self.steps})
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - started, 2)
 
 
 def _targets(data: FusionData, classes: list[str]) -> np.ndarray:
@@ -345,6 +505,7 @@ def _fit_probe(
     """Fit the module's category probe on the rows the network was finally trained on."""
     if module.probe is None:
         return None
+    rows = np.flatnonzero(_capped(rows, config.probe_rows, config.seed))
     return module.probe.fit(
         data.image[rows], data.has_image[rows], data.sentence[rows], data.has_text[rows], targets[rows], c=config.probe_c
     )
@@ -386,13 +547,15 @@ def _choose_anchor_share(
             parts.append((learned, module.anchor.vectors(*batch[:4]), module.anchor.fixed(*batch[:4])))
     learned, anchored, fixed = (torch.cat([p[i] for p in parts]).float() for i in range(3))
 
+    levels = [(level, [labels[i] for i in rows]) for level, labels in _levels(data)]
+    everywhere = np.ones(len(rows), bool)
+
     def scores(vectors: torch.Tensor) -> dict[str, dict[str, float | None]]:
-        full = np.zeros((len(data), vectors.shape[1]), np.float32)
-        full[rows] = vectors.cpu().numpy()
+        vectors = vectors.cpu().numpy()
         out = {}
-        for level, labels in _levels(data):
-            queries = validation & np.array([bool(label) for label in labels])
-            out[level] = retrieval_metrics(full, labels, queries, gallery, k=config.k)
+        for level, labels in levels:
+            queries = validation[rows] & np.array([bool(label) for label in labels])
+            out[level] = retrieval_metrics(vectors, labels, queries, everywhere, k=config.k)
         return out
 
     baseline = scores(fixed)
@@ -544,15 +707,17 @@ def _fit(
     averaged = _Averaged(module, config.ema_decay) if config.ema_decay > 0 else None
     evaluated = averaged.module if averaged else module
 
+    gallery_rows = np.flatnonzero(gallery)  # validation's (capped) gallery, the queries among them
+    gallery_labels = [labels[i] for i in gallery_rows]
+
     def validate(epoch: int, loss: float | None) -> dict[str, Any]:
         if val_queries is None:
             return {"epoch": epoch, "loss": loss, "val_p_at_1": 0.0, "val_p_at_k": 0.0}
         evaluated.eval()
         with torch.inference_mode(), autocast(device):
-            vectors = _encode_rows(evaluated, tensors, np.flatnonzero(gallery), device)
-        full = np.zeros((len(labels), vectors.shape[1]), np.float32)
-        full[gallery] = vectors
-        scores = retrieval_metrics(full, labels, val_queries, gallery, k=config.k)
+            vectors = _encode_rows(evaluated, tensors, gallery_rows, device)
+        everywhere = np.ones(len(gallery_rows), bool)
+        scores = retrieval_metrics(vectors, gallery_labels, val_queries[gallery_rows], everywhere, k=config.k)
         point = {"epoch": epoch, "loss": loss, "val_p_at_1": scores["p_at_1"], "val_p_at_k": scores[f"p_at_{config.k}"]}
         return point
 
@@ -716,6 +881,29 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+class _threads:
+    """Run torch on ``threads`` intra-op threads on CPU (0: leave torch's setting), then restore."""
+
+    def __init__(self, device: torch.device, threads: int) -> None:
+        self.threads = threads if device.type == "cpu" and threads > 0 else 0
+
+    def __enter__(self) -> None:
+        self.previous = torch.get_num_threads()
+        self.blas = contextlib.ExitStack()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+            try:  # the probe's and the anchor's scikit-learn fits use the BLAS pool, not torch's
+                from threadpoolctl import threadpool_limits
+            except ImportError:
+                return
+            self.blas.enter_context(threadpool_limits(limits=self.threads, user_api="blas"))
+
+    def __exit__(self, *exc: object) -> None:
+        self.blas.close()
+        if self.threads:
+            torch.set_num_threads(self.previous)
 
 
 class _deterministic:
