@@ -28,6 +28,7 @@ from django.utils import timezone
 from similarity import backends
 from similarity.conf import similarity_settings
 from similarity.learning.photos import finetune_images, image_features
+from similarity.learning.progress import LoggedProgress
 from similarity.learning.weights import fitted_weights
 from similarity.ml.evaluation import (
     category_at_level,
@@ -131,7 +132,7 @@ def collect_catalog(model_label: str, image_weights: str | None = None) -> Catal
     s = similarity_settings
     image, has_image = image_features(model_label, rows, image_weights or s.IMAGE_WEIGHTS)
     texts = [(adapter.get_text(row) or "")[: s.MAX_TEXT_CHARS] for row in rows]
-    sentence = backends.get_text_encoder().encode(texts) if rows else np.zeros((0, s.TEXT_DIM), np.float32)
+    sentence = text_features(model_label, rows, texts)
     pipeline = default_pipeline()
     return Catalog(
         pks=[row.pk for row in rows],
@@ -143,6 +144,34 @@ def collect_catalog(model_label: str, image_weights: str | None = None) -> Catal
         paths=[adapter.get_label(row) for row in rows],
         split_keys=[adapter.get_split_key(row) for row in rows],
     )
+
+
+def text_features(model_label: str, rows: list[Any], texts: list[str]) -> np.ndarray:
+    """Return the (n, TEXT_DIM) sentence vectors of ``rows`` (their learning ``texts``).
+
+    The active space's stored vectors are used where that space was encoded by the configured
+    text encoder and weights (encoding long texts again cost a 1,000-product catalog about two
+    minutes, a 100k one hours); rows without one are encoded here.
+    """
+    from similarity.models import Embedding
+
+    s = similarity_settings
+    sentence = np.zeros((len(rows), s.TEXT_DIM), dtype=np.float32)
+    missing = list(range(len(rows)))
+    space = VectorSpace.active_for(model_label)
+    if rows and space is not None and (space.spec.get("text_encoder"), space.spec.get("text_weights")) == (s.TEXT_ENCODER, s.TEXT_WEIGHTS):
+        model = apps.get_model(model_label)
+        stored = dict(Embedding.objects.for_model(model, space).filter(text__isnull=False).values_list("object_id", "text"))
+        missing = []
+        for i, row in enumerate(rows):
+            vector = stored.get(row.pk)
+            if vector is not None and len(vector) == s.TEXT_DIM:
+                sentence[i] = np.asarray(vector, dtype=np.float32)
+            elif texts[i].strip():
+                missing.append(i)
+    if missing:
+        sentence[missing] = backends.get_text_encoder().encode([texts[i] for i in missing])
+    return sentence
 
 
 def train_new_version(
@@ -162,6 +191,9 @@ def train_new_version(
         finetune: FinetuneConfig fields on top of ``SIMILARITY['IMAGE_FINETUNE']``; with
             ``blocks`` > 0 the image network is fine-tuned first and saved with the model.
         activate: "auto" (only if better than the model in use), "force" or "never".
+        progress: ``callable(epoch, point)`` after every epoch and closing stage (see
+            ``similarity.ml.fusion.training.Progress``); None logs a line with the time left
+            (``similarity.learning.progress``), as a worker's training task does.
     """
     from similarity.ml.fusion.finetune import FinetuneConfig
     from similarity.ml.fusion.training import TrainConfig, train
@@ -172,7 +204,9 @@ def train_new_version(
     level = level or s.LABEL_LEVEL
     fixed_weights = fitted_weights(model_label) or (s.IMAGE_WEIGHT, s.TEXT_WEIGHT)  # the fixed fusion as served
     fixed_image_weight = fixed_weights[0] / (fixed_weights[0] + fixed_weights[1])
-    config = TrainConfig(**{"dim": s.LEARNED_DIM, "fixed_image_weight": fixed_image_weight, **s.TRAINING, **(overrides or {})})
+    config = TrainConfig(**{
+        "dim": s.LEARNED_DIM, "fixed_image_weight": fixed_image_weight, "device": s.DEVICE, **s.TRAINING, **(overrides or {}),
+    })
     tuning = FinetuneConfig(**{"seed": config.seed, "device": s.DEVICE, **s.IMAGE_FINETUNE, **(finetune or {})})
     # Fine-tuning replaces the image features; the catalog's own then only feed the fixed-fusion
     # baseline, which counts when no version is active, i.e. when the active space holds the
@@ -189,7 +223,7 @@ def train_new_version(
     data = catalog.fusion_data(level)
     if tuned is not None:  # the fusion learns from features of photos the network has not fitted
         data.image, data.has_image = tuned.training_features, tuned.present
-    result = train(data, config, progress=progress, deploy_image=tuned.features if tuned else None)
+    result = train(data, config, progress=progress or LoggedProgress(model_label), deploy_image=tuned.features if tuned else None)
     metrics = _headline(result.metrics, level)
     # Every level, held out: the model as it will serve, and the fixed fusion it must keep up with.
     has_any = catalog.has_image | catalog.has_text

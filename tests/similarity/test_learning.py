@@ -389,3 +389,61 @@ def test_hybrid_neighbours_at_weight_one_are_the_lexical_ranking():
     words = sparse.csr_matrix(np.array([[1.0, 0, 1], [1.0, 0, 0], [0, 1.0, 0]]))
     query_idx, found = hybrid_neighbours(dense, np.ones(3, bool), np.array([True, False, False]), (words, np.array([2, 1, 1]), 3), 1.0, k=2)
     assert query_idx.tolist() == [0] and found.tolist() == [[1, 2]]  # shares a word with 1, none with 2
+
+
+def test_training_runs_on_the_configured_device_and_logs_its_progress_without_a_caller(catalog, settings):
+    """The worker's task passes no progress: the run is logged, on the device SIMILARITY names."""
+    from similarity.learning.progress import LoggedProgress
+
+    settings.SIMILARITY = {**settings.SIMILARITY, "DEVICE": "cpu"}
+    with mock.patch("similarity.ml.fusion.training.train", side_effect=RuntimeError("stop")) as train:
+        with pytest.raises(RuntimeError, match="stop"):
+            train_new_version(GADGET, level=2, overrides=FAST, activate="never")
+    config = train.call_args.args[1]
+    assert config.device == "cpu" and config.epochs == 15
+    assert isinstance(train.call_args.kwargs["progress"], LoggedProgress)
+    settings.SIMILARITY = {**settings.SIMILARITY, "TRAINING": {"device": "auto"}}  # TRAINING still wins
+    with mock.patch("similarity.ml.fusion.training.train", side_effect=RuntimeError("stop")) as train:
+        with pytest.raises(RuntimeError):
+            train_new_version(GADGET, level=2, overrides=FAST, activate="never")
+    assert train.call_args.args[1].device == "auto"
+
+
+def test_logged_progress_says_the_stage_the_step_and_the_time_left(caplog):
+    from similarity.learning.progress import LoggedProgress, remaining
+
+    now = [0.0]
+    progress = LoggedProgress("testapp.Gadget", interval=30.0, clock=lambda: now[0])
+    points = [(0, {"stage": "fit", "step": 0, "steps": 23})]
+    points += [(e, {"stage": "fit", "step": e, "steps": 23, "loss": 1.0 / e, "val_p_at_k": 0.5}) for e in range(1, 11)]
+    points += [(0, {"stage": "anchor", "step": 11, "steps": 13}), (0, {"stage": "held-out", "step": 13, "steps": 13})]
+    with caplog.at_level("INFO", logger="similarity.learning.versions"):
+        for epoch, point in points:
+            now[0] += 10.0
+            progress(epoch, point)
+    lines = [r.getMessage() for r in caplog.records]
+    # The first line, then one every 30 s within a stage, and each new stage and the last step.
+    assert len(lines) == 6
+    assert lines[0].startswith("training testapp.Gadget: fit epoch 0, step 0 of 23") and "estimate after the first epoch" in lines[0]
+    assert lines[1] == "training testapp.Gadget: fit epoch 3, step 3 of 23, 40s so far, about 267s left (loss 0.333, val_p_at_k 0.500)"
+    assert lines[-2].startswith("training testapp.Gadget: anchor, step 11 of 13, 120s so far, about 22s left")
+    assert lines[-1].startswith("training testapp.Gadget: held-out, step 13 of 13") and "about 0s left" in lines[-1]
+    assert remaining(0, 10, 5.0) is None and remaining(5, 10, 5.0) == 5.0
+
+
+def test_training_reads_the_stored_text_vectors_and_encodes_only_the_rest(catalog):
+    from similarity import backends
+    from similarity.learning.versions import text_features
+    from similarity.models import Embedding
+
+    rows = list(Gadget.objects.order_by("pk"))
+    adapter = get_adapter(Gadget)
+    texts = [adapter.get_text(row)[: similarity_settings.MAX_TEXT_CHARS] for row in rows]
+    expected = backends.get_text_encoder().encode(texts)
+    space = VectorSpace.active_for(GADGET)
+    Embedding.objects.for_model(Gadget, space).filter(object_id=rows[0].pk).update(text=None)
+    encoder = backends.get_text_encoder()
+    with mock.patch.object(encoder, "encode", wraps=encoder.encode) as encode:
+        sentence = text_features(GADGET, rows, texts)
+    assert np.allclose(sentence, expected, atol=1e-5)
+    encode.assert_called_once_with([texts[0]])  # only the row whose stored vector is gone

@@ -43,11 +43,18 @@ class Command(BaseCommand):
         if opts["finetune_image_blocks"] is not None:
             finetune["blocks"] = opts["finetune_image_blocks"]
         activate = "force" if opts["force_activate"] else "never" if opts["no_activate"] else "auto"
-        bar = tqdm(desc="training", unit="epoch")
+        # One bar for the whole run: its steps are both trainings' epochs (their limits until
+        # early stopping decides) and the closing stages, so the estimate covers the run.
+        bar = tqdm(desc="reading the catalog", unit="step", total=None)
 
-        def progress(epoch: int, metrics: dict) -> None:
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if isinstance(v, float)})
+        def progress(epoch: int, point: dict) -> None:
+            bar.total = point["steps"]
+            bar.set_description(f"{point['stage']} epoch {epoch}" if point["stage"] in ("fit", "refit") else point["stage"])
+            bar.set_postfix(
+                {k: f"{v:.3f}" for k, v in point.items() if k in ("loss", "val_p_at_k") and isinstance(v, float)},
+                refresh=False,
+            )
+            bar.update(point["step"] - bar.n)
 
         try:
             version = train_new_version(
