@@ -12,7 +12,8 @@ from django.core.validators import RegexValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema_field
 from rest_framework import serializers
-from rest_framework.fields import empty
+from rest_framework.fields import SkipField, empty
+from rest_framework.relations import PKOnlyObject
 
 from similarity.conf import similarity_settings
 from similarity.ml.images import UPLOAD_FORMATS
@@ -234,14 +235,35 @@ def serialize_items(
     if getattr(getattr(serializer_class, "Meta", None), "list_serializer_class", None) is not None:
         return list(serializer_class(objects, many=True, context=context).data)
     instances = _reusable.__dict__.setdefault("serializers", {})
-    serializer = instances.get(serializer_class)
-    if serializer is None:
-        serializer = instances[serializer_class] = serializer_class(context={})
+    reused = instances.get(serializer_class)
+    if reused is None:
+        serializer = serializer_class(context={})
+        # DRF's own to_representation walks the readable fields anew for every row: with it
+        # not overridden, the same loop runs over a list made once.
+        plain = type(serializer).to_representation is serializers.Serializer.to_representation
+        readable = [field for field in serializer.fields.values() if not field.write_only] if plain else None
+        reused = instances[serializer_class] = (serializer, readable)
+    serializer, readable = reused
     serializer._context = context  # what ``field.context`` reads, through ``root``
     try:
-        return [serializer.to_representation(obj) for obj in objects]
+        if readable is None:
+            return [serializer.to_representation(obj) for obj in objects]
+        return [_representation(readable, obj) for obj in objects]
     finally:
         serializer._context = {}
+
+
+def _representation(fields: list[serializers.Field], instance: Any) -> dict[str, Any]:
+    """``Serializer.to_representation(instance)`` over ``fields`` (DRF's loop, fields listed once)."""
+    ret = {}
+    for field in fields:
+        try:
+            attribute = field.get_attribute(instance)
+        except SkipField:
+            continue
+        check_for_none = attribute.pk if isinstance(attribute, PKOnlyObject) else attribute
+        ret[field.field_name] = None if check_for_none is None else field.to_representation(attribute)
+    return ret
 
 
 def _forget_serializers(*, setting: str, **kwargs: Any) -> None:

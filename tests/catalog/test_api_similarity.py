@@ -240,3 +240,35 @@ def test_uncategorised_items_get_the_calibrated_classifier_once_fitted(client):
     fit.save()  # a new fit time: every process reads it again
     assert client.get(url, {"level": 2}).json()["suggestions"][0]["source"] == "neighbours"
     assert client.get(url, {"level": 1}).json()["suggestions"][0]["source"] == classifier.levels[1].metrics["answers"]
+
+
+def test_the_reused_item_serializer_writes_what_drf_writes_for_any_fields(shop, rf):
+    """Write-only fields left out, a field that skips itself, None values, and a serializer
+    with its own to_representation (which is called as it is)."""
+    from rest_framework import serializers
+    from rest_framework.fields import SkipField
+
+    class Skipping(serializers.CharField):
+        def get_attribute(self, instance):
+            if instance.sku.startswith("P"):
+                raise SkipField()
+            return super().get_attribute(instance)
+
+    class Odd(ProductSerializer):
+        secret = serializers.CharField(write_only=True, required=False)
+        sku = Skipping()
+        nothing = serializers.CharField(source="variant_group", allow_null=True)
+
+        class Meta(ProductSerializer.Meta):
+            fields = [*ProductSerializer.Meta.fields, "secret", "nothing"]
+
+    class Own(ProductSerializer):
+        def to_representation(self, instance):
+            return {"own": instance.sku}
+
+    products = list(Product.objects.select_related("category").prefetch_related("images").order_by("sku"))
+    products[0].variant_group = None  # not saved: the column holds no NULL
+    context = {"request": rf.get("/", HTTP_HOST="testserver")}
+    for serializer_class in (Odd, Own):
+        assert serialize_items(serializer_class, products, context) == serializer_class(products, many=True, context=context).data
+    assert "secret" not in serialize_items(Odd, products, context)[0]
