@@ -46,6 +46,9 @@ from similarity.registry import get_adapter
 
 logger = logging.getLogger(__name__)
 
+# Held-out products the guard scores at most in a large catalog (a fixed sample; TrainConfig's
+# evaluation_queries does the same for the model's own held-out scores).
+EVALUATION_QUERIES = 5_000
 IMAGE_WEIGHTS_FILE = "image.pth"  # the fine-tuned image network, beside the fusion checkpoint
 
 
@@ -69,6 +72,18 @@ class Catalog:
     def held_out(self) -> np.ndarray:
         return np.array([is_held_out(k) for k in self.split_keys], dtype=bool)
 
+    @functools.cached_property
+    def queries(self) -> np.ndarray:
+        """The held-out rows the guard queries with: all of them, or a fixed sample of
+        ``EVALUATION_QUERIES`` where there are more (exact neighbours cost queries x rows)."""
+        held = self.held_out
+        rows = np.flatnonzero(held)
+        if len(rows) <= EVALUATION_QUERIES:
+            return held
+        sample = np.zeros(len(held), dtype=bool)
+        sample[np.random.default_rng(0).choice(rows, size=EVALUATION_QUERIES, replace=False)] = True
+        return sample
+
     def fusion_data(self, level: int) -> Any:
         from similarity.ml.fusion.training import FusionData
 
@@ -85,9 +100,9 @@ class Catalog:
         """Held-out P@1, P@10 and mAP@10 of ``vectors`` at every level (one neighbour search),
         ordered as similar items are served: with the lexical channel where its weight is on."""
         if lexical_weight > 0:
-            query_idx, neighbours = hybrid_neighbours(vectors, valid, self.held_out, self.lexical, lexical_weight)
+            query_idx, neighbours = hybrid_neighbours(vectors, valid, self.queries, self.lexical, lexical_weight)
         else:
-            query_idx, neighbours = nearest_neighbours(vectors, valid, self.held_out)
+            query_idx, neighbours = nearest_neighbours(vectors, valid, self.queries)
         return {str(level): score_neighbours(query_idx, neighbours, self.labels(level)) for level in self.levels()}
 
     @functools.cached_property
@@ -240,7 +255,7 @@ def train_new_version(
     if active is not None:
         baseline = {"model": active.name, **(active.metrics or {})}
     else:
-        fixed = evaluate_neighbours(fixed_vectors, has_any, labels, catalog.held_out)
+        fixed = evaluate_neighbours(fixed_vectors, has_any, labels, catalog.queries)
         baseline = {"model": "fixed-weight fusion", **fixed}
     baseline["fixed_levels"] = fixed_levels
 

@@ -447,3 +447,20 @@ def test_training_reads_the_stored_text_vectors_and_encodes_only_the_rest(catalo
         sentence = text_features(GADGET, rows, texts)
     assert np.allclose(sentence, expected, atol=1e-5)
     encode.assert_called_once_with([texts[0]])  # only the row whose stored vector is gone
+
+
+def test_the_guard_queries_a_fixed_sample_of_a_large_catalogs_held_out_products():
+    from similarity.learning.versions import EVALUATION_QUERIES, Catalog
+
+    def catalog_of(n: int) -> Catalog:
+        return Catalog(
+            pks=list(range(n)), image=np.zeros((n, 1)), has_image=np.zeros(n, bool), sentence=np.zeros((n, 1)),
+            has_text=np.zeros(n, bool), tokens=[[]] * n, paths=[""] * n, split_keys=[f"sku-{i}" for i in range(n)],
+        )
+
+    small = catalog_of(1000)
+    assert np.array_equal(small.queries, small.held_out)
+    large = catalog_of(20_000)
+    assert large.held_out.sum() > EVALUATION_QUERIES
+    assert large.queries.sum() == EVALUATION_QUERIES and not np.any(large.queries & ~large.held_out)
+    assert np.array_equal(large.queries, catalog_of(20_000).queries)
