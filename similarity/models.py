@@ -354,8 +354,18 @@ class Decision(models.TextChoices):
     REJECTED = "rejected", _("rejected")
 
 
+class RunStatus(models.TextChoices):
+    RUNNING = "running", _("running")
+    DONE = "done", _("done")
+    FAILED = "failed", _("failed")
+
+
 class ClusterRun(models.Model):
-    """One clustering of a model's active vectors: how k was chosen and how long it took."""
+    """One clustering of a model's active vectors: how k was chosen and how long it took.
+
+    The row exists from the start: ``stage``, ``done`` and ``total`` say how far a running
+    clustering is (the admin shows it), ``error`` why a failed one stopped.
+    """
 
     model_label = models.CharField(_("model"), max_length=100)
     space = models.ForeignKey(VectorSpace, verbose_name=_("vector space"), null=True, on_delete=models.SET_NULL)
@@ -366,6 +376,12 @@ class ClusterRun(models.Model):
     scores = models.JSONField(_("score per k"), default=dict)
     seconds = models.JSONField(_("seconds per step"), default=dict)
     started_at = models.DateTimeField(_("started"), auto_now_add=True)
+    status = models.CharField(_("status"), max_length=16, choices=RunStatus.choices, default=RunStatus.DONE)
+    stage = models.CharField(_("stage"), max_length=100, blank=True)
+    done = models.PositiveIntegerField(_("items done"), default=0)
+    total = models.PositiveIntegerField(_("items in this stage"), default=0)
+    error = models.TextField(_("error"), blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at"]
@@ -375,6 +391,11 @@ class ClusterRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_label} {self.started_at:%Y-%m-%d %H:%M} (k={self.k})"
+
+    @property
+    def percent(self) -> int | None:
+        """How far the current stage is, 0-100 (None when it does not count items)."""
+        return min(100, round(100 * self.done / self.total)) if self.total else None
 
 
 class CategoryCluster(models.Model):

@@ -24,13 +24,14 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 
 from similarity.admin.items import card
-from similarity.categories.clustering import enqueue_clustering
+from similarity.categories.clustering import STAGES, enqueue_clustering
 from similarity.categories.decisions import DecisionError, accept, may_decide, reject, rename_cluster
 from similarity.models import (
     CategoryCluster,
     CategorySuggestion,
     ClusterRun,
     Decision,
+    RunStatus,
     sample_members,
 )
 from similarity.registry import get_adapter, registered_models
@@ -125,7 +126,12 @@ class CategoryClusterAdmin(ReadOnlyAdmin):
             for cluster in clusters:  # view-only staff see the suggestions without buttons
                 cluster.may_decide = allowed[cluster.model_label]
             context["clusters"] = clusters
-            context["latest_run"] = ClusterRun.objects.order_by("-started_at").first()
+            runs = ClusterRun.objects.order_by("-started_at")
+            context["latest_run"] = runs.filter(status=RunStatus.DONE).first()
+            context["running"] = runs.filter(status=RunStatus.RUNNING).first()
+            latest = runs.first()
+            context["failed_run"] = latest if latest is not None and latest.status == RunStatus.FAILED else None
+            context["running_progress"] = run_progress(context["running"]) if context["running"] else ""
             context["may_run"] = self.may_run(request)
         return response
 
@@ -255,8 +261,25 @@ class CategorySuggestionAdmin(ReadOnlyAdmin):
 
 @admin.register(ClusterRun)
 class ClusterRunAdmin(ReadOnlyAdmin):
-    list_display = ("started_at", "model_label", "products", "k", "criterion", "column")
+    list_display = ("started_at", "model_label", "status", "progress", "products", "k", "criterion", "finished_at")
+    list_filter = ("status", "model_label")
     readonly_fields = [f.name for f in ClusterRun._meta.fields]
+
+    @admin.display(description=_("progress"))
+    def progress(self, obj: ClusterRun) -> str:
+        return run_progress(obj)
+
+
+def run_progress(run: ClusterRun) -> str:
+    """"naming the clusters", "assigning every item ... (40,000 of 100,000, 40%)"; "" when not running."""
+    if run.status != RunStatus.RUNNING:
+        return ""
+    stage = _(STAGES.get(run.stage, run.stage)) if run.stage else _("starting")
+    if run.percent is None:
+        return str(stage)
+    return _("%(stage)s (%(done)s of %(total)s, %(percent)s%%)") % {
+        "stage": stage, "done": f"{run.done:,}", "total": f"{run.total:,}", "percent": run.percent,
+    }
 
 
 def _accepted_message(suggestion: CategorySuggestion) -> str:

@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 from django.apps import apps
+from django.contrib.contenttypes.models import ContentType
 
 from similarity.conf import similarity_settings
+from similarity.indexing.stored import iter_vectors
 from similarity.ml.classifier import CategoryClassifier, features, fit_level, vote_top1
 from similarity.ml.evaluation import is_held_out
 from similarity.ml.taxonomy import LABELS
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 INPUT_KEYS = ("image_encoder", "image_weights", "image_dim", "text_encoder", "text_weights", "text_dim")
 IMAGE_SCALE = 0.6  # the image features' weight against the text ones (the fusion probe's, chosen by CV)
 CHUNK = 2000
+FIT_ROWS = 50_000  # rows a periodic fit reads at most (a seeded sample on a larger catalog)
 
 _loaded: dict[int, tuple[Any, CategoryClassifier]] = {}  # CatalogFit pk -> (fitted_at, classifier)
 
@@ -84,9 +87,17 @@ class StoredCatalog:
         return ["" if exclude and pk in exclude else path for pk, path in zip(self.pks, self.paths)]
 
 
-def read_stored(model_label: str, space: VectorSpace) -> StoredCatalog:
-    """Read ``space``'s stored vectors and the rows' labels and split keys (the worker's queryset)."""
-    pks, image, text = stored_vectors(space)
+def read_stored(model_label: str, space: VectorSpace, *, limit: int | None = FIT_ROWS, seed: int = 0) -> StoredCatalog:
+    """Read ``space``'s stored vectors and the rows' labels and split keys (the worker's queryset).
+
+    A catalog of more than ``limit`` rows is read as a seeded sample of ``limit`` of them
+    (None: every row): the fits draw at most ``MAX_ROWS`` labelled rows per level anyway, and
+    a million rows of image and text vectors would not fit in a worker's memory.
+    """
+    pks = list(Embedding.objects.filter(space=space).order_by("object_id").values_list("object_id", flat=True))
+    if limit is not None and len(pks) > limit:
+        pks = sorted(np.random.default_rng(seed).choice(pks, size=limit, replace=False).tolist())
+    pks, image, text = stored_vectors(space, pks)
     adapter = get_adapter(apps.get_model(model_label))
     rows = rows_of(adapter, pks)
     return StoredCatalog(
@@ -163,28 +174,32 @@ def served_vectors(space: VectorSpace, pks: list) -> np.ndarray:
     """The rows of ``pks`` (in that order) of the column similar items are served from (the
     learned vector where the space has one, else the fixed fusion); zeros where missing."""
     column = "learned" if "learned" in space.dims else "fused"
-    found = dict(Embedding.objects.filter(space=space, object_id__in=pks).values_list("object_id", column).iterator(chunk_size=CHUNK))
-    out = np.zeros((len(pks), space.dims[column]), np.float32)
-    for i, pk in enumerate(pks):
-        if found.get(pk) is not None:
-            out[i] = np.asarray(found[pk], np.float32)
-    return out
+    return _column(space, column, pks)
 
 
 def stored_vectors(space: VectorSpace, pks: list | None = None) -> tuple[list, np.ndarray, np.ndarray]:
-    """Return the row keys and stored image and text vectors of ``space`` (zeros where missing)."""
-    rows = Embedding.objects.filter(space=space).order_by("object_id")
-    if pks is not None:
-        rows = rows.filter(object_id__in=pks)
-    keys, image, text = [], [], []
-    image_dim, text_dim = space.spec["image_dim"], space.spec["text_dim"]
-    for object_id, picture, words in rows.values_list("object_id", "image", "text").iterator(chunk_size=CHUNK):
-        keys.append(object_id)
-        image.append(np.zeros(image_dim, np.float32) if picture is None else np.asarray(picture, np.float32))
-        text.append(np.zeros(text_dim, np.float32) if words is None else np.asarray(words, np.float32))
-    if not keys:
-        return [], np.zeros((0, image_dim), np.float32), np.zeros((0, text_dim), np.float32)
-    return keys, np.stack(image), np.stack(text)
+    """Return the row keys (in key order, or ``pks``'s) and stored image and text vectors of
+    ``space`` (zeros where missing); read in binary, in chunks (``similarity.indexing.stored``)."""
+    rows = Embedding.objects.filter(space=space)
+    if pks is None:
+        keys = list(rows.order_by("object_id").values_list("object_id", flat=True))
+    else:
+        present: set = set()
+        for start in range(0, len(pks), 20_000):
+            present.update(rows.filter(object_id__in=pks[start : start + 20_000]).values_list("object_id", flat=True))
+        keys = [pk for pk in pks if pk in present]
+    return keys, _column(space, "image", keys), _column(space, "text", keys)
+
+
+def _column(space: VectorSpace, column: str, pks: list) -> np.ndarray:
+    """The ``column`` vectors of ``pks`` in that order, zeros where a row has none."""
+    content_type = ContentType.objects.get_for_model(apps.get_model(space.model_label)).pk
+    out = np.zeros((len(pks), space.dims[column]), np.float32)
+    position = {pk: i for i, pk in enumerate(pks)}
+    for keys, vectors in iter_vectors(space, column, content_type, pks):
+        for key, vector in zip(keys, vectors):
+            out[position[key]] = vector
+    return out
 
 
 def rows_of(adapter: Any, pks: list) -> dict[Any, Any]:

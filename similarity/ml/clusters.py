@@ -48,6 +48,7 @@ from similarity.ml.taxonomy import LABELS
 __all__ = [
     "Cluster",
     "ClusterFit",
+    "ClusterModel",
     "ClusteringResult",
     "Suggestion",
     "choose_k_and_cluster",
@@ -55,6 +56,7 @@ __all__ = [
     "cosine_silhouette",
     "default_k_candidates",
     "describe",
+    "fit_clusters",
     "suggest",
 ]
 
@@ -65,6 +67,8 @@ MAX_K = 200
 CRITERION = "silhouette (cosine)"
 GRAPH_CRITERION = "modularity (kNN graph)"
 GRAPH_NEIGHBOURS = 15
+REDUCED_DIMS = 128  # principal components the k-means fits run on
+ASSIGN_CHUNK = 8192
 
 
 @dataclass
@@ -80,6 +84,36 @@ class ClusterFit:
     sample_size: int = 0
     search_size: int = 0
     seconds: float = 0.0
+    distances: np.ndarray | None = None  # each row's cosine distance to its centre
+
+
+@dataclass
+class ClusterModel:
+    """Fitted clusters: unit centres in the vectors' space, and how k was chosen."""
+
+    centres: np.ndarray
+    scores: dict[int, float]
+    criterion: str
+    method: str
+    sample_size: int
+    search_size: int
+    seconds: float
+
+    @property
+    def k(self) -> int:
+        return len(self.centres)
+
+    def assign(self, vectors: np.ndarray, *, unit: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's nearest centre by cosine and its cosine distance (rows read in chunks)."""
+        labels = np.empty(len(vectors), dtype=np.int64)
+        distances = np.empty(len(vectors), dtype=np.float32)
+        for start in range(0, len(vectors), ASSIGN_CHUNK):
+            rows = vectors[start : start + ASSIGN_CHUNK]
+            sims = (rows if unit else _unit_rows(rows)) @ self.centres.T
+            best = np.argmax(sims, axis=1)
+            labels[start : start + len(rows)] = best
+            distances[start : start + len(rows)] = np.maximum(1.0 - sims[np.arange(len(rows)), best], 0.0)
+        return labels, distances
 
 
 @dataclass
@@ -152,6 +186,7 @@ def choose_k_and_cluster(
     method: str = "kmeans",
     graph_neighbours: int = GRAPH_NEIGHBOURS,
     resolution: float = 1.0,
+    reduce_dims: int | None = REDUCED_DIMS,
 ) -> ClusterFit:
     """Cluster the rows of ``vectors``: k-means with k by cosine silhouette, or graph communities.
 
@@ -161,8 +196,8 @@ def choose_k_and_cluster(
         k: use this number of clusters (no search; its silhouette is still reported).
         k_candidates: the grid to search (default :func:`default_k_candidates` of the search
             rows); values outside 2..search rows - 1 are dropped.
-        sample: fit the final model on a random sample of at most this many rows, then assign
-            every row to its nearest centre with ``predict``.
+        sample: fit on a random sample of at most this many rows (:func:`fit_clusters`), then
+            give every row its nearest centre (:meth:`ClusterModel.assign`).
         seed: random seed for the samples and k-means.
         search_sample: search k on a random subset of at most this many of the sampled rows:
             full k-means with ``n_init`` starts per candidate, silhouette on the same rows.
@@ -174,6 +209,8 @@ def choose_k_and_cluster(
             the community whose centre is nearest. Needs networkx. Ignored when ``k`` is given.
         graph_neighbours: neighbours per row in the graph ("graph" only).
         resolution: Louvain resolution ("graph" only); above 1 gives more, smaller clusters.
+        reduce_dims: k-means runs on the sample's first ``reduce_dims`` principal components
+            (None or 0: on the vectors themselves); the centres are in the vectors' own space.
 
     Returns:
         A :class:`ClusterFit`. Clusters left empty by the final assignment are dropped and the
@@ -187,21 +224,92 @@ def choose_k_and_cluster(
     n = X.shape[0]
     rng = np.random.default_rng(seed)
     fit_rows = np.sort(rng.choice(n, size=sample, replace=False)) if n > sample else np.arange(n)
-    m = len(fit_rows)
-    search_rows = np.sort(rng.choice(fit_rows, size=search_sample, replace=False)) if m > search_sample else fit_rows
-    Xq = X[search_rows]
-    s = len(search_rows)
+    model = fit_clusters(
+        X[fit_rows], k=k, k_candidates=k_candidates, seed=seed, search_sample=search_sample, n_init=n_init,
+        method=method, graph_neighbours=graph_neighbours, resolution=resolution, reduce_dims=reduce_dims,
+        unit=True,
+    )
+    assigned, distances = model.assign(X)
+    present, labels = np.unique(assigned, return_inverse=True)
+    return ClusterFit(
+        labels=[int(x) for x in labels],
+        centres=model.centres[present],
+        k=len(present),
+        scores=model.scores,
+        criterion=model.criterion,
+        method=model.method,
+        sample_size=model.sample_size,
+        search_size=model.search_size,
+        seconds=round(time.perf_counter() - started, 3),
+        distances=distances,
+    )
 
+
+def fit_clusters(
+    sample: np.ndarray,
+    *,
+    k: int | None = None,
+    k_candidates: Sequence[int] | None = None,
+    seed: int = 0,
+    search_sample: int = SEARCH_ROWS,
+    n_init: int = SEARCH_INITS,
+    method: str = "kmeans",
+    graph_neighbours: int = GRAPH_NEIGHBOURS,
+    resolution: float = 1.0,
+    reduce_dims: int | None = REDUCED_DIMS,
+    unit: bool = False,
+) -> ClusterModel:
+    """Fit the clusters on ``sample`` (a random sample of the catalog's vectors); see
+    :func:`choose_k_and_cluster` for the options. ``unit``: the rows are already unit-norm.
+
+    The k search and the k-means fits run on the sample's first ``reduce_dims`` principal
+    components (a 1,792-d catalog costs 14 times less per distance at 128); the returned
+    centres are the unit means of each cluster's members in the vectors' own space, so that
+    any row of the catalog, sampled or not, is assigned by cosine to them
+    (:meth:`ClusterModel.assign`, in chunks, wherever the rows are read).
+    """
+    started = time.perf_counter()
+    X = sample if unit else _unit_rows(sample)
+    m = X.shape[0]
+    rng = np.random.default_rng(seed)
+    search_rows = np.sort(rng.choice(m, size=search_sample, replace=False)) if m > search_sample else np.arange(m)
+    s = len(search_rows)
     if method not in ("kmeans", "graph"):
         raise ValueError(f'unknown clustering method {method!r}: choose "kmeans" or "graph".')
+    if k is not None and not 1 <= k <= m:
+        raise ValueError(f"k={k} is out of range: choose 1..{m} (the number of rows fitted).")
     if method == "graph" and k is None and s >= 3:
-        return _graph_communities(X, Xq, search_rows, fit_rows, graph_neighbours, resolution, seed, started)
+        found = _graph_communities(X[search_rows], graph_neighbours, resolution, seed)
+        centres = _member_means(X[search_rows], found)
+        k_found = len(centres)
+        scores = {k_found: round(cosine_silhouette(X[search_rows], found), 6)} if 2 <= k_found <= s - 1 else {}
+        return ClusterModel(
+            centres=centres, scores=scores, criterion=GRAPH_CRITERION, method="louvain", sample_size=m,
+            search_size=s, seconds=round(time.perf_counter() - started, 3),
+        )
 
+    from threadpoolctl import threadpool_limits
+
+    # One thread: the k search is thousands of small products, where BLAS and OpenMP threads
+    # cost more than they save (measured 7.9 s against 54 s for 1,050 products on a busy
+    # 2-core machine); a worker process is one of several anyway.
+    with threadpool_limits(limits=1):
+        labels, scores, fitted = _search_and_fit(X, search_rows, k, k_candidates, n_init, seed, reduce_dims)
+    return ClusterModel(
+        centres=_member_means(X, labels), scores=scores, criterion=CRITERION, method=fitted, sample_size=m,
+        search_size=s, seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _search_and_fit(X, search_rows, k, k_candidates, n_init, seed, reduce_dims):
+    """k by silhouette on the search rows (unless given), then the final fit on every row of
+    X; returns each row's cluster, the scores per k and the algorithm of the final fit."""
+    m, s = X.shape[0], len(search_rows)
+    Z = _reduce(X, search_rows, reduce_dims, seed)
+    Zq = Z[search_rows]
     models = {}
     scores: dict[int, float] = {}
     if k is not None:
-        if not 1 <= k <= m:
-            raise ValueError(f"k={k} is out of range: choose 1..{m} (the number of rows fitted).")
         chosen = k
     else:
         wanted = default_k_candidates(s) if k_candidates is None else sorted({int(c) for c in k_candidates})
@@ -209,43 +317,54 @@ def choose_k_and_cluster(
         if not candidates and (s >= 3 or k_candidates is not None):
             raise ValueError(f"no usable k in {list(wanted)}: with {s} rows, k must be within 2..{s - 1}.")
         for c in candidates:
-            models[c] = _kmeans(c, n_init, seed).fit(Xq)
-            scores[c] = round(cosine_silhouette(Xq, models[c].labels_), 6)
+            models[c] = _kmeans(c, n_init, seed).fit(Zq)
+            scores[c] = round(cosine_silhouette(Zq, models[c].labels_), 6)
         chosen = max(scores, key=lambda c: (scores[c], -c)) if scores else 1  # < 3 rows: one cluster
 
+    start = models[chosen].cluster_centers_ if chosen in models else None
     if chosen in models and m == s:
-        model, method = models[chosen], "kmeans"
+        model, fitted = models[chosen], "kmeans"
     elif m <= SMALL:
-        start = models[chosen].cluster_centers_ if chosen in models else None
-        model, method = _kmeans(chosen, n_init, seed, start).fit(X[fit_rows]), "kmeans"
+        model, fitted = _kmeans(chosen, n_init, seed, start).fit(Z), "kmeans"
     else:
-        start = models[chosen].cluster_centers_ if chosen in models else None
-        model, method = _minibatch_kmeans(chosen, seed, start).fit(X[fit_rows]), "minibatch-kmeans"
+        model, fitted = _minibatch_kmeans(chosen, seed, start).fit(Z), "minibatch-kmeans"
+    labels = model.predict(Z)
     if k is not None and 2 <= k <= s - 1:
-        scores[k] = round(cosine_silhouette(Xq, model.predict(Xq)), 6)
-    assigned = model.predict(X)
-    present, labels = np.unique(assigned, return_inverse=True)
-    centres = _unit_rows(model.cluster_centers_[present], allow_zero=True)
-    return ClusterFit(
-        labels=[int(x) for x in labels],
-        centres=centres,
-        k=len(present),
-        scores=scores,
-        method=method,
-        sample_size=m,
-        search_size=s,
-        seconds=round(time.perf_counter() - started, 3),
-    )
+        scores[k] = round(cosine_silhouette(Zq, labels[search_rows]), 6)
+    return labels, scores, fitted
 
 
-def _graph_communities(X, Xq, search_rows, fit_rows, neighbours, resolution, seed, started) -> ClusterFit:
+def _reduce(X: np.ndarray, rows: np.ndarray, dims: int | None, seed: int) -> np.ndarray:
+    """The unit rows of X on the first ``dims`` principal components of ``X[rows]`` (X when that
+    would not reduce anything)."""
+    # float64: scikit-learn's k-means++ computes float32 distances through a slow upcasting path.
+    if not dims or X.shape[1] <= dims or len(rows) <= dims:
+        return X.astype(np.float64)
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=dims, svd_solver="randomized", random_state=seed).fit(X[rows])
+    Z = pca.transform(X).astype(np.float64)
+    norms = np.linalg.norm(Z, axis=1, keepdims=True)
+    return Z / np.where(norms == 0, 1, norms)
+
+
+def _member_means(X: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The unit mean of each non-empty cluster's rows, clusters in label order."""
+    present, inverse = np.unique(labels, return_inverse=True)
+    sums = np.zeros((len(present), X.shape[1]), np.float64)
+    np.add.at(sums, inverse, X.astype(np.float64))
+    return _unit_rows(sums.astype(np.float32), allow_zero=True)
+
+
+def _graph_communities(Xq: np.ndarray, neighbours: int, resolution: float, seed: int) -> np.ndarray:
+    """The Louvain community of each row of ``Xq`` in its cosine nearest-neighbour graph."""
     try:
         import networkx as nx
     except ImportError as exc:
         raise ImportError(
             'method="graph" needs networkx: pip install networkx, or cluster with method="kmeans".'
         ) from exc
-    s = len(search_rows)
+    s = len(Xq)
     depth = min(neighbours, s - 1)
     graph = nx.Graph()
     graph.add_nodes_from(range(s))
@@ -263,24 +382,7 @@ def _graph_communities(X, Xq, search_rows, fit_rows, neighbours, resolution, see
     found = np.empty(s, dtype=np.int64)
     for c, members in enumerate(sorted(communities, key=min)):  # numbered by first member: stable
         found[sorted(members)] = c
-    k = int(found.max()) + 1
-    sums = np.zeros((k, X.shape[1]), np.float64)
-    np.add.at(sums, found, Xq.astype(np.float64))
-    centres = _unit_rows(sums, allow_zero=True)
-    assigned = np.argmax(X @ centres.T, axis=1)
-    assigned[search_rows] = found
-    scores = {k: round(cosine_silhouette(Xq, found), 6)} if 2 <= k <= s - 1 else {}
-    return ClusterFit(
-        labels=[int(x) for x in assigned],
-        centres=centres,
-        k=k,
-        scores=scores,
-        criterion=GRAPH_CRITERION,
-        method="louvain",
-        sample_size=len(fit_rows),
-        search_size=s,
-        seconds=round(time.perf_counter() - started, 3),
-    )
+    return found
 
 
 def cosine_silhouette(vectors: np.ndarray, labels: Sequence[int], *, chunk: int = 4096) -> float:
@@ -319,7 +421,7 @@ def cosine_silhouette(vectors: np.ndarray, labels: Sequence[int], *, chunk: int 
 
 def describe(
     fit: ClusterFit,
-    vectors: np.ndarray,
+    vectors: np.ndarray | None,
     texts: Sequence[str],
     labels: Sequence[str],
     tokenize: Callable[[str], list[str]],
@@ -331,8 +433,10 @@ def describe(
 
     Args:
         fit: the result of :func:`choose_k_and_cluster` on the same rows.
-        vectors: the (n, d) vectors that were clustered (for distances to the centres).
-        texts: one text per row (title, brand, description...), Chinese or English.
+        vectors: the (n, d) vectors that were clustered (for distances to the centres), or
+            None to take the distances ``fit`` carries.
+        texts: one text per row (title, brand, description...), Chinese or English; None
+            for a row whose text was not read (its cluster's keywords come from the others).
         labels: one category path per row ("A > B"), "" when uncategorised.
         tokenize: text -> tokens, e.g. ``similarity.ml.text_pipeline.tokenize``.
         keywords: how many keywords to keep per cluster.
@@ -346,16 +450,27 @@ def describe(
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    X = _unit_rows(vectors)
     assigned = np.asarray(fit.labels)
-    if len(assigned) != X.shape[0] or len(texts) != X.shape[0] or len(labels) != X.shape[0]:
+    n = len(assigned)
+    if vectors is None:
+        if fit.distances is None or len(fit.distances) != n:
+            raise ValueError("without vectors, fit.distances must hold each row's distance to its centre.")
+        all_distances = np.asarray(fit.distances)
+    else:
+        X = _unit_rows(vectors)
+        if X.shape[0] != n:
+            raise ValueError("fit.labels, vectors, texts and labels must have one entry per row, in the same order.")
+        all_distances = np.maximum(1.0 - np.einsum("ij,ij->i", X, fit.centres[assigned]), 0.0)
+    if len(texts) != n or len(labels) != n:
         raise ValueError("fit.labels, vectors, texts and labels must have one entry per row, in the same order.")
-    groups = [np.flatnonzero(assigned == c) for c in range(fit.k)]
+    by_cluster = np.argsort(assigned, kind="stable")
+    groups = np.split(by_cluster, np.cumsum(np.bincount(assigned, minlength=fit.k))[:-1])
 
     def analyse(member_texts: list[str]) -> list[str]:
         return [t for text in member_texts for t in dict.fromkeys(tokenize(text or "")) if _is_word(t)]
 
-    docs = [[texts[i] for i in rows] for rows in groups]
+    # A text of None: not read (a large catalog reads the texts of a sample of each cluster).
+    docs = [[texts[i] for i in rows if texts[i] is not None] for rows in groups]
     vectorizer = TfidfVectorizer(analyzer=analyse, smooth_idf=False, norm=None)
     try:
         weights = vectorizer.fit_transform(docs).tocsr()
@@ -366,7 +481,7 @@ def describe(
 
     clusters = []
     for c, rows in enumerate(groups):
-        distances = 1.0 - X[rows] @ fit.centres[c]
+        distances = all_distances[rows]
         order = np.argsort(distances, kind="stable")
         words = _top_words(weights, vocabulary, idf, c, keywords) if weights is not None else []
         member_labels = [labels[i] for i in rows if labels[i]]
@@ -377,7 +492,7 @@ def describe(
             Cluster(
                 index=c,
                 members=[int(i) for i in rows[order]],
-                distances=[round(float(max(d, 0.0)), 6) for d in distances[order]],
+                distances=np.round(distances[order].astype(np.float64), 6).tolist(),
                 keywords=words,
                 name=_name(words, name_words),
                 majority_label=majority,

@@ -149,13 +149,10 @@ class Command(BaseCommand):
             time.sleep(1)
 
     def _cluster(self) -> None:
-        """Find category clusters once, so the review page has something to show."""
-        try:
-            call_command("similarity_cluster", model="catalog.Product", stdout=StringIO())
-        except CommandError as exc:
-            self.stdout.write(f"  clustering skipped: {exc}")
-            return
-        self.stdout.write("  clustered the catalog: Similarity > Category clusters has the groups")
+        """Find category clusters once, so the review page has something to show: on the
+        worker, in the background (the admin shows how far it is); the URLs come at once."""
+        call_command("similarity_cluster", model="catalog.Product", run_async=True, stdout=StringIO())
+        self.stdout.write("  clustering the catalog in the background: Similarity > Category clusters shows its progress")
 
     def _print_urls(self, port: int, seconds: float, serving: bool) -> None:
         base = f"http://127.0.0.1:{port}"
