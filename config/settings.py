@@ -205,6 +205,7 @@ SIMILARITY = {
             ("SWEEP_INTERVAL", float),
             ("PENDING_MAX_AGE", float),
             ("LEXICAL_WEIGHT", float),
+            ("INDEX_PRECISION", str),
         )
         if os.environ.get(f"SIMILARITY_{name}")
     },

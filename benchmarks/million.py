@@ -1,0 +1,360 @@
+"""A million products: bulk load, HNSW build, recall and `/similar/` latency over HTTP.
+
+    .venv/bin/python benchmarks/million.py build   --var DIR [--products 1000000] [--precision half]
+    .venv/bin/python benchmarks/million.py measure --var DIR [--requests 1000] [--workers 4]
+
+``build`` creates a throw-away shop under ``DIR`` (embedded PostgreSQL), writes N products and
+their fused vectors with COPY (binary for the vectors: no row-by-row saves, no ORM objects),
+then builds the active space's partial HNSW index, and records the times in ``DIR/build.json``.
+The vectors are built from the real fixed-fusion vectors of flipkart1050 as in
+``benchmarks/api_latency.py`` (each new product between a real product and one of its 20
+nearest real neighbours, plus a little noise), in chunks, into ``DIR/vectors.npy`` (kept for
+the exact answers and for the clustering benchmark). 1% of the products are in a category of
+their own: the filtered queries ask for it. ``--precision half`` (the default) is
+``SIMILARITY["INDEX_PRECISION"] = "half"``, what a shop of this size runs: a 1,792-d float32
+HNSW index of a million rows needs about 7.5 GB of memory, the halfvec one about 3.8 GB.
+
+``measure`` restarts the database with the index in shared buffers, then reports:
+
+- recall@10 of the served query layer (``similar_to``) against an exact scan of the stored
+  vectors, unfiltered and under the 1% filter, for sampled products;
+- the served statement's own execution time (EXPLAIN ANALYZE of what ``similar_to`` runs);
+- ``GET /api/products/{id}/similar/?k=10`` through gunicorn at concurrency 1 and 8: p50, p99
+  and requests per second, unfiltered and filtered;
+- the memory of the web workers (RSS and PSS) after the timed requests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.api_latency import DIM, _load, make_vectors, serve, timed_requests  # noqa: E402
+from benchmarks.embedded import stop_embedded_database  # noqa: E402
+
+RARE_EVERY = 100  # 1% of the products: the filtered queries' category
+CHUNK = 50_000
+
+
+def setup(var: Path, precision: str) -> None:
+    os.environ.update(
+        VAR_DIR=str(var), DJANGO_SETTINGS_MODULE="config.settings", DATABASE_URL="",
+        SIMILARITY_INDEX_PRECISION=precision, SIMILARITY_LEXICAL_WEIGHT="0",
+    )
+    import django
+
+    django.setup()
+
+
+def write_vectors(path: Path, n: int, cache_dir: Path, seed: int) -> np.memmap:
+    """n unit vectors from the real ones (see the module docstring), chunk by chunk, to ``path``."""
+    real = make_vectors(1050, "real", cache_dir, seed)  # n = the real catalog: exactly its vectors
+    rng = np.random.default_rng(seed)
+    sims = real @ real.T
+    np.fill_diagonal(sims, -np.inf)
+    neighbours = np.argsort(-sims, axis=1)[:, :20]
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, DIM))
+    for start in range(0, n, CHUNK):
+        rows = np.arange(start, min(n, start + CHUNK))
+        base = rows % len(real)
+        other = neighbours[base, rng.integers(0, 20, size=len(rows))]
+        mix = rng.uniform(0.0, 0.5, size=(len(rows), 1)).astype(np.float32)
+        v = (1 - mix) * real[base] + mix * real[other]
+        v += rng.normal(scale=0.2 / np.sqrt(DIM), size=v.shape).astype(np.float32)
+        v[rows < len(real)] = real[rows[rows < len(real)]]
+        out[start : start + len(rows)] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    out.flush()
+    return out
+
+
+def build(args: argparse.Namespace) -> None:
+    var = args.var
+    var.mkdir(parents=True, exist_ok=True)
+    setup(var, args.precision)
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0)
+    with connection.cursor() as cursor:  # as a DBA sizes a server for a bulk load
+        cursor.execute("ALTER SYSTEM SET max_wal_size = '16GB'")
+        cursor.execute("ALTER SYSTEM SET checkpoint_timeout = '30min'")
+        cursor.execute("SELECT pg_reload_conf()")
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    vectors = write_vectors(var / "vectors.npy", args.products, args.cache_dir, seed=7)
+    timings["vectors generated (s)"] = round(time.perf_counter() - started, 1)
+    print(f"{args.products:,} vectors generated in {timings['vectors generated (s)']} s", flush=True)
+
+    from catalog.models import Category, Product
+    from similarity.indexing.spaces import ensure_configured_space, index_name
+
+    space = ensure_configured_space("catalog.Product")
+    rare, common = Category.get_or_create_path("稀有"), Category.get_or_create_path("常见")
+    with connection.cursor() as cursor:  # load first, index after: far faster than inserting into the graph
+        cursor.execute(f'DROP INDEX IF EXISTS "{index_name(space, "fused")}"')
+    started = time.perf_counter()
+    first_pk = copy_products(args.products, rare.pk, common.pk)
+    timings["products COPY (s)"] = round(time.perf_counter() - started, 1)
+    print(f"products copied in {timings['products COPY (s)']} s", flush=True)
+    started = time.perf_counter()
+    copy_vectors(space, first_pk, vectors)
+    timings["vectors COPY (s)"] = round(time.perf_counter() - started, 1)
+    print(f"vectors copied in {timings['vectors COPY (s)']} s", flush=True)
+    from similarity.indexing.spaces import create_indexes
+
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE catalog_product")
+        cursor.execute("VACUUM ANALYZE similarity_embedding")
+        cursor.execute(f"SET maintenance_work_mem = '{args.maintenance_work_mem}'")
+        cursor.execute("SET max_parallel_maintenance_workers = 1")  # the leader and one worker: 2 cores
+        started = time.perf_counter()
+        create_indexes(space)
+        timings["HNSW build (s)"] = round(time.perf_counter() - started, 1)
+        cursor.execute("SELECT pg_relation_size(%s), pg_total_relation_size('similarity_embedding')",
+                       [index_name(space, "fused")])
+        index_bytes, table_bytes = cursor.fetchone()
+        # The index in shared buffers, as on a server sized for it; applies at the restart.
+        cursor.execute(f"ALTER SYSTEM SET shared_buffers = '{args.shared_buffers}'")
+    timings["index size (GB)"] = round(index_bytes / 1e9, 2)
+    timings["table + indexes (GB)"] = round(table_bytes / 1e9, 2)
+    print(f"HNSW index built in {timings['HNSW build (s)']} s ({timings['index size (GB)']} GB)", flush=True)
+    info = {"products": args.products, "precision": args.precision, "first_pk": first_pk, "rare": rare.pk,
+            "timings": timings, "load": _load(), "date": time.strftime("%Y-%m-%d")}
+    (var / "build.json").write_text(json.dumps(info, indent=2))
+    print(json.dumps(info, indent=2))
+    connection.close()
+    stop_embedded_database(var)
+
+
+def copy_products(n: int, rare: int, common: int) -> int:
+    """COPY n products (row i is sku "m<i>", title "商品 <i>", 1% in ``rare``); return the first pk.
+
+    Every column gets the value a save would give it (defaults, auto_now), read off one model
+    instance, so the load follows the model's fields wherever they change.
+    """
+    from django.db import connection
+
+    from catalog.models import Product
+
+    template = Product(sku="", title="", category_id=common)
+    fields = [f for f in Product._meta.concrete_fields if not f.primary_key]
+    values = {f.column: f.get_db_prep_save(f.pre_save(template, add=True), connection) for f in fields}
+    columns = list(values)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence('catalog_product', 'id'))")
+        (first,) = cursor.fetchone()
+        cursor.execute("SELECT setval(pg_get_serial_sequence('catalog_product', 'id'), %s)", [first + n])
+        names = ", ".join(f'"{c}"' for c in ["id", *columns])
+        with cursor.copy(f"COPY catalog_product ({names}) FROM STDIN") as copy:
+            for i in range(n):
+                values.update(sku=f"m{i}", title=f"商品 {i}", category_id=rare if i % RARE_EVERY == 0 else common)
+                copy.write_row([first + i, *(values[c] for c in columns)])
+    return first
+
+
+def copy_vectors(space, first_pk: int, vectors: np.ndarray) -> None:
+    """COPY the fused vectors into ``space`` in PostgreSQL's binary format (pgvector's own)."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import connection
+    from django.utils import timezone
+    from pgvector.psycopg import register_vector
+
+    from catalog.models import Product
+
+    content_type = ContentType.objects.get_for_model(Product).pk
+    connection.ensure_connection()
+    register_vector(connection.connection)
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        with cursor.copy(
+            "COPY similarity_embedding (space_id, content_type_id, object_id, fused, content_hash, encoded_at) "
+            "FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["bigint", "integer", "bigint", "vector", "text", "timestamptz"])
+            for start in range(0, len(vectors), CHUNK):
+                block = np.ascontiguousarray(vectors[start : start + CHUNK])
+                for offset, vector in enumerate(block):
+                    copy.write_row((space.pk, content_type, first_pk + start + offset, vector, "bench", now))
+
+
+def measure(args: argparse.Namespace) -> None:
+    var = args.var
+    info = json.loads((var / "build.json").read_text())
+    setup(var, info["precision"])
+    from django.db import connection
+
+    from similarity.indexing.spaces import index_name
+    from similarity.models import VectorSpace
+
+    space = VectorSpace.active_for("catalog.Product")
+    vectors = np.load(var / "vectors.npy", mmap_mode="r")
+    n, first = info["products"], info["first_pk"]
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW shared_buffers")
+        print(f"shared_buffers {cursor.fetchone()[0]}; warming the index ...", flush=True)
+        started = time.perf_counter()
+        # The embedded server has no pg_prewarm: read the index's files into the OS cache.
+        cursor.execute("SELECT current_setting('data_directory'), pg_relation_filepath(%s)", [index_name(space, "fused")])
+        data, relation = cursor.fetchone()
+        read = 0
+        for segment in sorted(Path(data).glob(relation + "*")):
+            if segment.name == Path(relation).name or segment.name.startswith(Path(relation).name + "."):
+                with segment.open("rb") as fh:
+                    while chunk := fh.read(1 << 24):
+                        read += len(chunk)
+        print(f"  {read / 1e9:.2f} GB of index read in {time.perf_counter() - started:.0f} s", flush=True)
+    rng = random.Random(3)
+    rare_rows = np.arange(0, n, RARE_EVERY)
+    results: dict[str, object] = {"build": info["timings"]}
+    results["recall@10"] = recall(vectors, first, info["rare"], rng.sample(range(n), args.recall_samples),
+                                  rng.sample(list(rare_rows), args.recall_samples), rare_rows)
+    print(f"recall@10: {results['recall@10']}", flush=True)
+    results["scan execution (ms)"] = scan_times(first, info["rare"], [rng.randrange(n) for _ in range(40)])
+    print(f"served statement, EXPLAIN ANALYZE: {results['scan execution (ms)']}", flush=True)
+    connection.close()
+    results["http"], results["web workers"] = http(args, first, n, info["rare"], rare_rows)
+    results["load"] = _load()
+    (var / "measure.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    stop_embedded_database(var)
+
+
+def recall(vectors, first: int, rare: int, sample: list[int], rare_sample: list[int], rare_rows) -> dict[str, float]:
+    """Mean recall@10 of ``similar_to`` against exact cosine over the stored vectors."""
+    from catalog.models import Product
+    from similarity.search.queries import similar_to
+
+    out = {}
+    for label, rows, queryset, pool in (
+        ("unfiltered", sample, Product.objects.all(), None),
+        ("1% filter", rare_sample, Product.objects.filter(category_id=rare), np.asarray(rare_rows)),
+    ):
+        queries = np.asarray(vectors[rows])
+        best = exact_top(vectors, queries, pool)
+        scores = []
+        for row, exact in zip(rows, best):
+            wanted = {first + int(i) for i in exact if int(i) != row}
+            wanted = set(sorted(wanted, key=lambda pk: -float(vectors[pk - first] @ vectors[row]))[:10])
+            found = {neighbour.object.pk for neighbour in similar_to(Product(pk=first + row), k=10, queryset=queryset)}
+            scores.append(len(wanted & found) / 10)
+        out[label] = round(statistics.mean(scores), 4)
+    return out
+
+
+def exact_top(vectors, queries: np.ndarray, pool, depth: int = 11) -> list[np.ndarray]:
+    """Row numbers of the ``depth`` best rows (of ``pool``, default all) per query, in one pass."""
+    rows = np.arange(len(vectors)) if pool is None else pool
+    best_scores = np.full((len(queries), depth), -np.inf, dtype=np.float32)
+    best_rows = np.zeros((len(queries), depth), dtype=np.int64)
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        sims = queries @ np.asarray(vectors[chunk]).T
+        scores = np.concatenate([best_scores, sims], axis=1)
+        candidates = np.concatenate([best_rows, np.broadcast_to(chunk, sims.shape)], axis=1)
+        keep = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+        best_scores = np.take_along_axis(scores, keep, axis=1)
+        best_rows = np.take_along_axis(candidates, keep, axis=1)
+    return list(best_rows)
+
+
+def scan_times(first: int, rare: int, rows: list[int]) -> dict[str, float]:
+    """p50 of the served statement's execution (and planning) time, EXPLAIN ANALYZE."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from catalog.models import Product
+    from similarity.search.explain import explanation_annotations
+    from similarity.search.queries import similar_to
+    from similarity.models import VectorSpace
+
+    space = VectorSpace.active_for("catalog.Product")
+    out = {}
+    for label, queryset in (("unfiltered", Product.objects.all()), ("1% filter", Product.objects.filter(category_id=rare))):
+        execution, planning = [], []
+        for row in rows:
+            item = Product(pk=first + row)
+            with CaptureQueriesContext(connection) as captured:
+                similar_to(item, k=10, queryset=queryset, space=space, annotations=explanation_annotations(space, item))
+            statement = next(q["sql"] for q in captured.captured_queries if "<=>" in q["sql"])
+            with connection.cursor() as cursor:
+                cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}")
+                plan = cursor.fetchone()[0]
+                plan = json.loads(plan) if isinstance(plan, str) else plan
+            execution.append(plan[0]["Execution Time"])
+            planning.append(plan[0]["Planning Time"])
+        out[label] = {"execution p50": round(statistics.median(execution), 2), "planning p50": round(statistics.median(planning), 2)}
+    return out
+
+
+def http(args: argparse.Namespace, first: int, n: int, rare: int, rare_rows) -> tuple[dict, dict]:
+    """Time the API through gunicorn; return the latencies and the workers' memory."""
+    server = serve(args.var, args.port, args.workers, args.ef_search, args.threads)
+    out: dict[str, dict] = {}
+    try:
+        rng = random.Random(11)
+        for label, pool, extra in (
+            ("unfiltered", range(n), ""), ("1% filter", [int(r) for r in rare_rows], f"&category={rare}"),
+        ):
+            for threads in (1, 8):
+                paths = [f"/api/products/{first + rng.choice(pool)}/similar/?k=10{extra}" for _ in range(args.requests)]
+                timed_requests(args.port, paths[: max(80, args.requests // 5)], threads)  # warm-up
+                started = time.perf_counter()
+                latencies = sorted(timed_requests(args.port, paths, threads))
+                wall = time.perf_counter() - started
+                row = {
+                    "p50 ms": round(latencies[len(latencies) // 2], 1),
+                    "p99 ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
+                    "requests/s": round(len(latencies) / wall, 1),
+                }
+                out[f"{label}, concurrency {threads}"] = row
+                print(f"{label:10s} concurrency {threads}: {row}", flush=True)
+        memory = worker_memory(server.pid)
+    finally:
+        server.terminate()
+        server.wait(30)
+    return out, memory
+
+
+def worker_memory(master: int) -> dict[str, float]:
+    """RSS and PSS (MB) of each gunicorn worker (the children of ``master``)."""
+    children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+    rss, pss = [], []
+    for pid in children:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+        rss.append(int(fields["Rss"].split()[0]) / 1024)
+        pss.append(int(fields["Pss"].split()[0]) / 1024)
+    return {"workers": len(children), "RSS MB each (max)": round(max(rss), 1), "PSS MB each (max)": round(max(pss), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["build", "measure"])
+    parser.add_argument("--var", type=Path, required=True, help="the throw-away shop's folder")
+    parser.add_argument("--products", type=int, default=1_000_000)
+    parser.add_argument("--precision", choices=["half", "single"], default="half")
+    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/fusion-cache"), help="encoder features cache")
+    parser.add_argument("--maintenance-work-mem", default="6GB")
+    parser.add_argument("--shared-buffers", default="6GB")
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--recall-samples", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=1, help="threads per worker (> 1: gthread workers)")
+    parser.add_argument("--ef-search", type=int, default=100)
+    parser.add_argument("--port", type=int, default=8766)
+    args = parser.parse_args()
+    (build if args.step == "build" else measure)(args)
+
+
+if __name__ == "__main__":
+    main()
