@@ -187,3 +187,19 @@ def test_the_periodic_job_refreshes_matches(phones):
     again = refresh_quietly(Gadget)  # nothing encoded since: nothing to scan
     assert again["items"] == 0
     assert CatalogFit.objects.get(model_label=GADGET).matcher_report["last_scan"] == {"items": 0, "pairs": 0}
+
+
+def test_a_periodic_scan_scores_at_most_its_limit_and_the_next_goes_on(phones, monkeypatch):
+    from similarity.matches import scan as scanning
+
+    from django.utils import timezone
+
+    from similarity.models import Embedding
+
+    Embedding.objects.update(encoded_at=timezone.now())  # one bulk write: every item encoded at once
+    monkeypatch.setattr(scanning, "SCAN_LIMIT", 3)
+    assert scanning.refresh_quietly(Gadget)["items"] == 3
+    assert scanning.refresh_quietly(Gadget)["items"] == 1  # the fourth: no item scored twice, none skipped
+    assert scanning.refresh_quietly(Gadget)["items"] == 0
+    assert scanning.scan(Gadget, limit=10)["items"] == 4 and "until" not in scanning.scan(Gadget, limit=10)
+    assert ProductMatch.objects.filter(status=MatchStatus.OPEN).count() == 1
