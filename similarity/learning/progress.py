@@ -42,7 +42,9 @@ class LoggedProgress:
             return
         self.stage, self.last_line = stage, now
         left = remaining(step, steps, now - self.started)
-        scores = ", ".join(f"{key} {value:.3f}" for key, value in point.items() if key in ("loss", "val_p_at_k") and value is not None)
+        scores = ", ".join(
+            f"{key} {point[key]:.3f}" for key in ("loss", "val_p_at_k") if isinstance(point.get(key), float)
+        )
         logger.info(
             "training %s: %s%s, step %d of %d, %.0fs so far, %s%s",
             self.name, stage, f" epoch {epoch}" if stage in ("fit", "refit") else "", step, steps, now - self.started,

@@ -174,7 +174,8 @@ def text_features(model_label: str, rows: list[Any], texts: list[str]) -> np.nda
     sentence = np.zeros((len(rows), s.TEXT_DIM), dtype=np.float32)
     missing = list(range(len(rows)))
     space = VectorSpace.active_for(model_label)
-    if rows and space is not None and (space.spec.get("text_encoder"), space.spec.get("text_weights")) == (s.TEXT_ENCODER, s.TEXT_WEIGHTS):
+    encoded_by = (space.spec.get("text_encoder"), space.spec.get("text_weights")) if space is not None else None
+    if rows and encoded_by == (s.TEXT_ENCODER, s.TEXT_WEIGHTS):
         model = apps.get_model(model_label)
         stored = dict(Embedding.objects.for_model(model, space).filter(text__isnull=False).values_list("object_id", "text"))
         missing = []
