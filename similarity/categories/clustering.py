@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 2000
 READ_CHUNK = 5000  # vectors per read while assigning
+LABEL_CHUNK = 20000  # keys per read of the categories
 SAMPLE = 20000  # vectors the clusters are fitted on
 TEXTS_PER_CLUSTER = 400  # titles read per cluster for its keywords
 FIT_OPTIONS = {"k", "k_candidates", "seed", "search_sample", "n_init", "method", "graph_neighbours", "resolution", "reduce_dims"}
@@ -198,8 +199,10 @@ def _labels(model: type, pks: list[int], progress: Progress) -> list[str]:
     if plain and adapter._category_kind() == "fk":
         names = adapter.category_labels()
         key = model._meta.get_field(adapter.category_field).attname
-        rows = model._default_manager.filter(pk__in=pks).values_list("pk", key)
-        by_pk = {pk: names.get(node, "") if node is not None else "" for pk, node in rows.iterator(chunk_size=20000)}
+        for start in range(0, len(pks), LABEL_CHUNK):  # a statement takes at most 65,535 parameters
+            rows = model._default_manager.filter(pk__in=pks[start : start + LABEL_CHUNK]).values_list("pk", key)
+            by_pk.update((pk, names.get(node, "") if node is not None else "") for pk, node in rows)
+            progress.advance(min(start + LABEL_CHUNK, len(pks)))
     else:
         queryset = adapter.get_queryset()
         for start in range(0, len(pks), CHUNK):

@@ -114,3 +114,22 @@ def test_cluster_review_page_in_chinese(page):
     assert "接受" in text and "拒绝" in text and "重命名" in text  # accept, reject, rename
     assert "新建分类" in text  # "create new category"
     shot(page, "cluster-review-page-zh-hans")
+
+
+def test_cluster_review_shows_a_running_clustering_and_refreshes_into_its_clusters(page):
+    from similarity.models import ClusterRun, RunStatus
+
+    grouped_catalog()
+    running = ClusterRun.objects.create(
+        model_label="catalog.Product", column="fused", products=24, status=RunStatus.RUNNING, stage="assign",
+        done=12, total=24,
+    )
+    page.goto("/admin/similarity/categorycluster/")
+    banner = page.locator(".cluster-running")
+    assert "assigning every item to its nearest cluster (12 of 24, 50%)" in banner.inner_text()
+    assert shot(page, "cluster-review-running").stat().st_size > 5_000
+    running.delete()  # the worker's run finishes: the page reloads by itself into the clusters
+    run_clustering("catalog.Product", k=3)
+    page.wait_for_selector(".cluster-card", timeout=15_000)
+    assert page.locator(".cluster-running").count() == 0
+    assert page.locator(".cluster-card").count() == 3

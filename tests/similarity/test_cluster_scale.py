@@ -104,6 +104,8 @@ def test_labels_of_a_foreign_key_tree_take_a_fixed_number_of_queries(django_asse
     progress = mock.Mock()
     with django_assert_max_num_queries(3):
         labels = clustering._labels(Product, pks, progress)
+    with mock.patch.object(clustering, "LABEL_CHUNK", 7), django_assert_max_num_queries(6):  # 30 keys, 5 reads
+        assert clustering._labels(Product, pks, progress) == labels
     assert labels == [adapter.get_label(p) for p in products]
     assert labels[:3] == ["生鲜 > 水果 > 苹果", "饮料 > 茶", ""]
 
