@@ -19,6 +19,7 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import FieldDoesNotExist
+from django.core.signals import setting_changed
 from django.db import models
 from django.http import Http404, QueryDict
 from drf_spectacular.utils import extend_schema
@@ -297,13 +298,12 @@ class SimilarItemsMixin(_ResultsMixin):
     )
     @action(detail=True, methods=["get"])
     def similar(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        params = SimilarQuerySerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
+        given = similar_parameters(request.query_params)
         obj = self.get_query_object()
-        k = params.validated_data.get("k") or similarity_settings.DEFAULT_K
-        mode = params.validated_data["mode"]
-        include_variants = params.validated_data["include_variants"]
-        exclude_duplicates = params.validated_data.get("exclude_duplicates")
+        k = given.get("k") or similarity_settings.DEFAULT_K
+        mode = given["mode"]
+        include_variants = given["include_variants"]
+        exclude_duplicates = given.get("exclude_duplicates")
         if exclude_duplicates is None:
             exclude_duplicates = similarity_settings.EXCLUDE_DUPLICATES
         space = self.active_space(obj)
@@ -331,6 +331,34 @@ class SimilarItemsMixin(_ResultsMixin):
 
 #: The parameters of similar items that are not filters.
 SIMILAR_PARAMETERS = frozenset(SimilarQuerySerializer._declared_fields)
+_SIMILAR_ORDER = tuple(sorted(SIMILAR_PARAMETERS))
+
+
+def similar_parameters(query_params: QueryDict) -> dict[str, Any]:
+    """Return ``SimilarQuerySerializer``'s validated data for ``query_params`` (a 400 if invalid).
+
+    Validated once per combination of values: most requests send the same few (``?k=10``),
+    and a serializer's fields cost more to build than the rest of the check.
+    """
+    return dict(_validated_similar(tuple((name, tuple(query_params.getlist(name))) for name in _SIMILAR_ORDER)))
+
+
+@functools.lru_cache(maxsize=256)
+def _validated_similar(given: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, Any]:
+    data = QueryDict(mutable=True)
+    for name, values in given:
+        if values:
+            data.setlist(name, list(values))
+    params = SimilarQuerySerializer(data=data)
+    params.is_valid(raise_exception=True)  # an error is raised, never kept
+    return params.validated_data
+
+
+def _forget_parameters(**kwargs: Any) -> None:
+    _validated_similar.cache_clear()  # MAX_K, DEFAULT_K may have changed
+
+
+setting_changed.connect(_forget_parameters)
 
 
 class CategorySuggestionsMixin(_ResultsMixin):

@@ -150,3 +150,17 @@ def test_integer_keys_are_the_ones_the_column_holds():
     assert integer_key(pk, str(2**63), "default") is None
     assert integer_key(Product._meta.get_field("sku"), "42", "default") is None
     assert statements.CACHE_SIZE > len(SHAPES) * 3
+
+
+def test_parameters_are_validated_once_per_combination_and_again_after_a_settings_change(client, shop, settings):  # noqa: F811
+    mixins._validated_similar.cache_clear()
+    with mock.patch.object(mixins, "SimilarQuerySerializer", wraps=mixins.SimilarQuerySerializer) as serializer:
+        for _ in range(3):
+            similar(client, shop["query"], k=3, price_max=500)
+            similar(client, shop["cheap"], k=3)  # the filter is not one of its parameters
+        assert serializer.call_count == 1
+        assert client.get(f"/api/products/{shop['query'].pk}/similar/", {"k": 50}).status_code == 200
+        settings.SIMILARITY = {**settings.SIMILARITY, "MAX_K": 20}
+        response = client.get(f"/api/products/{shop['query'].pk}/similar/", {"k": 50})
+        assert response.status_code == 400 and response.json() == {"k": ["k must be at most 20."]}
+        assert client.get(f"/api/products/{shop['query'].pk}/similar/", {"k": 50}).status_code == 400  # errors are not kept
