@@ -4,9 +4,9 @@ Imports torch, no Django; run by a management command or a benchmark script, nev
 processes. Products whose sku is in the test split (``similarity.ml.evaluation.is_held_out``)
 give no labels to training nor to model selection: a validation set is carved out of the
 train split by another sku-hash digit, training early-stops on its P@10 (validation queries,
-all non-test products as gallery) and keeps the best-validation weights. The held-out scores
-in ``TrainResult.metrics["held_out"]`` (test queries, all products as gallery) are computed
-once, at the end, for reporting.
+non-test products as gallery; a fixed sample of each in a large catalog) and keeps the
+best-validation weights. The held-out scores in ``TrainResult.metrics["held_out"]`` (test
+queries, all products as gallery) are computed once, at the end, for reporting.
 
 Loss: supervised contrastive loss over the batch on the fused vector, plus cross-entropy of a
 cosine classifier on the fused vector and (down-weighted) on each branch's own vector, so
@@ -176,8 +176,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     # Torch threads while training on CPU (restored afterwards; 0 = torch's default). The
-    # network is small: on a 2-core machine shared with a worker, two threads ran the
-    # recurrent branch 2-7 times slower than one (docs/BENCHMARKS.md).
+    # network is small: on a 2-core machine shared with other work, two threads ran the
+    # recurrent branch 5-12 times slower than one (docs/BENCHMARKS.md).
     cpu_threads: int = 1
     k: int = 10
 
