@@ -279,7 +279,7 @@ def _check_image_finetune() -> list[CheckMessage]:
 CLUSTERING_OPTIONS = {
     "k", "k_candidates", "sample", "seed", "search_sample", "n_init", "keywords", "name_words",
     "min_size", "min_purity", "min_votes", "max_stray_share", "create_min_unlabelled", "method", "graph_neighbours",
-    "resolution",
+    "resolution", "reduce_dims",
 }
 
 

@@ -70,9 +70,9 @@ def train_model_task(model_label: str, level: int | None = None, activate: str =
 
 @shared_task(name="similarity.cluster", **DATABASE_RETRY)
 def cluster_task(model_label: str | None = None) -> dict:
-    """Refit the category classifier and the same-product scorer, scan for likely duplicates,
-    and cluster the active vectors of one model (None: every registered model), storing
-    suggestions."""
+    """Cluster the active vectors of one model (None: every registered model), storing
+    suggestions, then refit the category classifier and the same-product scorer and scan for
+    likely duplicates (clusters first: the admin's "Find clusters now" waits for them)."""
     from similarity.categories.clustering import ClusteringUnavailable, run_clustering
     from similarity.learning.classifier import refit_quietly
     from similarity.registry import registered_models
@@ -84,15 +84,15 @@ def cluster_task(model_label: str | None = None) -> dict:
     labels = [model_label] if model_label else [m._meta.label for m in registered_models()]
     done = {}
     for label in labels:
-        refit_quietly(label)
-        refresh_quietly(apps.get_model(label))  # the same-product scorer and the review queue
         try:
             run = run_clustering(label)
         except ClusteringUnavailable as exc:
             logger.warning("clustering %s skipped: %s", label, exc)
             done[label] = {"skipped": str(exc)}
-            continue
-        done[label] = {"run": run.pk, "clusters": run.k, "items": run.products}
+        else:
+            done[label] = {"run": run.pk, "clusters": run.k, "items": run.products}
+        refit_quietly(label)
+        refresh_quietly(apps.get_model(label))  # the same-product scorer and the review queue
     return done
 
 

@@ -6,18 +6,22 @@ numpy array, so it can go straight into a vector column).
 
 Three steps, also chained by :func:`cluster_catalog`:
 
-1. :func:`choose_k_and_cluster` runs k-means on L2-normalised vectors. On the unit sphere the
-   squared euclidean distance is ``2 - 2 cos``, so euclidean k-means groups by cosine. ``k`` is
-   the candidate with the best cosine silhouette, computed exactly in O(n k d) (see
-   :func:`cosine_silhouette`). The search runs full k-means (10 k-means++ starts per
-   candidate: with 3 or 4 the silhouette curve of real catalogs is so noisy that the chosen k
-   jumps between seeds) on at most ``search_sample`` rows. The chosen k is then refitted from
-   the search's centres on at most ``sample`` rows (full k-means up to ``SMALL`` rows,
-   MiniBatchKMeans above) and every row is assigned with ``predict``. ``method="graph"``
-   instead takes the Louvain communities of the cosine 15-nearest-neighbour graph of the
-   search rows (k comes out of the graph, no search; needs networkx) and gives every other
-   row the community with the nearest centre: on flipkart1050 it reaches NMI 0.723 against
-   level 2 where the silhouette k gives 0.700, on zh-titles 0.731 against 0.764.
+1. :func:`fit_clusters` fits on a sample of the catalog's L2-normalised vectors: k-means on
+   the sample's first ``reduce_dims`` (128) principal components, where the squared euclidean
+   distance of unit rows is ``2 - 2 cos`` (renormalised after the projection), so k-means groups
+   by cosine. ``k`` is the candidate with the best cosine silhouette, computed exactly in
+   O(n k d) (see :func:`cosine_silhouette`), searched with full k-means (10 k-means++ starts
+   per candidate: with 3 or 4 the silhouette curve of real catalogs is so noisy that the
+   chosen k jumps between seeds) on at most ``search_sample`` rows; the chosen k is then
+   refitted on the whole sample (full k-means up to ``SMALL`` rows, MiniBatchKMeans above).
+   The centres it returns are each cluster's unit mean in the vectors' own space, and
+   :meth:`ClusterModel.assign` gives any row, sampled or not, its nearest centre by cosine,
+   in chunks wherever the rows are read (the worker streams a million from the database).
+   ``method="graph"`` instead takes the Louvain communities of the cosine 15-nearest-neighbour
+   graph of the search rows (k comes out of the graph, no search; needs networkx): on
+   flipkart1050 it reaches NMI 0.723 against level 2 where the silhouette k gave 0.700 in
+   the full space (0.736 on the principal components), on zh-titles 0.731 against 0.764.
+   :func:`choose_k_and_cluster` does both for an in-memory array.
 2. :func:`describe` gives each cluster its members (nearest the centre first), keywords (the
    tokens that set its texts apart from the other clusters' texts, by TF-IDF with one
    "document" per cluster), a name, its majority category and purity.
@@ -25,13 +29,11 @@ Three steps, also chained by :func:`cluster_catalog`:
    move products whose category disagrees with a clear majority, or create a category for a
    cluster no existing category explains.
 
-Cost, measured with ``benchmarks/cluster_quality.py --timing 100000`` on one thread of a
-2-core box shared with another job (docs/evaluation/clusters.md): 100,000 products take about
-2 minutes with 512-d vectors (fit 84 s, describe 33 s) and 5 minutes with the 1,792-d fused
-vectors (fit 282 s, describe 32 s). The k search (16 candidates, 2..200) dominates and does not
-grow with the catalog, being capped at ``search_sample`` rows; passing ``k`` cuts the fit to
-7 s / 24 s. ``predict`` and ``describe`` are linear in n. Memory: a float32 unit copy of the
-vectors (700 MB for 100,000 x 1,792) plus O(sample x k).
+Cost: the fit depends on the sample, not the catalog (about 8 s for flipkart1050's 1,050
+products, where the k search in the full 1,792 dimensions with threaded BLAS took minutes on a
+busy 2-core machine); assignment and description are linear in n. The numbers per catalog
+size, through the worker's code path, are in docs/BENCHMARKS.md ("Clustering at scale").
+Memory: the sample (20,000 x d float32) plus O(sample x k), and whatever the caller holds.
 """
 from __future__ import annotations
 
@@ -604,14 +606,14 @@ def cluster_catalog(
     """Cluster, describe and suggest in one call; ``options`` go to the step that takes them.
 
     Options: ``k``, ``k_candidates``, ``sample``, ``seed``, ``search_sample``, ``n_init``,
-    ``method``, ``graph_neighbours``, ``resolution`` (:func:`choose_k_and_cluster`);
+    ``method``, ``graph_neighbours``, ``resolution``, ``reduce_dims`` (:func:`choose_k_and_cluster`);
     ``keywords``, ``name_words`` (:func:`describe`); ``min_size``, ``min_purity``,
     ``min_votes``, ``max_stray_share``, ``create_min_unlabelled`` (:func:`suggest`).
     """
     steps = {
         "fit": {
             "k", "k_candidates", "sample", "seed", "search_sample", "n_init",
-            "method", "graph_neighbours", "resolution",
+            "method", "graph_neighbours", "resolution", "reduce_dims",
         },
         "describe": {"keywords", "name_words"},
         "suggest": {"min_size", "min_purity", "min_votes", "max_stray_share", "create_min_unlabelled"},

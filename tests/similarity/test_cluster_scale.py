@@ -195,3 +195,19 @@ def test_periodic_fits_read_a_seeded_sample_of_a_large_catalog(catalog):
     keys, _, text = stored_vectors(space, [with_text, 10**9])  # a key without vectors is left out
     assert keys == [with_text]
     np.testing.assert_array_equal(text[0], np.asarray(stored[with_text], np.float32))
+
+
+def test_the_clustering_task_clusters_before_the_slower_refits(catalog):
+    from similarity import tasks
+
+    calls = []
+
+    def note(step):  # what had happened when each refit started
+        clustered = ClusterRun.objects.filter(status=RunStatus.DONE).exists()
+        calls.append((step, clustered))
+
+    with mock.patch("similarity.learning.classifier.refit_quietly", side_effect=lambda label: note("refit")), \
+            mock.patch("similarity.matches.scan.refresh_quietly", side_effect=lambda model: note("scan")):
+        done = tasks.cluster_task.run(GADGET)
+    assert calls == [("refit", True), ("scan", True)]
+    assert done[GADGET]["items"] == 24
