@@ -1,8 +1,10 @@
 """Turn a batch of rows into vectors for one or more vector spaces (worker side, no SQL).
 
 ``read`` collects a row's text and photo bytes and hashes them; ``decode_async`` decodes the
-photos on a thread pool while the text encoders run; ``encode_space`` fills one space's
-vectors for the items that need them. A bad item gets an ``error`` and the batch goes on.
+photos on a thread pool while the text encoders run; ``encode_ahead`` runs the image model,
+fusion and learned fusion over a batch's sub-batches on a thread of their own, so the
+worker writes one sub-batch while the next is encoded. A bad item gets an ``error`` and the
+batch goes on.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import concurrent.futures
 import functools
 import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -129,6 +132,40 @@ def _decoder_pool() -> concurrent.futures.ThreadPoolExecutor:
     # Created on first use, i.e. in the worker child after fork (threads do not survive fork).
     workers = max(1, int(similarity_settings.DECODE_THREADS))
     return concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="similarity-decode")
+
+
+def encode_ahead(chunks: list[list[Item]], live: list[Any], encoders: dict[int, Encoders]) -> Iterator[list[Item]]:
+    """Yield ``chunks`` in order, each once its image, fused and learned vectors are filled.
+
+    Photos decoded and text encoded beforehand. With more than one chunk the encoders run
+    on the encoder thread, chunk after chunk, while the caller writes the chunks already
+    yielded: the database write of one overlaps the encoding of the next. ``encoders``: a
+    space's pk -> its encoders, looked up by the caller (that may take a query).
+    """
+
+    def run(chunk: list[Item]) -> list[Item]:
+        for space in live:
+            encode_rest(chunk, space, encoders[space.pk])
+        return chunk
+
+    if len(chunks) <= 1:
+        yield from (run(chunk) for chunk in chunks)
+        return
+    futures = [_encoder_pool().submit(run, chunk) for chunk in chunks]
+    try:
+        for future in futures:
+            yield future.result()
+    finally:
+        # The caller stopped (its write failed): the next batch must not queue behind this one.
+        for future in futures:
+            future.cancel()
+        concurrent.futures.wait(futures)
+
+
+@functools.cache
+def _encoder_pool() -> concurrent.futures.ThreadPoolExecutor:
+    # One thread: the models already use every core; created in the worker child after fork.
+    return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="similarity-encode")
 
 
 def encode_text(items: list[Item], space: Any, encoders: Encoders) -> None:
