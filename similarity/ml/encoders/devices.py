@@ -25,8 +25,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
-    """Return fp16 autocast on CUDA (tensor cores) and a no-op elsewhere (CPU autocast is slower)."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
+def autocast(device: torch.device, dtype: torch.dtype | None = torch.float16) -> contextlib.AbstractContextManager[object]:
+    """Return ``dtype`` (fp16) autocast on CUDA (tensor cores) and a no-op elsewhere (CPU
+    autocast is slower) or where ``dtype`` is None."""
+    if device.type == "cuda" and dtype is not None:
+        return torch.autocast(device_type="cuda", dtype=dtype)
     return contextlib.nullcontext()
