@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import psycopg
 from django.db import connections
 from psycopg.adapt import Loader
 from psycopg.pq import Format
@@ -47,8 +48,9 @@ def iter_vectors(
     dim = space.dims[column]
     for start in range(0, len(pks), chunk):
         keys = list(pks[start : start + chunk])
-        with connection.cursor() as cursor:
-            raw = cursor.cursor  # psycopg's own cursor: its adapters, not the connection's, load vectors
+        # A psycopg cursor of our own: Django's may bind on the client side (its default),
+        # which cannot read binary results; its adapters, not the connection's, load vectors.
+        with psycopg.Cursor(connection.connection) as raw:
             raw.adapters.register_loader(oid, _ArrayLoader)
             raw.execute(sql, [space.pk, content_type_id, keys], binary=True)
             rows = raw.fetchall()

@@ -212,3 +212,21 @@ def test_the_clustering_task_clusters_before_the_slower_refits(catalog):
         done = tasks.cluster_task.run(GADGET)
     assert calls == [("refit", True), ("scan", True)]
     assert done[GADGET]["items"] == 24
+
+
+def test_stored_vectors_are_read_where_django_binds_on_the_client_side(catalog):
+    """Django's default psycopg cursor binds on the client and cannot read binary results."""
+    import psycopg
+    from django.db import connection
+
+    space = VectorSpace.active_for(GADGET)
+    content_type = ContentType.objects.get_for_model(Gadget).pk
+    pks = sorted(Gadget.objects.values_list("pk", flat=True))
+    connection.ensure_connection()
+    factory = connection.connection.cursor_factory
+    connection.connection.cursor_factory = psycopg.ClientCursor
+    try:
+        keys, vectors = read_vectors(space, "fused", content_type, pks)
+    finally:
+        connection.connection.cursor_factory = factory
+    assert keys == pks and vectors.shape == (24, 1792)
