@@ -80,6 +80,7 @@ from django.apps import apps
 from django.core.checks import CheckMessage, Error, Info, Tags, Warning, register
 
 from similarity.conf import DEFAULTS, similarity_settings
+from similarity.ml.clusters import ALL_OPTIONS
 from similarity.routers import read_databases
 
 HNSW_MAX_DIM = 2000  # pgvector's HNSW limit for the `vector` type
@@ -276,22 +277,15 @@ def _check_image_finetune() -> list[CheckMessage]:
     return []
 
 
-CLUSTERING_OPTIONS = {
-    "k", "k_candidates", "sample", "seed", "search_sample", "n_init", "keywords", "name_words",
-    "min_size", "min_purity", "min_votes", "max_stray_share", "create_min_unlabelled", "method", "graph_neighbours",
-    "resolution", "reduce_dims",
-}
-
-
 def _check_clustering() -> list[CheckMessage]:
     options = similarity_settings.CLUSTERING
-    if isinstance(options, dict) and not set(options) - CLUSTERING_OPTIONS:
+    if isinstance(options, dict) and not set(options) - ALL_OPTIONS:
         return []
-    unknown = sorted(set(options) - CLUSTERING_OPTIONS) if isinstance(options, dict) else options
+    unknown = sorted(set(options) - ALL_OPTIONS) if isinstance(options, dict) else options
     return [
         Error(
             f"SIMILARITY['CLUSTERING'] must be a dict of clustering options; unknown: {unknown}.",
-            hint=f"Choose from {sorted(CLUSTERING_OPTIONS)}.",
+            hint=f"Choose from {sorted(ALL_OPTIONS)}.",
             id="similarity.E009",
         )
     ]

@@ -32,7 +32,16 @@ from similarity.adapters import ItemAdapter
 from similarity.categories.suggestions import cut_label
 from similarity.conf import similarity_settings
 from similarity.indexing.stored import iter_vectors, read_vectors
-from similarity.ml.clusters import ClusterFit, ClusteringResult, describe, fit_clusters, suggest
+from similarity.ml.clusters import (
+    ALL_OPTIONS,
+    OPTIONS,
+    ClusterFit,
+    ClusteringResult,
+    describe,
+    fit_clusters,
+    members,
+    suggest,
+)
 from similarity.ml.text_pipeline import tokenize
 from similarity.models import (
     CategoryCluster,
@@ -55,9 +64,6 @@ READ_CHUNK = 5000  # vectors per read while assigning
 LABEL_CHUNK = 20000  # keys per read of the categories
 SAMPLE = 20000  # vectors the clusters are fitted on
 TEXTS_PER_CLUSTER = 400  # titles read per cluster for its keywords
-FIT_OPTIONS = {"k", "k_candidates", "seed", "search_sample", "n_init", "method", "graph_neighbours", "resolution", "reduce_dims"}
-DESCRIBE_OPTIONS = {"keywords", "name_words"}
-SUGGEST_OPTIONS = {"min_size", "min_purity", "min_votes", "max_stray_share", "create_min_unlabelled"}
 # Stage names, translated where they are shown (the admin).
 STAGES = {
     "sample": gettext_noop("reading a sample of the vectors"),
@@ -101,7 +107,7 @@ def run_clustering(model_label: str, **options: Any) -> ClusterRun:
     ``fit_clusters``, ``describe`` and ``suggest``) over ``SIMILARITY["CLUSTERING"]``.
     """
     options = {**dict(similarity_settings.CLUSTERING or {}), **options}
-    unknown = set(options) - FIT_OPTIONS - DESCRIBE_OPTIONS - SUGGEST_OPTIONS - {"sample"}
+    unknown = set(options) - ALL_OPTIONS
     if unknown:
         raise TypeError(f"unknown clustering option(s) {sorted(unknown)}.")
     model = apps.get_model(model_label)
@@ -147,7 +153,7 @@ def _cluster(
     _, sample = read_vectors(space, column, content_type, [pks[i] for i in chosen])
     progress.advance(size)
     progress.stage("fit")
-    model_fit = fit_clusters(sample, **{key: value for key, value in options.items() if key in FIT_OPTIONS})
+    model_fit = fit_clusters(sample, **{key: value for key, value in options.items() if key in OPTIONS["fit"] - {"sample"}})
     del sample
     progress.stage("assign", len(pks))
     position = {pk: i for i, pk in enumerate(pks)}
@@ -173,8 +179,8 @@ def _cluster(
     labels = [cut_label(label, similarity_settings.LABEL_LEVEL) for label in full_labels]
     progress.stage("describe")
     texts = _keyword_texts(model, pks, numbered, seed)
-    clusters = describe(fit, None, texts, labels, tokenize, **{k: v for k, v in options.items() if k in DESCRIBE_OPTIONS})
-    suggestions = suggest(clusters, labels, **{k: v for k, v in options.items() if k in SUGGEST_OPTIONS})
+    clusters = describe(fit, None, texts, labels, tokenize, **{k: v for k, v in options.items() if k in OPTIONS["describe"]})
+    suggestions = suggest(clusters, labels, **{k: v for k, v in options.items() if k in OPTIONS["suggest"]})
     seconds["describe"] = round(time.perf_counter() - started, 3)
     return full_labels, ClusteringResult(fit=fit, clusters=clusters, suggestions=suggestions, seconds=seconds)
 
@@ -218,8 +224,7 @@ def _keyword_texts(model: type, pks: list[int], assigned: np.ndarray, seed: int)
     ``TEXTS_PER_CLUSTER`` in a large one (None for the others: not read)."""
     rng = np.random.default_rng(seed)
     wanted: list[int] = []
-    for c in range(int(assigned.max()) + 1 if len(assigned) else 0):
-        rows = np.flatnonzero(assigned == c)
+    for rows in members(assigned, int(assigned.max()) + 1 if len(assigned) else 0):
         if len(rows) > TEXTS_PER_CLUSTER:
             rows = rng.choice(rows, size=TEXTS_PER_CLUSTER, replace=False)
         wanted.extend(int(i) for i in rows)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from django.db import connections
+from django.db import connections, router
 from psycopg.adapt import Loader
 from psycopg.pq import Format
 
@@ -30,11 +30,12 @@ class _ArrayLoader(Loader):
 
 
 def iter_vectors(
-    space: VectorSpace, column: str, content_type_id: int, pks: Sequence[Any], *, chunk: int = CHUNK, using: str = "default"
+    space: VectorSpace, column: str, content_type_id: int, pks: Sequence[Any], *, chunk: int = CHUNK, using: str | None = None
 ) -> Iterator[tuple[list[Any], np.ndarray]]:
     """Yield ``(keys, vectors)`` for the rows of ``pks`` with a ``column`` vector in ``space``,
     ``chunk`` keys at a time (a chunk's rows in no particular order; keys without a vector
-    are left out)."""
+    are left out). ``using``: the database (default: where the routers read ``Embedding``
+    from: a ``similarity.routers.reading()`` block's replica with ``SimilarityRouter``)."""
     table, columns = Embedding._meta.db_table, {f.name: f.column for f in Embedding._meta.concrete_fields}
     if column not in ("image", "text", "fused", "learned"):
         raise ValueError(f"no vector column {column!r}")
@@ -42,7 +43,7 @@ def iter_vectors(
         f'SELECT "{columns["object_id"]}", "{columns[column]}" FROM "{table}" WHERE "{columns["space"]}" = %s '
         f'AND "{columns["content_type"]}" = %s AND "{columns["object_id"]}" = ANY(%s) AND "{columns[column]}" IS NOT NULL'
     )
-    connection = connections[using]
+    connection = connections[using or router.db_for_read(Embedding)]
     connection.ensure_connection()
     oid = _vector_oid(connection)
     dim = space.dims[column]

@@ -97,7 +97,7 @@ def read_stored(model_label: str, space: VectorSpace, *, limit: int | None = FIT
     pks = list(Embedding.objects.filter(space=space).order_by("object_id").values_list("object_id", flat=True))
     if limit is not None and len(pks) > limit:
         pks = sorted(np.random.default_rng(seed).choice(pks, size=limit, replace=False).tolist())
-    pks, image, text = stored_vectors(space, pks)
+    image, text = _column(space, "image", pks), _column(space, "text", pks)  # every key has a row
     adapter = get_adapter(apps.get_model(model_label))
     rows = rows_of(adapter, pks)
     return StoredCatalog(

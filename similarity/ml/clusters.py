@@ -164,6 +164,26 @@ class ClusteringResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+#: The options each step takes, by step: ``SIMILARITY["CLUSTERING"]`` and
+#: :func:`cluster_catalog` take any of them (``sample`` is the fitting sample's size).
+OPTIONS = {
+    "fit": frozenset({
+        "k", "k_candidates", "sample", "seed", "search_sample", "n_init",
+        "method", "graph_neighbours", "resolution", "reduce_dims",
+    }),
+    "describe": frozenset({"keywords", "name_words"}),
+    "suggest": frozenset({"min_size", "min_purity", "min_votes", "max_stray_share", "create_min_unlabelled"}),
+}
+ALL_OPTIONS = frozenset().union(*OPTIONS.values())
+
+
+def members(assigned: np.ndarray, k: int) -> list[np.ndarray]:
+    """The row numbers of each cluster 0..k-1 (in row order), from one sort of ``assigned``."""
+    assigned = np.asarray(assigned)
+    by_cluster = np.argsort(assigned, kind="stable")
+    return np.split(by_cluster, np.cumsum(np.bincount(assigned, minlength=k))[:-1])
+
+
 def default_k_candidates(n: int, *, points: int = 16) -> list[int]:
     """Return a geometric grid of k from 2 to ``min(200, 4 sqrt(n/2), n-1)``.
 
@@ -465,8 +485,7 @@ def describe(
         all_distances = np.maximum(1.0 - np.einsum("ij,ij->i", X, fit.centres[assigned]), 0.0)
     if len(texts) != n or len(labels) != n:
         raise ValueError("fit.labels, vectors, texts and labels must have one entry per row, in the same order.")
-    by_cluster = np.argsort(assigned, kind="stable")
-    groups = np.split(by_cluster, np.cumsum(np.bincount(assigned, minlength=fit.k))[:-1])
+    groups = members(assigned, fit.k)
 
     def analyse(member_texts: list[str]) -> list[str]:
         return [t for text in member_texts for t in dict.fromkeys(tokenize(text or "")) if _is_word(t)]
@@ -610,18 +629,10 @@ def cluster_catalog(
     ``keywords``, ``name_words`` (:func:`describe`); ``min_size``, ``min_purity``,
     ``min_votes``, ``max_stray_share``, ``create_min_unlabelled`` (:func:`suggest`).
     """
-    steps = {
-        "fit": {
-            "k", "k_candidates", "sample", "seed", "search_sample", "n_init",
-            "method", "graph_neighbours", "resolution", "reduce_dims",
-        },
-        "describe": {"keywords", "name_words"},
-        "suggest": {"min_size", "min_purity", "min_votes", "max_stray_share", "create_min_unlabelled"},
-    }
-    unknown = set(options) - set().union(*steps.values())
+    unknown = set(options) - ALL_OPTIONS
     if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}: choose from {sorted(set().union(*steps.values()))}.")
-    pick = {step: {key: options[key] for key in names if key in options} for step, names in steps.items()}
+        raise TypeError(f"unknown option(s) {sorted(unknown)}: choose from {sorted(ALL_OPTIONS)}.")
+    pick = {step: {key: options[key] for key in names if key in options} for step, names in OPTIONS.items()}
     seconds = {}
     started = time.perf_counter()
     fit = choose_k_and_cluster(vectors, **pick["fit"])

@@ -223,3 +223,24 @@ def test_good_read_databases_pass_the_check(read_from, value):
     read_from(value)
     assert [e.id for e in run_checks() if e.id in ("similarity.E036", "similarity.E014")] == []
 
+
+
+def test_binary_vector_reads_follow_the_router(phones, settings):
+    """The history vectors of recommendations are read in binary, on a cursor of their own:
+    inside a reading block with the router they read the block's database, not the primary."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import OperationalError
+
+    from similarity.indexing.stored import read_vectors
+    from similarity.models import VectorSpace
+
+    space = VectorSpace.active_for(GADGET)
+    content_type = ContentType.objects.get_for_model(Gadget).pk
+    pks = [phones["iphone"].pk, phones["tea"].pk]
+    keys, vectors = read_vectors(space, "fused", content_type, pks)
+    assert keys == pks and vectors.shape == (2, space.dims["fused"])
+    settings.DATABASE_ROUTERS = ["similarity.routers.SimilarityRouter"]
+    with routers.reading("replica"):
+        assert read_vectors(space, "fused", content_type, pks)[0] == pks
+    with routers.reading("replica_down"), pytest.raises(OperationalError):
+        read_vectors(space, "fused", content_type, pks)
