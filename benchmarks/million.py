@@ -14,13 +14,18 @@ their own: the filtered queries ask for it. ``--precision half`` (the default) i
 ``SIMILARITY["INDEX_PRECISION"] = "half"``, what a shop of this size runs: a 1,792-d float32
 HNSW index of a million rows needs about 7.5 GB of memory, the halfvec one about 3.8 GB.
 
-``measure`` restarts the database with the index in shared buffers, then reports:
+``measure`` restarts the database, reads the index's files and runs ``--warm-scans`` neighbour
+scans (the pages searches visit move into shared buffers, as on a server that answers all
+day), then reports what ``--parts`` names:
 
 - recall@10 of the served query layer (``similar_to``) against an exact scan of the stored
   vectors, unfiltered and under the 1% filter, for sampled products;
 - the served statement's own execution time (EXPLAIN ANALYZE of what ``similar_to`` runs);
-- ``GET /api/products/{id}/similar/?k=10`` through gunicorn at concurrency 1 and 8: p50, p99
-  and requests per second, unfiltered and filtered;
+- ``outside`` (not by default): the filtered query asked by products outside the filter's
+  category, for each ``--max-scan-tuples``, and the exact answer's own time;
+- ``GET /api/products/{id}/similar/?k=10`` through gunicorn at concurrency 1 and 8: p50, p99,
+  requests per second and the CPU per request of each process (web workers, PostgreSQL, the
+  load client: ``benchmarks/load_client.py``, or ``--client http.client``), unfiltered and filtered;
 - the memory of the web workers (RSS and PSS) after the timed requests.
 """
 from __future__ import annotations
@@ -41,7 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.api_latency import DIM, _load, make_vectors, serve, timed_requests  # noqa: E402
+from benchmarks import load_client  # noqa: E402
 from benchmarks.embedded import stop_embedded_database  # noqa: E402
+from benchmarks.request_cpu import TICK, _times, postgres_cpu, workers_cpu  # noqa: E402
 
 RARE_EVERY = 100  # 1% of the products: the filtered queries' category
 CHUNK = 50_000
@@ -215,6 +222,7 @@ def measure(args: argparse.Namespace) -> None:
                     while chunk := fh.read(1 << 24):
                         read += len(chunk)
         print(f"  {read / 1e9:.2f} GB of index read in {time.perf_counter() - started:.0f} s", flush=True)
+    warm_buffers(first, n, args.warm_scans)
     rng = random.Random(3)
     rare_rows = np.arange(0, n, RARE_EVERY)
     parts = set(args.parts.split(","))
@@ -228,6 +236,8 @@ def measure(args: argparse.Namespace) -> None:
             first, info["rare"], [rng.randrange(n) for _ in range(40)], [int(r) for r in rng.sample(list(rare_rows), 40)]
         )
         print(f"served statement, EXPLAIN ANALYZE: {results['scan execution (ms)']}", flush=True)
+    if "outside" in parts:
+        results["filtered from outside the category"] = outside(first, n, info["rare"], args.max_scan_tuples)
     connection.close()
     if "http" in parts:
         results["http"], results["web workers"] = http(args, first, n, info["rare"], rare_rows)
@@ -235,6 +245,77 @@ def measure(args: argparse.Namespace) -> None:
     (var / f"measure-{'-'.join(sorted(parts))}-ef{args.ef_search}.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     stop_embedded_database(var)
+
+
+def warm_buffers(first: int, n: int, scans: int) -> None:
+    """Run ``scans`` neighbour scans from random products: the index's pages that searches
+    visit move into shared buffers, where a server answering requests all day keeps them
+    (without this the first thousands of timed requests copy pages from the OS cache, several
+    ms of PostgreSQL's CPU each). The timed rows report the blocks still read from outside."""
+    from catalog.models import Product
+    from similarity.models import VectorSpace
+    from similarity.search.queries import similar_to
+
+    space, rng = VectorSpace.active_for("catalog.Product"), random.Random(17)
+    started, before = time.perf_counter(), buffer_counts()
+    for _ in range(scans):
+        similar_to(Product(pk=first + rng.randrange(n)), k=10, space=space)
+    after = buffer_counts()
+    print(f"  {scans} warm-up scans in {time.perf_counter() - started:.0f} s: {after['read'] - before['read']} blocks read "
+          f"from outside shared buffers, {after['hit'] - before['hit']} hits", flush=True)
+
+
+def buffer_counts() -> dict[str, int]:
+    """The database's block reads from outside shared buffers and hits in them, so far."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT blks_read, blks_hit FROM pg_stat_database WHERE datname = current_database()")
+        read, hit = cursor.fetchone()
+    return {"read": read, "hit": hit}
+
+
+def outside(first: int, n: int, rare: int, max_scan_tuples: str) -> dict[str, dict]:
+    """Similar items under the 1% filter asked by products outside that category: ms per
+    request (``similar_to``) for each ``hnsw.max_scan_tuples``, how many the query layer
+    answered exactly after a short index scan, and the exact answer's own execution time."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from catalog.models import Product
+    from similarity.search.queries import similar_to
+
+    rng = random.Random(5)
+    rows = [row for row in rng.sample(range(n), 40) if row % RARE_EVERY][:20]
+    queryset = Product.objects.filter(category_id=rare)
+    out: dict[str, dict] = {}
+    for tuples in max_scan_tuples.split(","):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('hnsw.max_scan_tuples', %s, false)", [tuples])
+        times, exact = [], 0
+        for row in rows:
+            with CaptureQueriesContext(connection) as captured:
+                started = time.perf_counter()
+                found = similar_to(Product(pk=first + row), k=10, queryset=queryset)
+                times.append((time.perf_counter() - started) * 1000)
+            exact += any("enable_indexscan" in q["sql"] for q in captured.captured_queries)
+            assert len(found) == 10, f"{len(found)} results"
+        out[f"max_scan_tuples {tuples}"] = {
+            "p50 ms": round(statistics.median(times), 1), "max ms": round(max(times), 1), "answered exactly": f"{exact}/{len(rows)}",
+        }
+        print(f"outside the category, {out[f'max_scan_tuples {tuples}']} at max_scan_tuples {tuples}", flush=True)
+    with CaptureQueriesContext(connection) as captured:
+        similar_to(Product(pk=first + rows[0]), k=10, queryset=queryset)
+    statement = next(q["sql"] for q in captured.captured_queries if "<=>" in q["sql"])
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_indexscan = off")
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}")
+        plan = cursor.fetchone()[0]
+        plan = json.loads(plan) if isinstance(plan, str) else plan
+    out["exact answer alone (ms)"] = round(plan[0]["Execution Time"], 1)
+    with connection.cursor() as cursor:
+        cursor.execute("RESET hnsw.max_scan_tuples")
+    return out
 
 
 def recall(vectors, first: int, rare: int, sample: list[int], rare_sample: list[int], rare_rows) -> dict[str, float]:
@@ -310,6 +391,7 @@ def scan_times(first: int, rare: int, rows: list[int], rare_rows: list[int]) -> 
 def http(args: argparse.Namespace, first: int, n: int, rare: int, rare_rows) -> tuple[dict, dict]:
     """Time the API through gunicorn; return the latencies and the workers' memory."""
     server = serve(args.var, args.port, args.workers, args.ef_search, args.threads)
+    timed = load_client.send if args.client == "lean" else timed_requests
     out: dict[str, dict] = {}
     try:
         rng = random.Random(11)
@@ -318,14 +400,19 @@ def http(args: argparse.Namespace, first: int, n: int, rare: int, rare_rows) -> 
         ):
             for threads in (1, 8):
                 paths = [f"/api/products/{first + rng.choice(pool)}/similar/?k=10{extra}" for _ in range(args.requests)]
-                timed_requests(args.port, paths[: max(80, args.requests // 5)], threads)  # warm-up
+                timed(args.port, paths[: max(80, args.requests // 5)], threads)  # warm-up
+                before, blocks = cpu_seconds(args.var, server.pid), buffer_counts()
                 started = time.perf_counter()
-                latencies = sorted(timed_requests(args.port, paths, threads))
+                latencies = sorted(timed(args.port, paths, threads))
                 wall = time.perf_counter() - started
+                used = {name: (seconds - before[name]) * 1000 / len(latencies)
+                        for name, seconds in cpu_seconds(args.var, server.pid).items()}
                 row = {
                     "p50 ms": round(latencies[len(latencies) // 2], 1),
                     "p99 ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
                     "requests/s": round(len(latencies) / wall, 1),
+                    "CPU ms per request": {name: round(ms, 2) for name, ms in used.items()},
+                    "blocks read per request": round((buffer_counts()["read"] - blocks["read"]) / len(latencies), 1),
                 }
                 out[f"{label}, concurrency {threads}"] = row
                 print(f"{label:10s} concurrency {threads}: {row}", flush=True)
@@ -334,6 +421,18 @@ def http(args: argparse.Namespace, first: int, n: int, rare: int, rare_rows) -> 
         server.terminate()
         server.wait(30)
     return out, memory
+
+
+def cpu_seconds(var: Path, master: int) -> dict[str, float]:
+    """CPU seconds used so far by the web workers, gunicorn's master, PostgreSQL and this
+    process (the load client)."""
+    own = os.times()
+    return {
+        "web workers": workers_cpu(master),
+        "gunicorn master": sum(_times(master)[:2]) / TICK,
+        "postgresql": postgres_cpu(var),
+        "load client": own.user + own.system,
+    }
 
 
 def worker_memory(master: int) -> dict[str, float]:
@@ -360,9 +459,15 @@ def main() -> None:
     parser.add_argument("--recall-samples", type=int, default=200)
     parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=1, help="threads per worker (> 1: gthread workers)")
+    parser.add_argument(
+        "--client", choices=["lean", "http.client"], default="lean",
+        help="load client: raw sockets (benchmarks/load_client.py) or http.client (as before 2026-12-07)",
+    )
+    parser.add_argument("--max-scan-tuples", default="20000,5000,2000,1000", help="values the outside part tries")
+    parser.add_argument("--warm-scans", type=int, default=20_000, help="scans that fill shared buffers before timing")
     parser.add_argument("--ef-search", type=int, default=100)
     parser.add_argument("--port", type=int, default=8766)
-    parser.add_argument("--parts", default="recall,scan,http", help="what measure does: recall, scan, http")
+    parser.add_argument("--parts", default="recall,scan,http", help="what measure does: recall, scan, outside, http")
     args = parser.parse_args()
     (build if args.step == "build" else measure)(args)
 
