@@ -12,6 +12,10 @@ from ..models import PATH_SEPARATOR, Category
 
 
 class ProductFilter(ItemFilterSet):
+    # Every filter here depends on its value alone (and the category tree): similar items
+    # filtered by them may reuse a compiled statement for a minute (ItemFilterSet).
+    statement_lifetime = 60.0
+
     sku = documented(TEXT, django_filters.CharFilter(field_name="sku"), "the product's sku, exactly")
     # An unknown id filters everything out, as an unknown sku or brand does.
     category = documented(OpenApiTypes.INT, IdFilter(method="filter_category"), "category id (includes subcategories)")

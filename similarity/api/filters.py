@@ -72,7 +72,19 @@ def documented(
 
 
 class ItemFilterSet(django_filters.FilterSet):
-    """The filters every registered model has; ``for_adapter`` completes it per model."""
+    """The filters every registered model has; ``for_adapter`` completes it per model.
+
+    ``statement_lifetime``: similar items filtered by this filter set run a statement compiled
+    once per combination of filter values (``similarity.search.statements``) and reused for
+    this many seconds; None: built with the ORM on every request. The app's own filters may:
+    their SQL depends on the values alone, and on the category tree for ``category`` (a
+    category moved or renamed applies within the lifetime). A subclass of the host's is
+    trusted only when it sets ``statement_lifetime`` itself: set it where your filters' SQL
+    depends on nothing but the parameters' values (and rows that may lag that long), never
+    where it reads the user, the request or the time.
+    """
+
+    statement_lifetime: float | None = 60.0
 
     embedding_status = documented(
         {"type": "string", "enum": EmbeddingStatus.values},
@@ -122,4 +134,11 @@ class ItemFilterSet(django_filters.FilterSet):
         if adapter.active_field and "is_active" not in base.base_filters:
             extra["is_active"] = documented(OpenApiTypes.BOOL, StrictBooleanFilter(method="filter_active"), "active (true or false)")
         meta = type("Meta", (getattr(base, "Meta", object),), {"model": adapter.model, "form": FilterForm})
-        return type(f"{adapter.model.__name__}Filter", (base,), {**extra, "Meta": meta, "__module__": base.__module__})
+        attributes = {**extra, "Meta": meta, "__module__": base.__module__, "statement_lifetime": reuse_lifetime(base)}
+        return type(f"{adapter.model.__name__}Filter", (base,), attributes)
+
+
+def reuse_lifetime(filterset: type[ItemFilterSet]) -> float | None:
+    """``filterset``'s own ``statement_lifetime``; None where it does not set one (a class of
+    the host's, or a subclass of one: its filters may read the request)."""
+    return vars(filterset).get("statement_lifetime")

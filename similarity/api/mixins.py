@@ -30,6 +30,7 @@ from rest_framework.generics import get_object_or_404
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from similarity.api.filters import reuse_lifetime
 from similarity.api.serializers import (
     STATUS,
     ImageSearchRequestSerializer,
@@ -206,17 +207,16 @@ class SimilarItemsMixin(_ResultsMixin):
         """Return the similar items from this thread's compiled statement of the request's
         shape, explanations' cosines along; None where the ORM's way must answer.
 
-        The shape is the view, the database, the space, ``mode``, ``k`` and how the item's
-        variants are left out; the item's key and variant value are the statement's slots.
-        A request with a filter (or any parameter besides the similar-items ones) goes the
-        ORM's way: its filters may be the host's own code.
+        The shape is the view, the database, the space, ``mode``, ``k``, how the item's
+        variants are left out and the filters' values; the item's key and variant value are
+        the statement's slots. A filtered statement is built again after its filter set's
+        ``statement_lifetime``; a filter set without one, or any parameter that is neither a
+        filter nor a similar-items one, goes the ORM's way.
         """
-        names = self.request.query_params.keys()
-        filterset = getattr(self, "filterset_class", None)
-        if not (self.reuses_statements() and names <= SIMILAR_PARAMETERS) or (
-            filterset is not None and not names.isdisjoint(filterset.base_filters)
-        ):
+        filters = self._reusable_filters()
+        if not self.reuses_statements() or filters is None:
             return None
+        filter_values, lifetime = filters
         model = type(obj)
         if not isinstance(model._meta.pk, models.IntegerField) or (mode != "image" and lexical_weight(space) > 0):
             return None
@@ -225,7 +225,10 @@ class SimilarItemsMixin(_ResultsMixin):
             return None
         kind, attname, placeholder, value = variant
         using = obj._state.db  # the item's database is the request's (get_queryset's)
-        key = ("similar", type(self), using, ContentType.objects.get_for_model(model).pk, space.pk, space.key, mode, k, kind)
+        key = (
+            "similar", type(self), using, ContentType.objects.get_for_model(model).pk, space.pk, space.key, mode, k, kind,
+            filter_values,
+        )
         slots = {"key": KEY_SLOT} if placeholder is None else {"key": KEY_SLOT, "variant": placeholder}
 
         def build() -> CompiledQuery:
@@ -245,11 +248,29 @@ class SimilarItemsMixin(_ResultsMixin):
                 slots,
             )
 
-        statement = compiled(key, build)
+        statement = compiled(key, build, lifetime=lifetime)
         if statement is None:
             return None
         values = {"key": obj.pk} if placeholder is None else {"key": obj.pk, "variant": value}
         return run_nearest(lambda: statement.fetch(**values), using=statement.using, k=k)
+
+    def _reusable_filters(self) -> tuple[tuple, float | None] | None:
+        """The request's filter values (part of a compiled statement's key) and how long a
+        statement built with them may serve: ``((), None)`` without filters; None where the
+        ORM's way must answer (a parameter that is no filter, a filter set that does not allow
+        reuse, a value that could be taken for a slot's placeholder)."""
+        params = self.request.query_params
+        names = params.keys() - SIMILAR_PARAMETERS
+        if not names:
+            return (), None
+        filterset = getattr(self, "filterset_class", None)
+        if filterset is None or not names <= filterset.base_filters.keys():
+            return None
+        lifetime = reuse_lifetime(filterset)
+        values = tuple(sorted((name, tuple(params.getlist(name))) for name in names))
+        if lifetime is None or any(slot in value for _, given in values for value in given for slot in SLOT_TEXTS):
+            return None
+        return values, lifetime
 
     def _variant_slot(self, obj: Any) -> tuple[str, str | None, Any, Any] | None:
         """How the app's own ``exclude_variants`` reads ``obj``: (shape, attribute, placeholder,
@@ -328,6 +349,9 @@ class SimilarItemsMixin(_ResultsMixin):
             space=space.key if space else None,
         )
 
+
+#: The placeholders as a filter's value would hold them: such a request is not compiled.
+SLOT_TEXTS = (str(KEY_SLOT), str(INTEGER_SLOT), TEXT_SLOT)
 
 #: The parameters of similar items that are not filters.
 SIMILAR_PARAMETERS = frozenset(SimilarQuerySerializer._declared_fields)

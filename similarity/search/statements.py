@@ -16,6 +16,7 @@ a setting changes.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -33,8 +34,9 @@ KEY_SLOT = -2_147_480_047
 INTEGER_SLOT = -2_147_480_053
 TEXT_SLOT = "\x1esimilarity-slot\x1e"
 
-#: Shapes kept per thread (each is a few kilobytes: the SQL and its compiler).
-CACHE_SIZE = 256
+#: Shapes kept per thread (each is a few kilobytes: the SQL and its compiler); a filtered
+#: shape is one per combination of filter values.
+CACHE_SIZE = 1024
 
 
 class NotCompilable(Exception):
@@ -115,26 +117,31 @@ _local = threading.local()
 _generation = 0  # bumped by a settings change: every thread's statements are stale
 
 
-def compiled(key: Hashable, build: Callable[[], CompiledQuery]) -> CompiledQuery | None:
+def compiled(key: Hashable, build: Callable[[], CompiledQuery], *, lifetime: float | None = None) -> CompiledQuery | None:
     """Return this thread's statement for ``key``, calling ``build`` the first time.
 
     None when ``build`` raised ``NotCompilable`` (remembered too: the caller takes the ORM's
-    path for that shape without trying again).
+    path for that shape without trying again). ``lifetime``: seconds after which the
+    statement is built again (for SQL that depends on rows, such as a category's subtree);
+    None: until a setting changes or the cache drops it (the least recently used go first).
     """
     cache = getattr(_local, "statements", None)
     if cache is None or _local.generation != _generation:
         cache = _local.statements = OrderedDict()
         _local.generation = _generation
+    now = time.monotonic()
+    entry = cache.get(key)
+    if entry is not None and (entry[1] is None or now < entry[1]):
+        cache.move_to_end(key)
+        return entry[0]
     try:
-        statement = cache[key]
-    except KeyError:
-        try:
-            statement = build()
-        except NotCompilable:
-            statement = None
-        if len(cache) >= CACHE_SIZE:
-            cache.popitem(last=False)
-        cache[key] = statement
+        statement = build()
+    except NotCompilable:
+        statement = None
+    cache.pop(key, None)
+    if len(cache) >= CACHE_SIZE:
+        cache.popitem(last=False)
+    cache[key] = (statement, None if lifetime is None else now + lifetime)
     return statement
 
 

@@ -58,15 +58,91 @@ def test_each_request_reads_its_own_values(client, shop):  # noqa: F811
     assert compiled_way(client, shop["query"], k=20)["results"] == orm_way(client, shop["query"], k=20)["results"]
 
 
-def test_filters_and_other_parameters_go_the_orms_way(client, shop):  # noqa: F811
+def filtered_shapes(shop):  # noqa: F811
+    dresses, women = shop["query"].category, shop["query"].category.parent
+    return [
+        {"k": 20, "category": dresses.pk}, {"k": 20, "category": women.pk}, {"k": 20, "category": shop["phone"].category.pk},
+        {"k": 20, "is_active": "false"}, {"k": 20, "is_active": "true", "category": women.pk},
+        {"k": 20, "brand": "apple"}, {"k": 20, "price_min": "100", "price_max": "900"},
+        {"k": 5, "mode": "image", "embedding_status": "ready"}, {"k": 20, "sku": ""},
+    ]
+
+
+def test_filtered_statements_write_what_the_orm_writes(client, shop):  # noqa: F811
+    for params in filtered_shapes(shop):
+        for name in ("query", "cheap", "phone", "loose"):
+            expected = orm_way(client, shop[name], **params)
+            assert compiled_way(client, shop[name], **params) == expected, params
+            assert compiled_way(client, shop[name], **params) == expected, params  # from the cache
+
+
+def test_each_combination_of_filter_values_is_its_own_statement(client, shop):  # noqa: F811
+    dresses, shirts = shop["query"].category, shop["shirt"].category
+    assert set(skus(compiled_way(client, shop["query"], k=20, category=dresses.pk))) == {"C1", "D1"}
+    assert skus(compiled_way(client, shop["query"], k=20, category=shirts.pk)) == ["S1"]
+    assert skus(compiled_way(client, shop["query"], k=20, category=dresses.pk, price_max="100")) == ["C1"]
+    assert "X1" in skus(compiled_way(client, shop["query"], k=20, is_active="false"))
+    # Rows are read by each request: a product moved into the category shows at once.
+    Product.objects.filter(sku="S1").update(category=dresses)
+    assert set(skus(compiled_way(client, shop["query"], k=20, category=dresses.pk))) == {"C1", "D1", "S1"}
+
+
+def test_a_filtered_statement_is_built_again_after_its_lifetime(client, shop):  # noqa: F811
+    dresses = shop["query"].category
+    with mock.patch.object(mixins, "CompiledQuery", wraps=CompiledQuery) as built:
+        compiled_way(client, shop["cheap"], k=20)  # the item's statement and the unfiltered one
+        before = built.call_count
+        compiled_way(client, shop["cheap"], k=20, category=dresses.pk)
+        compiled_way(client, shop["dear"], k=20, category=dresses.pk)  # the same shape: no variants
+        assert built.call_count == before + 1
+        later = statements.time.monotonic() + 61  # ProductFilter.statement_lifetime is 60 s
+        with mock.patch.object(statements.time, "monotonic", return_value=later):
+            compiled_way(client, shop["cheap"], k=20, category=dresses.pk)
+            assert built.call_count == before + 2
+            compiled_way(client, shop["cheap"], k=20)  # unfiltered statements never expire
+        assert built.call_count == before + 2
+
+
+def test_without_a_lifetime_or_with_other_parameters_filters_go_the_orms_way(client, shop):  # noqa: F811
     dresses = shop["query"].category
     with mock.patch.object(mixins, "similar_to", wraps=mixins.similar_to) as orm:
-        assert set(skus(similar(client, shop["query"], k=20, category=dresses.pk))) == {"C1", "D1"}
-        similar(client, shop["query"], k=20, is_active="false")
         similar(client, shop["query"], k=20, exclude_duplicates="true")
-        assert orm.call_count == 3
-        similar(client, shop["query"], k=20)
-        assert orm.call_count == 3
+        similar(client, shop["query"], k=20, unknown="1")
+        # A value that could be taken for a placeholder is never compiled.
+        assert similar(client, shop["query"], k=20, category=str(statements.KEY_SLOT))["results"] == []
+        # An unknown category empties the queryset: the ORM's way answers (no statement to run).
+        assert similar(client, shop["query"], k=20, category=999999)["results"] == []
+        assert orm.call_count == 4
+        with mock.patch.object(mixins, "reuse_lifetime", return_value=None):
+            assert set(skus(similar(client, shop["query"], k=20, category=dresses.pk))) == {"C1", "D1"}
+        assert orm.call_count == 5
+        similar(client, shop["query"], k=20, category=dresses.pk)
+        assert orm.call_count == 5
+
+
+def test_a_bad_filter_value_is_a_400_every_time(client, shop):  # noqa: F811
+    for _ in range(2):
+        response = client.get(f"/api/products/{shop['query'].pk}/similar/", {"category": "abc"})
+        assert response.status_code == 400 and "category" in response.json(), response.content
+
+
+def test_only_a_filter_set_that_sets_a_lifetime_itself_allows_reuse():
+    from similarity.api.filters import ItemFilterSet, reuse_lifetime
+
+    class Hosts(ItemFilterSet):
+        pass
+
+    class Trusted(ItemFilterSet):
+        statement_lifetime = 5.0
+
+    class Child(Trusted):
+        pass
+
+    assert reuse_lifetime(ItemFilterSet) == 60.0
+    assert reuse_lifetime(Hosts) is None and reuse_lifetime(Child) is None
+    assert reuse_lifetime(Trusted) == 5.0
+    adapter = get_adapter(Product)
+    assert reuse_lifetime(ItemFilterSet.for_adapter(adapter)) == 60.0  # the demo's ProductFilter sets it
 
 
 def test_a_missing_or_malformed_item_is_a_404(client, shop):  # noqa: F811
