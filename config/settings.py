@@ -197,7 +197,7 @@ SIMILARITY = {
         name: kind(os.environ[f"SIMILARITY_{name}"])
         for name, kind in (
             ("BATCH_SIZE", int),
-            ("HNSW_EF_SEARCH", int),
+            ("HNSW_EF_SEARCH", lambda value: value if value == "auto" else int(value)),
             ("SCAN_SETTINGS", str),
             ("DECODE_THREADS", int),
             ("COALESCE_SECONDS", float),

@@ -51,6 +51,7 @@ Errors
   ``EXCLUDE_DUPLICATES`` is not True or False.
 - ``similarity.E035``: ``INDEX_PRECISION`` is not "single" or "half".
 - ``similarity.E036``: ``READ_DATABASES`` is not an alias or a list of aliases of ``DATABASES``.
+- ``similarity.E037``: ``HNSW_EF_SEARCH`` is neither "auto" nor an integer from 1 to 1000.
 
 Warnings
 
@@ -177,7 +178,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     return [
         *errors, *_check_queues(), *_check_queue_numbers(), *_check_clustering(), *_check_image_finetune(),
-        *_check_lexical(),
+        *_check_lexical(), *_check_ef_search(),
+    ]
+
+
+def _check_ef_search() -> list[CheckMessage]:
+    value = similarity_settings.HNSW_EF_SEARCH
+    if value == "auto" or (_is_count(value) and 1 <= value <= 1000):
+        return []
+    return [
+        Error(
+            f"SIMILARITY['HNSW_EF_SEARCH'] must be \"auto\" or an integer from 1 to 1000 (pgvector's range), got {value!r}.",
+            hint='"auto" (the default) grows it with the catalog: 100 up to 250,000 vectors, 200 at a million.',
+            id="similarity.E037",
+        )
     ]
 
 

@@ -93,7 +93,9 @@ DEFAULTS: dict[str, Any] = {
     # Queries.
     "DEFAULT_K": 10,
     "MAX_K": 100,
-    "HNSW_EF_SEARCH": 100,
+    # HNSW candidate list per query: a number, or "auto" (100 up to 250,000 stored vector rows,
+    # 50 more per doubling, at most 400: similarity.search.scan).
+    "HNSW_EF_SEARCH": "auto",
     # "half": the HNSW indexes hold halfvec (16-bit) copies of the vectors, half the memory of
     # "single" (float32) for a recall@10 within about 0.01 (docs/BENCHMARKS.md); the table keeps
     # float32. Changing it builds a new vector space from the stored vectors (no encoder runs).

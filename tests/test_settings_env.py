@@ -21,3 +21,14 @@ def test_image_finetune_blocks_come_from_the_environment(value, expected):
         env["SIMILARITY_IMAGE_FINETUNE_BLOCKS"] = value
     out = subprocess.run([sys.executable, "-c", PRINT], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, "auto"), ("auto", "auto"), ("150", 150)])
+def test_ef_search_comes_from_the_environment(value, expected):
+    env = {k: v for k, v in os.environ.items() if k != "SIMILARITY_HNSW_EF_SEARCH"}
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    if value is not None:
+        env["SIMILARITY_HNSW_EF_SEARCH"] = value
+    code = "from similarity.conf import similarity_settings as s; import json; print(json.dumps(s.HNSW_EF_SEARCH))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == expected

@@ -436,3 +436,15 @@ def test_install_guide_lists_every_setting():
     guide = (ROOT / "docs" / "INSTALL.md").read_text()
     reference = guide.split("## 13. Settings reference", 1)[1].split("\n## ", 1)[0]
     assert set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", reference, re.M)) == set(DEFAULTS)
+
+
+@pytest.mark.parametrize("value", [0, 1001, "100", 2.5, None, True])
+def test_a_bad_ef_search_is_a_configuration_error(settings, value):
+    settings.SIMILARITY = {**settings.SIMILARITY, "HNSW_EF_SEARCH": value}
+    assert "similarity.E037" in [e.id for e in checks.check_settings()]
+
+
+@pytest.mark.parametrize("value", ["auto", 1, 200, 1000])
+def test_good_ef_search_values_pass_the_check(settings, value):
+    settings.SIMILARITY = {**settings.SIMILARITY, "HNSW_EF_SEARCH": value}
+    assert "similarity.E037" not in [e.id for e in checks.check_settings()]

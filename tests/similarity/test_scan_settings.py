@@ -90,3 +90,30 @@ def test_a_bad_mode_is_a_configuration_error(settings):
 
     settings.SIMILARITY = {**settings.SIMILARITY, "SCAN_SETTINGS": "session"}
     assert "similarity.E010" in [e.id for e in check_settings()]
+
+
+def test_auto_ef_search_grows_with_the_stored_rows():
+    from similarity.search.scan import AUTO_EF_SQL
+
+    with connection.cursor() as cursor:
+        for rows, expected in ((-1, 100), (0, 100), (250_000, 100), (500_000, 150), (1_000_000, 200),
+                               (4_000_000, 300), (16_000_000, 400), (10**9, 400)):
+            cursor.execute(f"SELECT {AUTO_EF_SQL.format(rows='%s::real')}::int", [rows])
+            assert cursor.fetchone()[0] == expected, rows
+
+
+def test_auto_ef_search_reads_the_vector_table_statistics(settings):
+    settings.SIMILARITY = {**settings.SIMILARITY, "HNSW_EF_SEARCH": "auto"}
+    configure_connection(sender=None, connection=connection)  # the test database is small
+    assert show("hnsw.ef_search") == "100" and getattr(connection, CONNECTION_EF) == 100
+    assert ef_search_for(10) == 100 and ef_search_for(80) == 160
+    with connection.cursor() as cursor:  # pretend the vectors' table holds a million rows
+        cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        if not cursor.fetchone()[0]:
+            pytest.skip("changing the planner's row estimate needs a superuser (the embedded test database has one)")
+        cursor.execute("UPDATE pg_class SET reltuples = 1000000 WHERE oid = 'similarity_embedding'::regclass")
+    configure_connection(sender=None, connection=connection)
+    assert show("hnsw.ef_search") == "200" and getattr(connection, CONNECTION_EF) == 200
+    assert not needs_transaction("default", 100) and needs_transaction("default", 101)
+    with connection.cursor() as cursor:  # a query asking for more still gets more
+        assert _apply(cursor, ef_search_for(150), local=False) == 300
