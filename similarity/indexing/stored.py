@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from django.apps import apps
 from django.db import connections, router
 from psycopg.adapt import Loader
 from psycopg.pq import Format
@@ -69,6 +70,21 @@ def read_vectors(space: VectorSpace, column: str, content_type_id: int, pks: Seq
     keys = [pk for pk in pks if pk in found]
     dim = space.dims[column]
     return keys, (np.vstack([found[pk] for pk in keys]) if keys else np.zeros((0, dim), np.float32))
+
+
+def column_vectors(space: VectorSpace, column: str, pks: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``column`` vectors of ``pks`` in that order as one (n, dim) array, zeros where a row
+    has none, and which rows have one."""
+    from django.contrib.contenttypes.models import ContentType
+
+    content_type = ContentType.objects.get_for_model(apps.get_model(space.model_label)).pk
+    out = np.zeros((len(pks), space.dims[column]), np.float32)
+    present = np.zeros(len(pks), bool)
+    position = {pk: i for i, pk in enumerate(pks)}
+    for keys, vectors in iter_vectors(space, column, content_type, pks):
+        rows = [position[key] for key in keys]
+        out[rows], present[rows] = vectors, True
+    return out, present
 
 
 def _vector_oid(connection: Any) -> int:

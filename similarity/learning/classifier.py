@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 from django.apps import apps
-from django.contrib.contenttypes.models import ContentType
 
 from similarity.conf import similarity_settings
-from similarity.indexing.stored import iter_vectors
+from similarity.indexing.stored import column_vectors
 from similarity.ml.classifier import CategoryClassifier, features, fit_level, vote_top1
 from similarity.ml.evaluation import is_held_out
 from similarity.ml.taxonomy import LABELS
@@ -193,13 +192,7 @@ def stored_vectors(space: VectorSpace, pks: list | None = None) -> tuple[list, n
 
 def _column(space: VectorSpace, column: str, pks: list) -> np.ndarray:
     """The ``column`` vectors of ``pks`` in that order, zeros where a row has none."""
-    content_type = ContentType.objects.get_for_model(apps.get_model(space.model_label)).pk
-    out = np.zeros((len(pks), space.dims[column]), np.float32)
-    position = {pk: i for i, pk in enumerate(pks)}
-    for keys, vectors in iter_vectors(space, column, content_type, pks):
-        for key, vector in zip(keys, vectors):
-            out[position[key]] = vector
-    return out
+    return column_vectors(space, column, pks)[0]
 
 
 def rows_of(adapter: Any, pks: list) -> dict[Any, Any]:

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from similarity import backends
 from similarity.conf import similarity_settings
+from similarity.indexing.stored import column_vectors
 from similarity.learning.photos import finetune_images, image_features
 from similarity.learning.progress import LoggedProgress
 from similarity.learning.weights import fitted_weights
@@ -168,23 +169,14 @@ def text_features(model_label: str, rows: list[Any], texts: list[str]) -> np.nda
     text encoder and weights (encoding long texts again cost a 1,000-product catalog about two
     minutes, a 100k one hours); rows without one are encoded here.
     """
-    from similarity.models import Embedding
-
     s = similarity_settings
     sentence = np.zeros((len(rows), s.TEXT_DIM), dtype=np.float32)
     missing = list(range(len(rows)))
     space = VectorSpace.active_for(model_label)
     encoded_by = (space.spec.get("text_encoder"), space.spec.get("text_weights")) if space is not None else None
-    if rows and encoded_by == (s.TEXT_ENCODER, s.TEXT_WEIGHTS):
-        model = apps.get_model(model_label)
-        stored = dict(Embedding.objects.for_model(model, space).filter(text__isnull=False).values_list("object_id", "text"))
-        missing = []
-        for i, row in enumerate(rows):
-            vector = stored.get(row.pk)
-            if vector is not None and len(vector) == s.TEXT_DIM:
-                sentence[i] = np.asarray(vector, dtype=np.float32)
-            elif texts[i].strip():
-                missing.append(i)
+    if rows and encoded_by == (s.TEXT_ENCODER, s.TEXT_WEIGHTS) and space.dims.get("text") == s.TEXT_DIM:
+        sentence, present = column_vectors(space, "text", [row.pk for row in rows])  # binary, in chunks
+        missing = [i for i in range(len(rows)) if not present[i] and texts[i].strip()]
     if missing:
         sentence[missing] = backends.get_text_encoder().encode([texts[i] for i in missing])
     return sentence
