@@ -42,12 +42,17 @@ class LoggedProgress:
             return
         self.stage, self.last_line = stage, now
         left = remaining(step, steps, now - self.started)
-        scores = ", ".join(
-            f"{key} {point[key]:.3f}" for key in ("loss", "val_p_at_k") if isinstance(point.get(key), float)
-        )
+        scores = ", ".join(f"{key} {value:.3f}" for key, value in shown_scores(point).items())
         logger.info(
             "training %s: %s%s, step %d of %d, %.0fs so far, %s%s",
             self.name, stage, f" epoch {epoch}" if stage in ("fit", "refit") else "", step, steps, now - self.started,
             f"about {left:.0f}s left" if left is not None else "estimate after the first epoch",
             f" ({scores})" if scores else "",
         )
+
+
+def shown_scores(point: dict) -> dict[str, float]:
+    """The scores of a progress ``point`` worth showing: the loss, and the validation P@k
+    except while refitting (the refit trains on every labelled row: nothing is validated)."""
+    keys = ("loss",) if point.get("stage") == "refit" else ("loss", "val_p_at_k")
+    return {key: point[key] for key in keys if isinstance(point.get(key), float)}

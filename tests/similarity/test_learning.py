@@ -431,6 +431,15 @@ def test_logged_progress_says_the_stage_the_step_and_the_time_left(caplog):
     assert remaining(0, 10, 5.0) is None and remaining(5, 10, 5.0) == 5.0
 
 
+def test_the_refit_shows_its_loss_but_no_validation_score():
+    from similarity.learning.progress import shown_scores
+
+    scores = {"step": 3, "steps": 9, "loss": 2.5, "val_p_at_k": 0.0, "val_p_at_1": 0.0}
+    assert shown_scores({"stage": "refit", **scores}) == {"loss": 2.5}  # nothing is validated then
+    assert shown_scores({"stage": "fit", **scores}) == {"loss": 2.5, "val_p_at_k": 0.0}
+    assert shown_scores({"stage": "fit", "step": 0, "steps": 9, "loss": None}) == {}
+
+
 def test_training_reads_the_stored_text_vectors_and_encodes_only_the_rest(catalog):
     from similarity import backends
     from similarity.learning.versions import text_features

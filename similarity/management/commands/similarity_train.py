@@ -6,6 +6,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from similarity.learning.progress import shown_scores
 from similarity.learning.versions import train_new_version
 from similarity.management.commands._options import model_label
 from similarity.ml.evaluation import format_score
@@ -50,10 +51,7 @@ class Command(BaseCommand):
         def progress(epoch: int, point: dict) -> None:
             bar.total = point["steps"]
             bar.set_description(f"{point['stage']} epoch {epoch}" if point["stage"] in ("fit", "refit") else point["stage"])
-            bar.set_postfix(
-                {k: f"{v:.3f}" for k, v in point.items() if k in ("loss", "val_p_at_k") and isinstance(v, float)},
-                refresh=False,
-            )
+            bar.set_postfix({k: f"{v:.3f}" for k, v in shown_scores(point).items()}, refresh=False)
             bar.update(point["step"] - bar.n)
 
         try:
