@@ -97,7 +97,7 @@ def _apply(cursor: Any, ef_search: int, *, local: bool, seqscan: bool = True) ->
         from similarity.models import Embedding
 
         ef_sql = f"GREATEST(%s, {AUTO_EF_SQL.format(rows=AUTO_ROWS_SQL)})::int::text"
-        ef_params = [ef_search, Embedding._meta.db_table]
+        ef_params = [ef_search, f'"{Embedding._meta.db_table}"']  # quoted: a table name keeps its case
     else:
         ef_sql, ef_params = "%s", [str(ef_search)]
     sql = (
