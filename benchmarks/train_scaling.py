@@ -116,15 +116,8 @@ def report(title: str, data: FusionData, config: TrainConfig, *, verbose: bool =
 
 def real_catalog(n: int, cache_dir: Path, seed: int, *, images: bool = True) -> FusionData:
     """The user's catalog: n zh-titles products, CATEGORIES categories, attribute-list descriptions."""
-    path = DATA / "zh-titles" / "products.csv"
-    if not path.is_file():
-        sys.exit(f"real data set 'zh-titles' not found at {path} (it lives beside the repository)")
-    with path.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    by_leaf, categories = zh_titles_categories()
     rng = random.Random(seed)
-    leaves = sorted({row["category_path"] for row in rows})
-    by_leaf = {leaf: [row for row in rows if row["category_path"] == leaf] for leaf in leaves}
-    categories = [(leaves[i % len(leaves)], SERIES[(i // len(leaves)) % len(SERIES)]) for i in range(CATEGORIES)]
     products = []
     for i in range(n):
         leaf, series = categories[i] if i < CATEGORIES else categories[rng.randrange(CATEGORIES)]
@@ -144,6 +137,19 @@ def real_catalog(n: int, cache_dir: Path, seed: int, *, images: bool = True) -> 
         image=image, has_image=has_image, sentence=sentence, has_text=np.any(sentence != 0, axis=1), tokens=tokens,
         labels=[category_at_level(p, 2) for p in paths], split_keys=[p["sku"] for p in products], paths=paths,
     )
+
+
+def zh_titles_categories() -> tuple[dict[str, list[dict]], list[tuple[str, str]]]:
+    """zh-titles' rows by leaf category, and CATEGORIES (leaf, series) pairs: each leaf split
+    into series named in the description (exits where the data set is absent)."""
+    path = DATA / "zh-titles" / "products.csv"
+    if not path.is_file():
+        sys.exit(f"real data set 'zh-titles' not found at {path} (it lives beside the repository)")
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    leaves = sorted({row["category_path"] for row in rows})
+    by_leaf = {leaf: [row for row in rows if row["category_path"] == leaf] for leaf in leaves}
+    return by_leaf, [(leaves[i % len(leaves)], SERIES[(i // len(leaves)) % len(SERIES)]) for i in range(CATEGORIES)]
 
 
 def synthetic_catalog(base: FusionData, n: int, seed: int) -> FusionData:
