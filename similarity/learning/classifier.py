@@ -18,6 +18,7 @@ import numpy as np
 from django.apps import apps
 
 from similarity.conf import similarity_settings
+from similarity.indexing.rows import rows_by_key
 from similarity.indexing.stored import column_vectors
 from similarity.ml.classifier import CategoryClassifier, features, fit_level, vote_top1
 from similarity.ml.evaluation import is_held_out
@@ -29,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 INPUT_KEYS = ("image_encoder", "image_weights", "image_dim", "text_encoder", "text_weights", "text_dim")
 IMAGE_SCALE = 0.6  # the image features' weight against the text ones (the fusion probe's, chosen by CV)
-CHUNK = 2000
 FIT_ROWS = 50_000  # rows a periodic fit reads at most (a seeded sample on a larger catalog)
 
 _loaded: dict[int, tuple[Any, CategoryClassifier]] = {}  # CatalogFit pk -> (fitted_at, classifier)
@@ -197,10 +197,7 @@ def _column(space: VectorSpace, column: str, pks: list) -> np.ndarray:
 
 def rows_of(adapter: Any, pks: list) -> dict[Any, Any]:
     """The rows of ``pks`` by key, read as the worker reads them, in chunks."""
-    found: dict[Any, Any] = {}
-    for start in range(0, len(pks), CHUNK):
-        found.update((row.pk, row) for row in adapter.get_queryset().filter(pk__in=pks[start : start + CHUNK]))
-    return found
+    return rows_by_key(adapter, pks)
 
 
 def refit_quietly(model_label: str) -> CategoryClassifier | None:

@@ -17,6 +17,7 @@ import numpy as np
 from django.apps import apps
 
 from similarity.categories.suggestions import CLASSIFIER, Suggestion, classified, suggest
+from similarity.indexing.rows import every_row
 from similarity.learning.classifier import fit_classifier
 from similarity.ml.classifier import calibration_error, reliability_bins
 from similarity.ml.evaluation import average_precision_at_k, is_held_out, precision_at_k
@@ -49,7 +50,7 @@ def evaluate_served(model_label: str, *, levels: list[int] | None = None, progre
     space = VectorSpace.active_for(model_label)
     if space is None:
         raise ValueError(f"{model_label} has no active vectors: encode the catalog first.")
-    rows = list(adapter.get_queryset().order_by("pk"))
+    rows = list(every_row(adapter))
     paths = {row.pk: adapter.get_label(row) for row in rows}
     held = [row for row in rows if is_held_out(adapter.get_split_key(row))]
     held_pks = {row.pk for row in held}

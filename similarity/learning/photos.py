@@ -17,6 +17,7 @@ from django.utils.module_loading import import_string
 from similarity import backends
 from similarity.conf import similarity_settings
 from similarity.indexing.encoding import Item, decode_async, read
+from similarity.indexing.rows import rows_by_key
 from similarity.indexing.stored import column_vectors
 from similarity.registry import get_adapter
 
@@ -81,7 +82,7 @@ def finetune_images(model_label: str, pks: Sequence[Any], labels: list[str], spl
             "set IMAGE_FINETUNE['blocks'] to 0, or use similarity.ml.encoders.image.EfficientNetLiteImageEncoder."
         )
     adapter = get_adapter(model_label)
-    rows = adapter.get_queryset().in_bulk(list(pks))
+    rows = rows_by_key(adapter, pks)
     photos, unusable = Photos.allocate(len(pks)), 0
     # A row deleted since the catalog was read is simply absent.
     for batch in _decoded([(i, rows[pk]) for i, pk in enumerate(pks) if pk in rows], adapter):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from django.apps import apps
 
+from similarity.indexing.rows import every_row
 from similarity.learning.classifier import served_vectors
 from similarity.ml.encoders import l2_normalize
 from similarity.ml.evaluation import is_held_out, precision_at_k
@@ -72,7 +73,7 @@ def evaluate_recommendations(
     space = VectorSpace.active_for(model_label)
     if space is None:
         raise ValueError(f"{model_label} has no active vectors: encode the catalog first.")
-    objects = {row.pk: row for row in adapter.get_queryset().order_by("pk")}
+    objects = {row.pk: row for row in every_row(adapter)}
     paths = {pk: adapter.get_label(row) for pk, row in objects.items()}
     histories = sample_histories(
         paths, {pk: adapter.get_split_key(row) for pk, row in objects.items()}, size=size, limit=limit, split=split, seed=seed

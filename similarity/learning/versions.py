@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from similarity import backends
 from similarity.conf import similarity_settings
+from similarity.indexing.rows import every_row
 from similarity.indexing.stored import column_vectors
 from similarity.learning.photos import finetune_images, image_features
 from similarity.learning.progress import LoggedProgress
@@ -144,7 +145,7 @@ def collect_catalog(model_label: str, image_weights: str | None = None) -> Catal
 
     model = apps.get_model(model_label)
     adapter = get_adapter(model)
-    rows = list(adapter.get_queryset().order_by("pk"))
+    rows = list(every_row(adapter))
     s = similarity_settings
     image, has_image = image_features(model_label, rows, image_weights or s.IMAGE_WEIGHTS)
     texts = [(adapter.get_text(row) or "")[: s.MAX_TEXT_CHARS] for row in rows]

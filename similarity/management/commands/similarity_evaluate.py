@@ -24,6 +24,7 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from similarity.indexing.rows import rows_by_key
 from similarity.learning.evaluation import evaluate_served
 from similarity.learning.photos import image_features
 from similarity.learning.weights import fitted_weights
@@ -192,5 +193,5 @@ def _markdown(report: dict, levels: list[int], title: str) -> str:
 
 def _rows(label: str, pks: list) -> list:
     """The rows of ``pks``, in that order."""
-    found = get_adapter(label).get_queryset().in_bulk(pks)
+    found = rows_by_key(get_adapter(label), pks)
     return [found[pk] for pk in pks]

@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from similarity.conf import similarity_settings
 from similarity.indexing.encoding import decode_async, read
+from similarity.indexing.rows import every_row
 from similarity.management.commands._options import model_label
 from similarity.registry import get_adapter
 
@@ -49,7 +50,7 @@ class Command(BaseCommand):
         if out is None:
             raise CommandError("Set SIMILARITY['MODELS_DIR'] to a writable folder, or pass --out.")
         adapter = get_adapter(apps.get_model(label))
-        items = [read(row, adapter) for row in adapter.get_queryset().order_by("pk")]
+        items = [read(row, adapter) for row in every_row(adapter)]
         decode_async(items)()
         photos = [item.image for item in items if item.image is not None]
         if len(photos) < 2:
