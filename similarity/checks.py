@@ -52,6 +52,7 @@ Errors
 - ``similarity.E035``: ``INDEX_PRECISION`` is not "single" or "half".
 - ``similarity.E036``: ``READ_DATABASES`` is not an alias or a list of aliases of ``DATABASES``.
 - ``similarity.E037``: ``HNSW_EF_SEARCH`` is neither "auto" nor an integer from 1 to 1000.
+- ``similarity.E038``: ``TRAINING_MAX_PRODUCTS`` is neither None nor an integer >= 100.
 
 Warnings
 
@@ -178,7 +179,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     return [
         *errors, *_check_queues(), *_check_queue_numbers(), *_check_clustering(), *_check_image_finetune(),
-        *_check_lexical(), *_check_ef_search(),
+        *_check_lexical(), *_check_ef_search(), *_check_training_rows(),
     ]
 
 
@@ -191,6 +192,19 @@ def _check_ef_search() -> list[CheckMessage]:
             f"SIMILARITY['HNSW_EF_SEARCH'] must be \"auto\" or an integer from 1 to 1000 (pgvector's range), got {value!r}.",
             hint='"auto" (the default) grows it with the catalog: 100 up to 250,000 vectors, 200 at a million.',
             id="similarity.E037",
+        )
+    ]
+
+
+def _check_training_rows() -> list[CheckMessage]:
+    value = similarity_settings.TRAINING_MAX_PRODUCTS
+    if value is None or (_is_count(value) and value >= 100):
+        return []
+    return [
+        Error(
+            f"SIMILARITY['TRAINING_MAX_PRODUCTS'] must be None or an integer of at least 100, got {value!r}.",
+            hint="A training reads at most this many products (a sample of a larger catalog); None reads all.",
+            id="similarity.E038",
         )
     ]
 

@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "LABEL_LEVEL": 2,
     "MODELS_DIR": None,
     "TRAINING": {},
+    # Products a training reads at most (a seeded sample of a larger catalog; None: all). The
+    # training holds their vectors and tokens in memory: 6.2 GB at 100,000 (docs/BENCHMARKS.md).
+    "TRAINING_MAX_PRODUCTS": 100_000,
     # Fine-tuning of the EfficientNet-Lite0 image network during training (meant for a GPU):
     # fields of similarity.ml.fusion.finetune.FinetuneConfig, e.g. {"blocks": 16}; blocks 0 = off.
     "IMAGE_FINETUNE": {},

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from similarity import backends
 from similarity.conf import similarity_settings
-from similarity.indexing.rows import every_row
+from similarity.indexing.rows import every_row, rows_by_key
 from similarity.indexing.stored import column_vectors
 from similarity.learning.photos import finetune_images, image_features
 from similarity.learning.progress import LoggedProgress
@@ -135,17 +135,28 @@ class Catalog:
         return out
 
 
-def collect_catalog(model_label: str, image_weights: str | None = None) -> Catalog:
+def collect_catalog(
+    model_label: str, image_weights: str | None = None, *, limit: int | None = None, seed: int = 0
+) -> Catalog:
     """Read every row's image features and learning text; encode and tokenise the text.
 
     Image features are those of the configured image encoder with ``image_weights`` (None:
     ``SIMILARITY['IMAGE_WEIGHTS']``): see ``similarity.learning.photos.image_features``.
+    A catalog of more than ``limit`` rows is read as a sample of ``limit`` of them, drawn with
+    ``seed`` (in key order); None reads every row.
     """
     from similarity.ml.text_pipeline import default_pipeline
 
     model = apps.get_model(model_label)
     adapter = get_adapter(model)
-    rows = list(every_row(adapter))
+    keys = list(adapter.get_queryset().order_by("pk").values_list("pk", flat=True)) if limit else []
+    if limit and len(keys) > limit:
+        total, keys = len(keys), sorted(np.random.default_rng(seed).choice(keys, size=limit, replace=False).tolist())
+        found = rows_by_key(adapter, keys)
+        rows = [found[key] for key in keys if key in found]
+        logger.info("%s: a sample of %d of its %d products is read (TRAINING_MAX_PRODUCTS)", model_label, len(rows), total)
+    else:
+        rows = list(every_row(adapter))
     s = similarity_settings
     image, has_image = image_features(model_label, rows, image_weights or s.IMAGE_WEIGHTS)
     texts = [(adapter.get_text(row) or "")[: s.MAX_TEXT_CHARS] for row in rows]
@@ -221,7 +232,9 @@ def train_new_version(
     # baseline, which counts when no version is active, i.e. when the active space holds the
     # configured encoder's vectors: read what that space stores instead of encoding every photo.
     space = VectorSpace.active_for(model_label) if tuning.blocks else None
-    catalog = collect_catalog(model_label, space.spec.get("image_weights") if space else None)
+    catalog = collect_catalog(
+        model_label, space.spec.get("image_weights") if space else None, limit=s.TRAINING_MAX_PRODUCTS, seed=config.seed
+    )
     labels = catalog.labels(level)
     if sum(1 for label, held in zip(labels, catalog.held_out) if label and not held) < 10:
         raise ValueError(

@@ -448,3 +448,15 @@ def test_a_bad_ef_search_is_a_configuration_error(settings, value):
 def test_good_ef_search_values_pass_the_check(settings, value):
     settings.SIMILARITY = {**settings.SIMILARITY, "HNSW_EF_SEARCH": value}
     assert "similarity.E037" not in [e.id for e in checks.check_settings()]
+
+
+@pytest.mark.parametrize("value", [0, 99, "all", 2.5, True])
+def test_a_bad_training_size_is_a_configuration_error(settings, value):
+    settings.SIMILARITY = {**settings.SIMILARITY, "TRAINING_MAX_PRODUCTS": value}
+    assert "similarity.E038" in [e.id for e in checks.check_settings()]
+
+
+@pytest.mark.parametrize("value", [None, 100, 100_000])
+def test_good_training_sizes_pass_the_check(settings, value):
+    settings.SIMILARITY = {**settings.SIMILARITY, "TRAINING_MAX_PRODUCTS": value}
+    assert "similarity.E038" not in [e.id for e in checks.check_settings()]

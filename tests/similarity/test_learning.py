@@ -473,3 +473,20 @@ def test_the_guard_queries_a_fixed_sample_of_a_large_catalogs_held_out_products(
     assert large.held_out.sum() > EVALUATION_QUERIES
     assert large.queries.sum() == EVALUATION_QUERIES and not np.any(large.queries & ~large.held_out)
     assert np.array_equal(large.queries, catalog_of(20_000).queries)
+
+
+def test_a_catalog_larger_than_the_training_size_trains_on_a_seeded_sample(catalog, settings):
+    everything = collect_catalog(GADGET)
+    rows = collect_catalog(GADGET, limit=40, seed=1)
+    assert len(everything.pks) == len(catalog) > 40
+    assert len(rows.pks) == 40 and rows.pks == sorted(rows.pks) and set(rows.pks) < set(everything.pks)
+    assert collect_catalog(GADGET, limit=40, seed=1).pks == rows.pks != collect_catalog(GADGET, limit=40, seed=2).pks
+    for i, pk in enumerate(rows.pks):  # each sampled row as the full read has it
+        j = everything.pks.index(pk)
+        assert rows.paths[i] == everything.paths[j] and rows.tokens[i] == everything.tokens[j]
+        assert np.array_equal(rows.sentence[i], everything.sentence[j]) and np.array_equal(rows.image[i], everything.image[j])
+    settings.SIMILARITY = {**settings.SIMILARITY, "TRAINING_MAX_PRODUCTS": 100}
+    with mock.patch("similarity.learning.versions.collect_catalog", wraps=collect_catalog) as read, \
+            mock.patch.object(encode_task, "apply_async"):
+        train_new_version(GADGET, level=2, overrides={**FAST, "epochs": 1}, activate="never")
+    assert read.call_args.kwargs == {"limit": 100, "seed": FAST["seed"]}
