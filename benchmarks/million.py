@@ -21,6 +21,8 @@ day), then reports what ``--parts`` names:
 - recall@10 of the served query layer (``similar_to``) against an exact scan of the stored
   vectors, unfiltered and under the 1% filter, for sampled products;
 - the served statement's own execution time (EXPLAIN ANALYZE of what ``similar_to`` runs);
+- ``floor`` (not by default): the CPU per request, in process, of the API root, a product's
+  detail and its similar items, web side and PostgreSQL;
 - ``outside`` (not by default): the filtered query asked by products outside the filter's
   category, for each ``--max-scan-tuples``, and the exact answer's own time;
 - ``GET /api/products/{id}/similar/?k=10`` through gunicorn at concurrency 1 and 8: p50, p99,
@@ -58,6 +60,7 @@ def setup(var: Path, precision: str) -> None:
     os.environ.update(
         VAR_DIR=str(var), DJANGO_SETTINGS_MODULE="config.settings", DATABASE_URL="",
         SIMILARITY_INDEX_PRECISION=precision, SIMILARITY_LEXICAL_WEIGHT="0",
+        API_RATE_SIMILAR="1000000/min", API_RATE_READ="1000000/min",  # the in-process parts' requests
     )
     import django
 
@@ -236,6 +239,8 @@ def measure(args: argparse.Namespace) -> None:
             first, info["rare"], [rng.randrange(n) for _ in range(40)], [int(r) for r in rng.sample(list(rare_rows), 40)]
         )
         print(f"served statement, EXPLAIN ANALYZE: {results['scan execution (ms)']}", flush=True)
+    if "floor" in parts:
+        results["in-process CPU per request"] = floor(first, n)
     if "outside" in parts:
         results["filtered from outside the category"] = outside(first, n, info["rare"], args.max_scan_tuples)
     connection.close()
@@ -273,6 +278,49 @@ def buffer_counts() -> dict[str, int]:
         cursor.execute("SELECT blks_read, blks_hit FROM pg_stat_database WHERE datname = current_database()")
         read, hit = cursor.fetchone()
     return {"read": read, "hit": hit}
+
+
+def floor(first: int, n: int, requests: int = 500) -> dict[str, dict]:
+    """CPU per request of the web side (this process) and of PostgreSQL, in process through
+    Django's WSGI handler (middleware, DRF, serializer): the API root, a product's detail (the
+    host's own DRF view) and its similar items, to set the similar-items request's Python
+    against what any DRF view of the same serializer costs."""
+    import io
+
+    from django.core.wsgi import get_wsgi_application
+
+    app, rng, out = get_wsgi_application(), random.Random(13), {}
+
+    def call(path: str) -> None:
+        route, _, query = path.partition("?")
+        environ = {
+            "REQUEST_METHOD": "GET", "PATH_INFO": route, "QUERY_STRING": query, "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80", "HTTP_HOST": "127.0.0.1", "REMOTE_ADDR": "127.0.0.1", "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr,
+        }
+        status = []
+        b"".join(app(environ, lambda line, headers, exc_info=None: status.append(line)))
+        assert status[0].startswith("200"), (path, status)
+
+    # (the rate limits are off in this process: setup())
+    for label, make in (
+        ("API root", lambda: "/api/"),
+        ("product detail", lambda: f"/api/products/{first + rng.randrange(n)}/"),
+        ("similar items", lambda: f"/api/products/{first + rng.randrange(n)}/similar/?k=10"),
+    ):
+        paths = [make() for _ in range(requests + 100)]
+        for path in paths[:100]:
+            call(path)
+        cpu, database = time.process_time(), postgres_cpu(Path(os.environ["VAR_DIR"]))
+        for path in paths[100:]:
+            call(path)
+        time.sleep(0.5)  # PostgreSQL's counters of the last statements
+        out[label] = {
+            "web ms": round((time.process_time() - cpu) * 1000 / requests, 2),
+            "PostgreSQL ms": round((postgres_cpu(Path(os.environ["VAR_DIR"])) - database) * 1000 / requests, 2),
+        }
+        print(f"in process, {label}: {out[label]}", flush=True)
+    return out
 
 
 def outside(first: int, n: int, rare: int, max_scan_tuples: str) -> dict[str, dict]:
@@ -467,7 +515,7 @@ def main() -> None:
     parser.add_argument("--warm-scans", type=int, default=20_000, help="scans that fill shared buffers before timing")
     parser.add_argument("--ef-search", type=int, default=100)
     parser.add_argument("--port", type=int, default=8766)
-    parser.add_argument("--parts", default="recall,scan,http", help="what measure does: recall, scan, outside, http")
+    parser.add_argument("--parts", default="recall,scan,http", help="what measure does: recall, scan, floor, outside, http")
     args = parser.parse_args()
     (build if args.step == "build" else measure)(args)
 
