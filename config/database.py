@@ -21,7 +21,8 @@ def database_settings(url: str | None, var_dir: Path) -> dict:
         }
     # Parameters bound by the server: nothing is quoted into the SQL in Python (docs/BENCHMARKS.md).
     # Statements are not prepared: PostgreSQL's generic plan for a prepared neighbour scan
-    # returned different (and at ef_search 100 fewer true) neighbours than the planned one.
+    # cannot use the space's partial HNSW index (its WHERE space_id = <pk> against a parameter)
+    # and scans every vector instead (docs/BENCHMARKS.md, "A million products on an idle machine").
     # DATABASE_SERVER_SIDE_BINDING=0 restores psycopg's client-side binding.
     if os.environ.get("DATABASE_SERVER_SIDE_BINDING", "1") != "0":
         database.setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=None)
