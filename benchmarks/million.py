@@ -40,7 +40,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +116,11 @@ def build(args: argparse.Namespace) -> None:
     with connection.cursor() as cursor:  # load first, index after: far faster than inserting into the graph
         cursor.execute(f'DROP INDEX IF EXISTS "{index_name(space, "fused")}"')
     started = time.perf_counter()
-    first_pk = copy_products(args.products, rare.pk, common.pk)
+    # Row i is sku "m<i>", title "商品 <i>"; 1% of the products are in ``rare``.
+    first_pk = copy_products(
+        args.products,
+        lambda i: {"sku": f"m{i}", "title": f"商品 {i}", "category_id": rare.pk if i % RARE_EVERY == 0 else common.pk},
+    )
     timings["products COPY (s)"] = round(time.perf_counter() - started, 1)
     print(f"products copied in {timings['products COPY (s)']} s", flush=True)
     started = time.perf_counter()
@@ -147,8 +153,9 @@ def build(args: argparse.Namespace) -> None:
     stop_embedded_database(var)
 
 
-def copy_products(n: int, rare: int, common: int) -> int:
-    """COPY n products (row i is sku "m<i>", title "商品 <i>", 1% in ``rare``); return the first pk.
+def copy_products(n: int, row: Callable[[int], dict[str, Any]]) -> int:
+    """COPY n products, row i's columns from ``row(i)`` (the others as a save gives them);
+    return the first pk.
 
     Every column gets the value a save would give it (defaults, auto_now), read off one model
     instance, so the load follows the model's fields wherever they change.
@@ -157,7 +164,7 @@ def copy_products(n: int, rare: int, common: int) -> int:
 
     from catalog.models import Product
 
-    template = Product(sku="", title="", category_id=common)
+    template = Product(sku="", title="")
     fields = [f for f in Product._meta.concrete_fields if not f.primary_key]
     values = {f.column: f.get_db_prep_save(f.pre_save(template, add=True), connection) for f in fields}
     columns = list(values)
@@ -168,7 +175,7 @@ def copy_products(n: int, rare: int, common: int) -> int:
         names = ", ".join(f'"{c}"' for c in ["id", *columns])
         with cursor.copy(f"COPY catalog_product ({names}) FROM STDIN") as copy:
             for i in range(n):
-                values.update(sku=f"m{i}", title=f"商品 {i}", category_id=rare if i % RARE_EVERY == 0 else common)
+                values.update(row(i))
                 copy.write_row([first + i, *(values[c] for c in columns)])
     return first
 

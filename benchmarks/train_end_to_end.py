@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.api_latency import _load  # noqa: E402
-from benchmarks.million import setup  # noqa: E402
+from benchmarks.million import copy_products, setup  # noqa: E402
 from benchmarks.train_scaling import ATTRIBUTES, CATEGORIES, _structured, _text_features, zh_titles_categories  # noqa: E402
 
 CHUNK = 20_000
@@ -85,20 +85,11 @@ def build(var: Path, products: list[dict], cache_dir: Path, seed: int) -> None:
     fused /= np.linalg.norm(fused, axis=1, keepdims=True)
     ids = {path: Category.get_or_create_path(path).pk for path in sorted({p["path"] for p in products if p["path"]})}
 
-    template = Product(sku="", title="")
-    fields = [f for f in Product._meta.concrete_fields if not f.primary_key]
-    values = {f.column: f.get_db_prep_save(f.pre_save(template, add=True), connection) for f in fields}
-    columns = list(values)
     started = time.perf_counter()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT nextval(pg_get_serial_sequence('catalog_product', 'id'))")
-        (first,) = cursor.fetchone()
-        cursor.execute("SELECT setval(pg_get_serial_sequence('catalog_product', 'id'), %s)", [first + len(products)])
-        names = ", ".join(f'"{c}"' for c in ["id", *columns])
-        with cursor.copy(f"COPY catalog_product ({names}) FROM STDIN") as copy:
-            for i, p in enumerate(products):
-                values.update(sku=f"e2e-{i:07d}", title=p["title"], description=p["description"], category_id=ids.get(p["path"]))
-                copy.write_row([first + i, *(values[c] for c in columns)])
+    first = copy_products(len(products), lambda i: {
+        "sku": f"e2e-{i:07d}", "title": products[i]["title"], "description": products[i]["description"],
+        "category_id": ids.get(products[i]["path"]),
+    })
     print(f"{len(products):,} products copied in {time.perf_counter() - started:.0f} s", flush=True)
     from django.contrib.contenttypes.models import ContentType
     from django.utils import timezone

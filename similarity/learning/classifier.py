@@ -98,7 +98,7 @@ def read_stored(model_label: str, space: VectorSpace, *, limit: int | None = FIT
         pks = sorted(np.random.default_rng(seed).choice(pks, size=limit, replace=False).tolist())
     image, text = _column(space, "image", pks), _column(space, "text", pks)  # every key has a row
     adapter = get_adapter(apps.get_model(model_label))
-    rows = rows_of(adapter, pks)
+    rows = rows_by_key(adapter, pks)  # read as the worker reads them, in chunks
     return StoredCatalog(
         space=space, pks=pks, image=image, text=text,
         paths=[adapter.get_label(rows[pk]) if pk in rows else "" for pk in pks],
@@ -193,11 +193,6 @@ def stored_vectors(space: VectorSpace, pks: list | None = None) -> tuple[list, n
 def _column(space: VectorSpace, column: str, pks: list) -> np.ndarray:
     """The ``column`` vectors of ``pks`` in that order, zeros where a row has none."""
     return column_vectors(space, column, pks)[0]
-
-
-def rows_of(adapter: Any, pks: list) -> dict[Any, Any]:
-    """The rows of ``pks`` by key, read as the worker reads them, in chunks."""
-    return rows_by_key(adapter, pks)
 
 
 def refit_quietly(model_label: str) -> CategoryClassifier | None:

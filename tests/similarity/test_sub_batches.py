@@ -31,6 +31,35 @@ def gadgets(sent):
     return [make_gadget(f"S{i}", f"分批 写入 商品 {i}", image=image_bytes((i * 30 % 255, 80, 40))) for i in range(7)]
 
 
+@pytest.fixture
+def second_write_fails(monkeypatch):
+    """Make the second sub-batch's vector write raise ``error``; return the keys each write held."""
+    real_bulk_create, calls = Embedding.objects.bulk_create, []
+
+    def arm(error: Exception) -> list[list]:
+        def bulk_create(objs, *args, **kwargs):
+            calls.append([e.object_id for e in objs])
+            if len(calls) == 2:
+                raise error
+            return real_bulk_create(objs, *args, **kwargs)
+
+        monkeypatch.setattr(Embedding.objects, "bulk_create", bulk_create)
+        return calls
+
+    return arm
+
+
+def assert_written_or_still_claimed(gadgets, written: set, task: str) -> None:
+    """The rows of ``written`` are ready with their vectors; the others never ready without
+    vectors, still claimed by ``task`` for its retry."""
+    for g in gadgets:
+        state = state_of(g)
+        if g.pk in written:
+            assert state.status == EmbeddingStatus.READY and vectors_of(g) is not None
+        else:
+            assert (state.status, state.claim) == (EmbeddingStatus.PENDING, task) and vectors_of(g) is None
+
+
 def ready_without_vectors() -> list:
     """Rows marked ready whose vectors of their content are not stored (must stay empty)."""
     ready = EncodingState.objects.for_model(LABEL).filter(status=EmbeddingStatus.READY)
@@ -76,16 +105,8 @@ def test_every_row_written_in_sub_batches_ends_ready_with_its_vectors(gadgets, s
         assert vectors_of(g).content_hash == state.content_hash and vectors_of(g).image is not None
 
 
-def test_a_sub_batch_whose_write_fails_is_marked_failed_and_the_others_are_written(gadgets, small_sub_batches, monkeypatch):
-    real_bulk_create, calls = Embedding.objects.bulk_create, []
-
-    def bulk_create(objs, *args, **kwargs):
-        calls.append([e.object_id for e in objs])
-        if len(calls) == 2:
-            raise DataError("vector has too many dimensions")
-        return real_bulk_create(objs, *args, **kwargs)
-
-    monkeypatch.setattr(Embedding.objects, "bulk_create", bulk_create)
+def test_a_sub_batch_whose_write_fails_is_marked_failed_and_the_others_are_written(gadgets, small_sub_batches, second_write_fails):
+    calls = second_write_fails(DataError("vector has too many dimensions"))
     report = encode_claimed(LABEL, "task-f")
 
     bad = set(calls[1])
@@ -104,28 +125,14 @@ def test_a_sub_batch_whose_write_fails_is_marked_failed_and_the_others_are_writt
     assert ready_without_vectors() == []
 
 
-def test_the_database_going_away_mid_batch_leaves_the_rest_claimed_for_the_retry(gadgets, small_sub_batches, monkeypatch):
-    real_bulk_create, calls = Embedding.objects.bulk_create, []
-
-    def bulk_create(objs, *args, **kwargs):
-        calls.append([e.object_id for e in objs])
-        if len(calls) == 2:
-            raise OperationalError("server closed the connection unexpectedly")
-        return real_bulk_create(objs, *args, **kwargs)
-
-    monkeypatch.setattr(Embedding.objects, "bulk_create", bulk_create)
+def test_the_database_going_away_mid_batch_leaves_the_rest_claimed_for_the_retry(gadgets, small_sub_batches, second_write_fails):
+    calls = second_write_fails(OperationalError("server closed the connection unexpectedly"))
     with pytest.raises(OperationalError):
         encode_claimed(LABEL, "task-r")
     written = set(calls[0])
-    for g in gadgets:
-        state = state_of(g)
-        if g.pk in written:
-            assert state.status == EmbeddingStatus.READY and vectors_of(g) is not None
-        else:  # never ready without vectors; still this task's, for its retry
-            assert (state.status, state.claim) == (EmbeddingStatus.PENDING, "task-r") and vectors_of(g) is None
+    assert_written_or_still_claimed(gadgets, written, "task-r")
 
-    monkeypatch.setattr(Embedding.objects, "bulk_create", real_bulk_create)
-    retry = encode_claimed(LABEL, "task-r")  # the retry carries the same task id
+    retry = encode_claimed(LABEL, "task-r")  # the retry carries the same task id (the write works again)
     assert sorted(retry.encoded) == sorted(g.pk for g in gadgets if g.pk not in written)
     assert set(states(Gadget.objects.all()).values_list("status", flat=True)) == {EmbeddingStatus.READY}
 
@@ -142,11 +149,5 @@ def test_an_encoder_crash_after_a_written_sub_batch_leaves_the_rest_pending(gadg
     monkeypatch.setattr(encoding, "encode_rest", encode_rest)
     with pytest.raises(RuntimeError):
         encode_claimed(LABEL, "task-c")
-    written = set(calls[0])
-    for g in gadgets:
-        state = state_of(g)
-        if g.pk in written:
-            assert state.status == EmbeddingStatus.READY and vectors_of(g) is not None
-        else:
-            assert (state.status, state.claim) == (EmbeddingStatus.PENDING, "task-c") and vectors_of(g) is None
+    assert_written_or_still_claimed(gadgets, set(calls[0]), "task-c")
     assert ready_without_vectors() == []
