@@ -20,10 +20,10 @@ def database_settings(url: str | None, var_dir: Path) -> dict:
             "CONN_HEALTH_CHECKS": True,
         }
     # Parameters bound by the server: nothing is quoted into the SQL in Python (docs/BENCHMARKS.md).
-    # Statements are not prepared: PostgreSQL's generic plan for a prepared neighbour scan
-    # cannot use the space's partial HNSW index (its WHERE space_id = <pk> against a parameter)
-    # and scans every vector instead (docs/BENCHMARKS.md, "A million products on an idle machine").
-    # DATABASE_SERVER_SIDE_BINDING=0 restores psycopg's client-side binding.
+    # psycopg prepares nothing by itself (prepare_threshold None, as Django sets it): the app
+    # prepares its similar-items statements, with the vector space's key written in so the plan
+    # keeps the space's partial HNSW index (SIMILARITY["PREPARE_STATEMENTS"], similarity.search.statements).
+    # DATABASE_SERVER_SIDE_BINDING=0 restores psycopg's client-side binding (nothing is prepared then).
     if os.environ.get("DATABASE_SERVER_SIDE_BINDING", "1") != "0":
         database.setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=None)
     if os.environ.get("DATABASE_TEST_NAME"):  # test runs side by side on one server

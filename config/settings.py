@@ -199,6 +199,7 @@ SIMILARITY = {
             ("BATCH_SIZE", int),
             ("HNSW_EF_SEARCH", lambda value: value if value == "auto" else int(value)),
             ("SCAN_SETTINGS", str),
+            ("PREPARE_STATEMENTS", lambda value: value if value == "auto" else env_bool("SIMILARITY_PREPARE_STATEMENTS")),
             ("DECODE_THREADS", int),
             ("COALESCE_SECONDS", float),
             ("CLAIM_TIMEOUT", float),

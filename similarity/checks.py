@@ -53,6 +53,9 @@ Errors
 - ``similarity.E036``: ``READ_DATABASES`` is not an alias or a list of aliases of ``DATABASES``.
 - ``similarity.E037``: ``HNSW_EF_SEARCH`` is neither "auto" nor an integer from 1 to 1000.
 - ``similarity.E038``: ``TRAINING_MAX_PRODUCTS`` is neither None nor an integer >= 100.
+- ``similarity.E039``: ``PREPARE_STATEMENTS`` is not "auto", True or False.
+- ``similarity.E040``: ``HNSW_BUILD`` is not a dict of ``m`` from 2 to 100 and ``ef_construction``
+  from 4 to 1000, at least twice ``m`` (pgvector's limits).
 
 Warnings
 
@@ -168,6 +171,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="similarity.E010",
             )
         )
+    if not any(s.PREPARE_STATEMENTS is value for value in (True, False)) and s.PREPARE_STATEMENTS != "auto":
+        errors.append(
+            Error(
+                f"SIMILARITY['PREPARE_STATEMENTS'] must be 'auto', True or False, got {s.PREPARE_STATEMENTS!r}.",
+                hint="'auto' (the default) prepares them where SCAN_SETTINGS is 'connection'.",
+                id="similarity.E039",
+            )
+        )
     interval = s.CLUSTER_INTERVAL
     if interval is not None and not (_is_number(interval) and interval >= 0):
         errors.append(
@@ -179,7 +190,25 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     return [
         *errors, *_check_queues(), *_check_queue_numbers(), *_check_clustering(), *_check_image_finetune(),
-        *_check_lexical(), *_check_ef_search(), *_check_training_rows(),
+        *_check_lexical(), *_check_ef_search(), *_check_training_rows(), *_check_hnsw_build(),
+    ]
+
+
+def _check_hnsw_build() -> list[CheckMessage]:
+    options = similarity_settings.HNSW_BUILD
+    valid = isinstance(options, dict) and set(options) <= {"m", "ef_construction"}
+    if valid:
+        m, ef = (options.get(key, DEFAULTS["HNSW_BUILD"][key]) for key in ("m", "ef_construction"))
+        valid = _is_count(m) and _is_count(ef) and 2 <= m <= 100 and 4 <= ef <= 1000 and ef >= 2 * m
+    if valid:
+        return []
+    return [
+        Error(
+            f"SIMILARITY['HNSW_BUILD'] must be a dict with m from 2 to 100 and ef_construction from 4 to 1000, "
+            f"at least 2 * m (pgvector's limits), got {options!r}.",
+            hint=f"The default is {DEFAULTS['HNSW_BUILD']}; a large catalog builds with a larger ef_construction (docs/SCALING.md).",
+            id="similarity.E040",
+        )
     ]
 
 

@@ -103,9 +103,18 @@ DEFAULTS: dict[str, Any] = {
     # "single" (float32) for a recall@10 within about 0.01 (docs/BENCHMARKS.md); the table keeps
     # float32. Changing it builds a new vector space from the stored vectors (no encoder runs).
     "INDEX_PRECISION": "single",
+    # How the HNSW indexes of a new vector space are built (pgvector's m and ef_construction):
+    # larger builds slower and finds neighbours more reliably in a large, clustered catalog
+    # (docs/SCALING.md). Like INDEX_PRECISION, a change builds a new space from the stored vectors.
+    "HNSW_BUILD": {"m": 16, "ef_construction": 64},
     # "connection": scan settings set once per database connection; "transaction": with every
     # query (behind PgBouncer in transaction mode). See similarity.search.scan.
     "SCAN_SETTINGS": "connection",
+    # Prepare the similar-items statements once per database connection (PostgreSQL plans them
+    # once): "auto" where SCAN_SETTINGS is "connection", or True / False (True behind a pooler
+    # that keeps prepared statements, as PgBouncer 1.21+ with max_prepared_statements).
+    # See similarity.search.statements.
+    "PREPARE_STATEMENTS": "auto",
     # Read replicas (database aliases, streaming replicas of the primary) for the READ path:
     # similar items, searches, recommendations, same products; one is chosen at random per
     # request, the primary when none answers. Writes and the workers use the primary.

@@ -23,12 +23,18 @@ def test_image_finetune_blocks_come_from_the_environment(value, expected):
     assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
 
 
-@pytest.mark.parametrize(("value", "expected"), [(None, "auto"), ("auto", "auto"), ("150", 150)])
-def test_ef_search_comes_from_the_environment(value, expected):
-    env = {k: v for k, v in os.environ.items() if k != "SIMILARITY_HNSW_EF_SEARCH"}
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("HNSW_EF_SEARCH", None, "auto"), ("HNSW_EF_SEARCH", "auto", "auto"), ("HNSW_EF_SEARCH", "150", 150),
+        ("PREPARE_STATEMENTS", None, "auto"), ("PREPARE_STATEMENTS", "0", False), ("PREPARE_STATEMENTS", "true", True),
+    ],
+)
+def test_query_settings_come_from_the_environment(name, value, expected):
+    env = {k: v for k, v in os.environ.items() if k != f"SIMILARITY_{name}"}
     env["DJANGO_SETTINGS_MODULE"] = "config.settings"
     if value is not None:
-        env["SIMILARITY_HNSW_EF_SEARCH"] = value
-    code = "from similarity.conf import similarity_settings as s; import json; print(json.dumps(s.HNSW_EF_SEARCH))"
+        env[f"SIMILARITY_{name}"] = value
+    code = f"from similarity.conf import similarity_settings as s; import json; print(json.dumps(s.{name}))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == expected

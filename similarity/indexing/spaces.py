@@ -103,7 +103,14 @@ def configured_spec(model_label: str) -> dict[str, Any]:
         "lexical": lexical_options(),
         # Only when not the default, so that the spaces of earlier versions keep their key.
         **({"index_precision": "half"} if s.INDEX_PRECISION == "half" else {}),
+        **({"hnsw": hnsw_build()} if hnsw_build() != DEFAULTS["HNSW_BUILD"] else {}),
     }
+
+
+def hnsw_build() -> dict[str, int]:
+    """HNSW build options of a new space: ``HNSW_BUILD`` over the defaults."""
+    options = {**DEFAULTS["HNSW_BUILD"], **(similarity_settings.HNSW_BUILD or {})}
+    return {"m": int(options["m"]), "ef_construction": int(options["ef_construction"])}
 
 
 def lexical_options() -> dict[str, Any]:
@@ -207,10 +214,12 @@ def create_indexes(space: VectorSpace) -> None:
         if in_transaction:  # deferred foreign-key checks must fire before CREATE INDEX
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         kind = "halfvec" if space.half_precision else "vector"
+        build = {**DEFAULTS["HNSW_BUILD"], **space.spec.get("hnsw", {})}  # the space's own, as it was created
         for column, dim in space.dims.items():
             cursor.execute(
                 f'CREATE INDEX {concurrently}IF NOT EXISTS "{index_name(space, column)}" ON "{table}" '
-                f'USING hnsw (("{column}"::{kind}({int(dim)})) {OPCLASS[kind]}) WITH (m = 16, ef_construction = 64) '
+                f'USING hnsw (("{column}"::{kind}({int(dim)})) {OPCLASS[kind]}) '
+                f'WITH (m = {int(build["m"])}, ef_construction = {int(build["ef_construction"])}) '
                 f'WHERE "space_id" = {int(space.pk)}'
             )
         if space.spec.get("lexical"):

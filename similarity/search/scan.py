@@ -9,7 +9,10 @@ single autocommit statement unless it needs a larger ``ef_search`` than the conn
 Behind a pooler in transaction mode (PgBouncer ``pool_mode = transaction``) session settings
 do not follow the client: set ``SCAN_SETTINGS`` to ``"transaction"`` (the settings travel with
 every query), or give the database role the settings
-(``ALTER ROLE shop SET hnsw.iterative_scan = relaxed_order`` ...) and keep the default.
+(``ALTER ROLE shop SET hnsw.iterative_scan = relaxed_order`` ...) and keep the default. In
+the second case also set ``PREPARE_STATEMENTS`` to False, unless the pooler keeps prepared
+statements (PgBouncer 1.21 or later with ``max_prepared_statements`` above 0):
+``similarity.search.statements``.
 
 ``HNSW_EF_SEARCH = "auto"`` (the default) sizes ``ef_search`` by the number of stored vector
 rows, read from the planner's statistics in the same statement that applies the settings:

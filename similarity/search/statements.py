@@ -12,9 +12,19 @@ converters, then the queryset's ``prefetch_related`` lookups.
 The caller owns the cache key: it must name everything the SQL depends on besides the slots
 (the view, the database, the vector space, ``k``...). Compiled statements are forgotten when
 a setting changes.
+
+Prepared (``SIMILARITY['PREPARE_STATEMENTS']``, on by default where the app's connections are
+its own sessions): every value but the slots is written into the SQL as a literal, and the
+statement is prepared once per database connection (psycopg 3, parameters bound by the
+server). PostgreSQL then plans it once instead of on every request. The literals matter: the
+vector space's HNSW indexes are partial (``WHERE space_id = <pk>``), and a plan made for a
+*parameter* there could not use them (it would read every vector); with the space's key
+written in, the generic plan is the one each request got before, the item's key its only
+parameter.
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +37,8 @@ from django.db import connections, models
 from django.db.models import prefetch_related_objects
 from django.db.models.query import ModelIterable, get_related_populators
 
+from similarity.conf import similarity_settings
+
 #: Placeholders a template queryset is built with. Negative and near the bottom of a 32-bit
 #: integer (a database never hands out such a key), so that no constant of a statement is
 #: mistaken for one; each slot of a statement needs its own placeholder.
@@ -38,6 +50,13 @@ TEXT_SLOT = "\x1esimilarity-slot\x1e"
 #: shape is one per combination of filter values.
 CACHE_SIZE = 1024
 
+#: What Django writes into SQL for a parameter, and for a percent sign.
+_PLACEHOLDERS = re.compile(r"(%s|%%)")
+#: psycopg's ``prepare_threshold`` while a compiled statement runs on a connection where
+#: automatic preparation is off (Django's default): never reached, so only the statements
+#: this module asks for are prepared.
+_EXPLICIT_ONLY = 2**31 - 1
+
 
 class NotCompilable(Exception):
     """The queryset cannot run as a compiled statement: the ORM answers instead."""
@@ -48,6 +67,10 @@ class CompiledQuery:
 
     def __init__(self, queryset: models.QuerySet, slots: dict[str, Any]) -> None:
         """Compile ``queryset``, built with the placeholder ``slots[name]`` for each slot.
+
+        Where ``preparing(queryset.db)``, every other value is written into the SQL and the
+        statement is prepared on its first run (``prepared``; not where a value has no
+        literal form: the statement then runs with all its parameters, as the ORM runs it).
 
         Raises:
             NotCompilable: not a plain model queryset, SQL without a placeholder (or with one
@@ -70,6 +93,15 @@ class CompiledQuery:
         missing = [name for name, positions in self.slots.items() if not positions]
         if missing:
             raise NotCompilable(f"no parameter holds the placeholder of {missing}")
+        self.prepared = False
+        if preparing(self.using):
+            kept = {i for positions in self.slots.values() for i in positions}
+            inlined = inline_constants(self.sql, self.params, kept, connections[self.using])
+            if inlined is not None:
+                self.sql, order = inlined
+                self.params = [self.params[i] for i in order]
+                self.slots = {name: [order.index(i) for i in positions] for name, positions in self.slots.items()}
+                self.prepared = True
         columns = [expression for expression, *_ in compiler.select[: compiler.col_count]]
         if compiler.has_composite_fields(columns):
             raise NotCompilable("composite fields are read by the ORM")
@@ -93,8 +125,13 @@ class CompiledQuery:
             value = values[name]
             for i in positions:
                 params[i] = value
-        with connections[self.using].cursor() as cursor:
-            cursor.execute(self.sql, params)
+        connection = connections[self.using]
+        with connection.cursor() as cursor:
+            if self.prepared:
+                with connection.execute_wrapper(_run_prepared):
+                    cursor.execute(self.sql, params)
+            else:
+                cursor.execute(self.sql, params)
             rows: Any = cursor.fetchall()
         if self.width is not None:
             rows = [row[: self.width] for row in rows]
@@ -111,6 +148,75 @@ class CompiledQuery:
         if self.prefetch and objects:
             prefetch_related_objects(objects, *self.prefetch)
         return objects
+
+
+def preparing(using: str) -> bool:
+    """Whether compiled statements on database ``using`` are prepared.
+
+    ``PREPARE_STATEMENTS`` "auto" (the default) prepares them where the scan settings live on
+    the connection (``SCAN_SETTINGS`` "connection"): not behind a pooler in transaction mode,
+    which may hand the next statement to a server session that never saw the preparation.
+    Only psycopg 3 with parameters bound by the server prepares statements.
+    """
+    setting = similarity_settings.PREPARE_STATEMENTS
+    if setting == "auto":
+        setting = similarity_settings.SCAN_SETTINGS == "connection"
+    connection = connections[using]
+    if setting is not True or connection.vendor != "postgresql":
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return is_psycopg3 and connection.settings_dict.get("OPTIONS", {}).get("server_side_binding") is True
+
+
+def inline_constants(sql: str, params: list[Any], keep: set[int], connection: Any) -> tuple[str, list[int]] | None:
+    """Return ``sql`` with every parameter but those at the positions ``keep`` written in as a
+    literal (quoted by psycopg as its client-side binding quotes them), and the positions of
+    the parameters left, in order; None where that cannot be done safely (a placeholder other
+    than Django's ``%s``, a value psycopg has no literal for).
+    """
+    from psycopg import Error as PsycopgError
+    from psycopg.sql import Literal
+
+    connection.ensure_connection()
+    pieces, order, index = [], [], 0
+    for piece in _PLACEHOLDERS.split(sql):
+        if piece == "%s":
+            if index >= len(params):
+                return None
+            if index in keep:
+                order.append(index)
+            else:
+                try:
+                    piece = Literal(params[index]).as_string(connection.connection).replace("%", "%%")
+                except (PsycopgError, TypeError, ValueError):
+                    return None
+            index += 1
+        elif piece != "%%" and "%" in piece:
+            return None
+        pieces.append(piece)
+    if index != len(params):
+        return None
+    return "".join(pieces), order
+
+
+def _run_prepared(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+    """Execute wrapper (innermost): run the statement prepared on this connection.
+
+    Stands for Django's own last step (``CursorWrapper._execute``) with psycopg's ``prepare``:
+    the host's execute wrappers and Django's query log still see the statement.
+    """
+    db = context["connection"]
+    db.validate_no_broken_transaction()
+    raw = db.connection
+    threshold = raw.prepare_threshold
+    if threshold is None:  # psycopg prepares nothing then, even when asked
+        raw.prepare_threshold = _EXPLICIT_ONLY
+    try:
+        with db.wrap_database_errors:
+            return context["cursor"].cursor.execute(sql, params, prepare=True)
+    finally:
+        raw.prepare_threshold = threshold
 
 
 _local = threading.local()

@@ -189,3 +189,30 @@ def test_half_precision_indexes_answer_like_single_precision_and_reuse_the_vecto
         assert {other for other, _ in after[pk]} == {other for other, _ in neighbours}
         assert [score for _, score in after[pk]] == pytest.approx([score for _, score in neighbours], abs=2e-3)
 
+
+
+def test_hnsw_build_options_build_a_new_space_from_the_stored_vectors(gadgets, settings, sent):
+    """HNSW_BUILD other than the default builds a space whose indexes have those options; no
+    encoder runs and the answers are the same. The default leaves the spaces' keys as they were."""
+    from unittest import mock
+
+    def options(space: VectorSpace) -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reloptions FROM pg_class WHERE relname = %s", [index_name(space, "fused")])
+            return cursor.fetchone()[0]
+
+    default = VectorSpace.active_for(LABEL)
+    assert "hnsw" not in default.spec and options(default) == ["m=16", "ef_construction=64"]
+    before = observed(gadgets)
+    settings.SIMILARITY = {**settings.SIMILARITY, "HNSW_BUILD": {"m": 8, "ef_construction": 40}}
+    wider = ensure_configured_space(LABEL)
+    assert wider.key != default.key and wider.spec["hnsw"] == {"m": 8, "ef_construction": 40}
+    encoders = backends.encoders_for(wider.spec)
+    with mock.patch.object(type(encoders.image), "encode", side_effect=AssertionError("image encoder ran")), \
+            mock.patch.object(type(encoders.text), "encode", side_effect=AssertionError("text encoder ran")):
+        encode_objects(LABEL, [g.pk for g in gadgets])
+    assert VectorSpace.active_for(LABEL) == wider
+    assert options(wider) == ["m=8", "ef_construction=40"]
+    after = observed(gadgets)
+    for pk, neighbours in before.items():
+        assert [other for other, _ in after[pk]] == [other for other, _ in neighbours]
