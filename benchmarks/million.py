@@ -1,11 +1,14 @@
 """A million products: bulk load, HNSW build, recall and `/similar/` latency over HTTP.
 
     .venv/bin/python benchmarks/million.py build   --var DIR [--products 1000000] [--precision half]
+    .venv/bin/python benchmarks/million.py index   --var DIR [--m 16] [--ef-construction 128]
     .venv/bin/python benchmarks/million.py measure --var DIR [--requests 1000] [--workers 4]
 
 ``build`` creates a throw-away shop under ``DIR`` (embedded PostgreSQL), writes N products and
 their fused vectors with COPY (binary for the vectors: no row-by-row saves, no ORM objects),
-then builds the active space's partial HNSW index, and records the times in ``DIR/build.json``.
+then builds the active space's partial HNSW index (``--m``, ``--ef-construction``: pgvector's
+options, as ``SIMILARITY["HNSW_BUILD"]`` sets them), and records the times in ``DIR/build.json``;
+``index`` builds that index again with other options.
 The vectors are built from the real fixed-fusion vectors of flipkart1050 as in
 ``benchmarks/api_latency.py`` (each new product between a real product and one of its 20
 nearest real neighbours, plus a little noise), in chunks, into ``DIR/vectors.npy`` (kept for
@@ -33,6 +36,7 @@ day), then reports what ``--parts`` names:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -127,30 +131,59 @@ def build(args: argparse.Namespace) -> None:
     copy_vectors(space, first_pk, vectors)
     timings["vectors COPY (s)"] = round(time.perf_counter() - started, 1)
     print(f"vectors copied in {timings['vectors COPY (s)']} s", flush=True)
-    from similarity.indexing.spaces import create_indexes
-
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE catalog_product")
         cursor.execute("VACUUM ANALYZE similarity_embedding")
-        cursor.execute(f"SET maintenance_work_mem = '{args.maintenance_work_mem}'")
-        cursor.execute("SET max_parallel_maintenance_workers = 1")  # the leader and one worker: 2 cores
-        started = time.perf_counter()
-        create_indexes(space)
-        timings["HNSW build (s)"] = round(time.perf_counter() - started, 1)
-        cursor.execute("SELECT pg_relation_size(%s), pg_total_relation_size('similarity_embedding')",
-                       [index_name(space, "fused")])
-        index_bytes, table_bytes = cursor.fetchone()
-        # The index in shared buffers, as on a server sized for it; applies at the restart.
-        cursor.execute(f"ALTER SYSTEM SET shared_buffers = '{args.shared_buffers}'")
-    timings["index size (GB)"] = round(index_bytes / 1e9, 2)
-    timings["table + indexes (GB)"] = round(table_bytes / 1e9, 2)
-    print(f"HNSW index built in {timings['HNSW build (s)']} s ({timings['index size (GB)']} GB)", flush=True)
+    timings.update(build_index(space, args))
     info = {"products": args.products, "precision": args.precision, "first_pk": first_pk, "rare": rare.pk,
             "timings": timings, "load": _load(), "date": time.strftime("%Y-%m-%d")}
     (var / "build.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info, indent=2))
     connection.close()
     stop_embedded_database(var)
+
+
+def build_index(space, args: argparse.Namespace) -> dict[str, Any]:
+    """(Re)build ``space``'s HNSW index with ``--m`` and ``--ef-construction``; return its timings."""
+    from django.db import connection
+
+    from similarity.indexing.spaces import create_indexes, index_name
+
+    space.spec = {**space.spec, "hnsw": {"m": args.m, "ef_construction": args.ef_construction}}
+    space.save(update_fields=["spec"])  # the space's own options, as a new space with HNSW_BUILD has them
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP INDEX IF EXISTS "{index_name(space, "fused")}"')
+        cursor.execute(f"SET maintenance_work_mem = '{args.maintenance_work_mem}'")
+        cursor.execute("SET max_parallel_maintenance_workers = 1")  # the leader and one worker: 2 cores
+        started = time.perf_counter()
+        create_indexes(space)
+        seconds = round(time.perf_counter() - started, 1)
+        cursor.execute("SELECT pg_relation_size(%s), pg_total_relation_size('similarity_embedding')",
+                       [index_name(space, "fused")])
+        index_bytes, table_bytes = cursor.fetchone()
+        # The index in shared buffers, as on a server sized for it; applies at the restart.
+        cursor.execute(f"ALTER SYSTEM SET shared_buffers = '{args.shared_buffers}'")
+    timings = {
+        "HNSW build (s)": seconds, "HNSW options": space.spec["hnsw"],
+        "index size (GB)": round(index_bytes / 1e9, 2), "table + indexes (GB)": round(table_bytes / 1e9, 2),
+    }
+    print(f"HNSW index {timings['HNSW options']} built in {seconds} s ({timings['index size (GB)']} GB)", flush=True)
+    return timings
+
+
+def reindex(args: argparse.Namespace) -> None:
+    """Build the HNSW index of an existing ``build`` again with other options."""
+    info = json.loads((args.var / "build.json").read_text())
+    setup(args.var, info["precision"])
+    from django.db import connection
+
+    from similarity.models import VectorSpace
+
+    info["timings"].update(build_index(VectorSpace.active_for("catalog.Product"), args))
+    info["load"], info["date"] = _load(), time.strftime("%Y-%m-%d")
+    (args.var / "build.json").write_text(json.dumps(info, indent=2))
+    connection.close()
+    stop_embedded_database(args.var)
 
 
 def copy_products(n: int, row: Callable[[int], dict[str, Any]]) -> int:
@@ -209,6 +242,7 @@ def measure(args: argparse.Namespace) -> None:
     var = args.var
     info = json.loads((var / "build.json").read_text())
     os.environ["SIMILARITY_HNSW_EF_SEARCH"] = str(args.ef_search)  # as the served API has it (serve())
+    os.environ["SIMILARITY_PREPARE_STATEMENTS"] = args.prepare  # this process's and gunicorn's
     setup(var, info["precision"])
     from django.db import connection
 
@@ -236,7 +270,9 @@ def measure(args: argparse.Namespace) -> None:
     rng = random.Random(3)
     rare_rows = np.arange(0, n, RARE_EVERY)
     parts = set(args.parts.split(","))
-    results: dict[str, object] = {"build": info["timings"], "ef_search": args.ef_search, "load before": _load()}
+    results: dict[str, object] = {
+        "build": info["timings"], "ef_search": args.ef_search, "prepare": args.prepare, "load before": _load(),
+    }
     if "recall" in parts:
         results["recall@10"] = recall(vectors, first, info["rare"], rng.sample(range(n), args.recall_samples),
                                       rng.sample(list(rare_rows), args.recall_samples), rare_rows)
@@ -254,7 +290,8 @@ def measure(args: argparse.Namespace) -> None:
     if "http" in parts:
         results["http"], results["web workers"] = http(args, first, n, info["rare"], rare_rows)
     results["load"] = _load()
-    (var / f"measure-{'-'.join(sorted(parts))}-ef{args.ef_search}.json").write_text(json.dumps(results, indent=2))
+    prepared = "" if args.prepare == "auto" else "-unprepared"
+    (var / f"measure-{'-'.join(sorted(parts))}-ef{args.ef_search}{prepared}.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     stop_embedded_database(var)
 
@@ -292,23 +329,7 @@ def floor(first: int, n: int, requests: int = 500) -> dict[str, dict]:
     Django's WSGI handler (middleware, DRF, serializer): the API root, a product's detail (the
     host's own DRF view) and its similar items, to set the similar-items request's Python
     against what any DRF view of the same serializer costs."""
-    import io
-
-    from django.core.wsgi import get_wsgi_application
-
-    app, rng, out = get_wsgi_application(), random.Random(13), {}
-
-    def call(path: str) -> None:
-        route, _, query = path.partition("?")
-        environ = {
-            "REQUEST_METHOD": "GET", "PATH_INFO": route, "QUERY_STRING": query, "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "80", "HTTP_HOST": "127.0.0.1", "REMOTE_ADDR": "127.0.0.1", "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr,
-        }
-        status = []
-        b"".join(app(environ, lambda line, headers, exc_info=None: status.append(line)))
-        assert status[0].startswith("200"), (path, status)
-
+    rng, out = random.Random(13), {}
     # (the rate limits are off in this process: setup())
     for label, make in (
         ("API root", lambda: "/api/"),
@@ -317,10 +338,10 @@ def floor(first: int, n: int, requests: int = 500) -> dict[str, dict]:
     ):
         paths = [make() for _ in range(requests + 100)]
         for path in paths[:100]:
-            call(path)
+            served(path)
         cpu, database = time.process_time(), postgres_cpu(Path(os.environ["VAR_DIR"]))
         for path in paths[100:]:
-            call(path)
+            served(path)
         time.sleep(0.5)  # PostgreSQL's counters of the last statements
         out[label] = {
             "web ms": round((time.process_time() - cpu) * 1000 / requests, 2),
@@ -328,6 +349,29 @@ def floor(first: int, n: int, requests: int = 500) -> dict[str, dict]:
         }
         print(f"in process, {label}: {out[label]}", flush=True)
     return out
+
+
+def served(path: str) -> bytes:
+    """GET ``path`` from the shop's WSGI application in this process; return the body of its 200."""
+    import io
+
+    route, _, query = path.partition("?")
+    environ = {
+        "REQUEST_METHOD": "GET", "PATH_INFO": route, "QUERY_STRING": query, "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80", "HTTP_HOST": "127.0.0.1", "REMOTE_ADDR": "127.0.0.1", "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr,
+    }
+    status = []
+    body = b"".join(_application()(environ, lambda line, headers, exc_info=None: status.append(line)))
+    assert status[0].startswith("200"), (path, status)
+    return body
+
+
+@functools.cache
+def _application() -> Any:
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
 
 
 def outside(first: int, n: int, rare: int, max_scan_tuples: str) -> dict[str, dict]:
@@ -374,14 +418,11 @@ def outside(first: int, n: int, rare: int, max_scan_tuples: str) -> dict[str, di
 
 
 def recall(vectors, first: int, rare: int, sample: list[int], rare_sample: list[int], rare_rows) -> dict[str, float]:
-    """Mean recall@10 of ``similar_to`` against exact cosine over the stored vectors."""
-    from catalog.models import Product
-    from similarity.search.queries import similar_to
-
+    """Mean recall@10 of the served similar items (``GET .../similar/?k=10``, in process: the
+    statements the API runs) against exact cosine over the stored vectors."""
     out = {}
-    for label, rows, queryset, pool in (
-        ("unfiltered", sample, Product.objects.all(), None),
-        ("1% filter", rare_sample, Product.objects.filter(category_id=rare), np.asarray(rare_rows)),
+    for label, rows, extra, pool in (
+        ("unfiltered", sample, "", None), ("1% filter", rare_sample, f"&category={rare}", np.asarray(rare_rows)),
     ):
         queries = np.asarray(vectors[rows])
         best = exact_top(vectors, queries, pool)
@@ -389,7 +430,8 @@ def recall(vectors, first: int, rare: int, sample: list[int], rare_sample: list[
         for row, exact in zip(rows, best):
             wanted = {first + int(i) for i in exact if int(i) != row}
             wanted = set(sorted(wanted, key=lambda pk: -float(vectors[pk - first] @ vectors[row]))[:10])
-            found = {neighbour.object.pk for neighbour in similar_to(Product(pk=first + row), k=10, queryset=queryset)}
+            body = json.loads(served(f"/api/products/{first + row}/similar/?k=10{extra}"))
+            found = {result["item"]["id"] for result in body["results"]}
             scores.append(len(wanted & found) / 10)
         out[label] = round(statistics.mean(scores), 4)
     return out
@@ -427,7 +469,7 @@ def scan_times(first: int, rare: int, rows: list[int], rare_rows: list[int]) -> 
     for label, queryset, asking in (
         ("unfiltered", Product.objects.all(), rows), ("1% filter", Product.objects.filter(category_id=rare), rare_rows),
     ):
-        execution, planning = [], []
+        execution, planning, generic = [], [], []
         for row in asking:
             item = Product(pk=first + row)
             with CaptureQueriesContext(connection) as captured:
@@ -439,8 +481,35 @@ def scan_times(first: int, rare: int, rows: list[int], rare_rows: list[int]) -> 
                 plan = json.loads(plan) if isinstance(plan, str) else plan
             execution.append(plan[0]["Execution Time"])
             planning.append(plan[0]["Planning Time"])
+            if os.environ["SIMILARITY_PREPARE_STATEMENTS"] != "0":
+                generic.append(prepared_execution(first + row, rare, "" if label == "unfiltered" else f"&category={rare}"))
         out[label] = {"execution p50": round(statistics.median(execution), 2), "planning p50": round(statistics.median(planning), 2)}
+        if generic:
+            out[label]["prepared (generic plan) execution p50"] = round(statistics.median(generic), 2)
     return out
+
+
+def prepared_execution(pk: int, rare: int, extra: str) -> float:
+    """Execution time (EXPLAIN ANALYZE) of the served similar items' prepared statement for
+    item ``pk`` with PostgreSQL's generic plan, the one it runs after a few executions."""
+    from django.db import connection
+
+    served(f"/api/products/{pk}/similar/?k=10{extra}")  # the statement is prepared on this connection
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name, cardinality(parameter_types) FROM pg_prepared_statements "
+            "WHERE strpos(statement, '<=>') > 0 AND (strpos(statement, %s) > 0) = %s AND parameter_types[1] = %s::regtype",
+            # The filtered statement names the category; psycopg types a key by its size.
+            [f'"category_id" = {rare}', bool(extra), "smallint" if pk < 2**15 else "integer"],
+        )
+        name, count = cursor.fetchone()
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({', '.join([str(pk)] * count)})")
+        plan = cursor.fetchone()[0]
+        cursor.execute("RESET plan_cache_mode")
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    assert "Index Scan" in json.dumps(plan), plan  # the space's HNSW index answers
+    return plan[0]["Execution Time"]
 
 
 def http(args: argparse.Namespace, first: int, n: int, rare: int, rare_rows) -> tuple[dict, dict]:
@@ -503,7 +572,7 @@ def worker_memory(master: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["build", "measure"])
+    parser.add_argument("step", choices=["build", "index", "measure"])
     parser.add_argument("--var", type=Path, required=True, help="the throw-away shop's folder")
     parser.add_argument("--products", type=int, default=1_000_000)
     parser.add_argument("--precision", choices=["half", "single"], default="half")
@@ -521,10 +590,16 @@ def main() -> None:
     parser.add_argument("--max-scan-tuples", default="20000,5000,2000,1000", help="values the outside part tries")
     parser.add_argument("--warm-scans", type=int, default=20_000, help="scans that fill shared buffers before timing")
     parser.add_argument("--ef-search", type=int, default=100)
+    parser.add_argument(
+        "--prepare", choices=["auto", "0"], default="auto",
+        help="SIMILARITY['PREPARE_STATEMENTS'] of the served API: auto (the default) or 0 (never prepared)",
+    )
+    parser.add_argument("--m", type=int, default=16, help="HNSW m (build, index)")
+    parser.add_argument("--ef-construction", type=int, default=128, help="HNSW ef_construction (build, index)")
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--parts", default="recall,scan,http", help="what measure does: recall, scan, floor, outside, http")
     args = parser.parse_args()
-    (build if args.step == "build" else measure)(args)
+    {"build": build, "index": reindex, "measure": measure}[args.step](args)
 
 
 if __name__ == "__main__":

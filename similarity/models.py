@@ -19,6 +19,10 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from pgvector.django import HalfVectorField, SparseVectorField, VectorField
 
+#: pgvector's own HNSW build options: those of a space whose spec names none (created before
+#: ``SIMILARITY["HNSW_BUILD"]``, or with these).
+PGVECTOR_HNSW_BUILD = {"m": 16, "ef_construction": 64}
+
 
 class EmbeddingStatus(models.TextChoices):
     PENDING = "pending", _("pending")
@@ -199,6 +203,11 @@ class VectorSpace(models.Model):
         if spec.get("learned"):
             dims["learned"] = spec["learned_dim"]
         return dims
+
+    @property
+    def hnsw_build(self) -> dict[str, int]:
+        """pgvector's build options of the space's HNSW indexes (``HNSW_BUILD`` when it was created)."""
+        return self.spec.get("hnsw", PGVECTOR_HNSW_BUILD)
 
     @property
     def half_precision(self) -> bool:

@@ -25,6 +25,7 @@ from similarity.conf import DEFAULTS, similarity_settings
 from similarity.indexing.queue import enqueue_encode
 from similarity.ml.lexical import DIM as LEXICAL_DIM
 from similarity.models import (
+    PGVECTOR_HNSW_BUILD,
     DocumentFrequency,
     Embedding,
     EmbeddingStatus,
@@ -103,7 +104,8 @@ def configured_spec(model_label: str) -> dict[str, Any]:
         "lexical": lexical_options(),
         # Only when not the default, so that the spaces of earlier versions keep their key.
         **({"index_precision": "half"} if s.INDEX_PRECISION == "half" else {}),
-        **({"hnsw": hnsw_build()} if hnsw_build() != DEFAULTS["HNSW_BUILD"] else {}),
+        # Only when not pgvector's defaults, which spaces from before HNSW_BUILD were built with.
+        **({"hnsw": hnsw_build()} if hnsw_build() != PGVECTOR_HNSW_BUILD else {}),
     }
 
 
@@ -214,7 +216,7 @@ def create_indexes(space: VectorSpace) -> None:
         if in_transaction:  # deferred foreign-key checks must fire before CREATE INDEX
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         kind = "halfvec" if space.half_precision else "vector"
-        build = {**DEFAULTS["HNSW_BUILD"], **space.spec.get("hnsw", {})}  # the space's own, as it was created
+        build = space.hnsw_build  # the space's own, as it was created
         for column, dim in space.dims.items():
             cursor.execute(
                 f'CREATE INDEX {concurrently}IF NOT EXISTS "{index_name(space, column)}" ON "{table}" '

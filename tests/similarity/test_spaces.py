@@ -192,8 +192,9 @@ def test_half_precision_indexes_answer_like_single_precision_and_reuse_the_vecto
 
 
 def test_hnsw_build_options_build_a_new_space_from_the_stored_vectors(gadgets, settings, sent):
-    """HNSW_BUILD other than the default builds a space whose indexes have those options; no
-    encoder runs and the answers are the same. The default leaves the spaces' keys as they were."""
+    """HNSW_BUILD names how a space's indexes are built (ef_construction 128 by default); other
+    options build a new space from the stored vectors, no encoder runs, the answers the same.
+    pgvector's own defaults keep the key of a space from before the setting."""
     from unittest import mock
 
     def options(space: VectorSpace) -> list[str]:
@@ -202,7 +203,8 @@ def test_hnsw_build_options_build_a_new_space_from_the_stored_vectors(gadgets, s
             return cursor.fetchone()[0]
 
     default = VectorSpace.active_for(LABEL)
-    assert "hnsw" not in default.spec and options(default) == ["m=16", "ef_construction=64"]
+    assert default.spec["hnsw"] == {"m": 16, "ef_construction": 128}
+    assert options(default) == ["m=16", "ef_construction=128"]
     before = observed(gadgets)
     settings.SIMILARITY = {**settings.SIMILARITY, "HNSW_BUILD": {"m": 8, "ef_construction": 40}}
     wider = ensure_configured_space(LABEL)
@@ -216,3 +218,8 @@ def test_hnsw_build_options_build_a_new_space_from_the_stored_vectors(gadgets, s
     after = observed(gadgets)
     for pk, neighbours in before.items():
         assert [other for other, _ in after[pk]] == [other for other, _ in neighbours]
+    settings.SIMILARITY = {**settings.SIMILARITY, "HNSW_BUILD": {"ef_construction": 64}}
+    legacy = ensure_configured_space(LABEL)
+    assert "hnsw" not in legacy.spec and legacy.hnsw_build == {"m": 16, "ef_construction": 64}
+    encode_objects(LABEL, [g.pk for g in gadgets])
+    assert options(legacy) == ["m=16", "ef_construction=64"]
