@@ -28,6 +28,8 @@ day), then reports what ``--parts`` names:
   detail and its similar items, web side and PostgreSQL;
 - ``outside`` (not by default): the filtered query asked by products outside the filter's
   category, for each ``--max-scan-tuples``, and the exact answer's own time;
+- ``evaluate`` (not by default): the served part of ``similarity_evaluate`` on the million
+  (its seconds and this process's peak memory);
 - ``GET /api/products/{id}/similar/?k=10`` through gunicorn at concurrency 1 and 8: p50, p99,
   requests per second and the CPU per request of each process (web workers, PostgreSQL, the
   load client: ``benchmarks/load_client.py``, or ``--client http.client``), unfiltered and filtered;
@@ -286,6 +288,8 @@ def measure(args: argparse.Namespace) -> None:
         results["in-process CPU per request"] = floor(first, n)
     if "outside" in parts:
         results["filtered from outside the category"] = outside(first, n, info["rare"], args.max_scan_tuples)
+    if "evaluate" in parts:
+        results["similarity_evaluate, served part"] = evaluate()
     connection.close()
     if "http" in parts:
         results["http"], results["web workers"] = http(args, first, n, info["rare"], rare_rows)
@@ -372,6 +376,26 @@ def _application() -> Any:
     from django.core.wsgi import get_wsgi_application
 
     return get_wsgi_application()
+
+
+def evaluate() -> dict[str, Any]:
+    """The served part of ``similarity_evaluate`` (every product's label and split read, a
+    sample of 5,000 held-out products asked, suggestions with the held-out categories hidden):
+    seconds and this process's peak memory."""
+    import resource
+
+    from similarity.learning.evaluation import evaluate_served
+
+    started = time.perf_counter()
+    report = evaluate_served("catalog.Product", progress=lambda row: print(f"  evaluate: {row} done", flush=True))
+    out = {
+        "seconds": round(time.perf_counter() - started, 1),
+        "peak RSS (MB)": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "items": report["items"], "held out": report["held_out"], "queries": report["queries"],
+        "rows": report["rows"], "suggestions top1": {level: row["served"]["top1"] for level, row in report["suggestions"].items()},
+    }
+    print(f"similarity_evaluate, served part: {out}", flush=True)
+    return out
 
 
 def outside(first: int, n: int, rare: int, max_scan_tuples: str) -> dict[str, dict]:
@@ -597,7 +621,7 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=16, help="HNSW m (build, index)")
     parser.add_argument("--ef-construction", type=int, default=128, help="HNSW ef_construction (build, index)")
     parser.add_argument("--port", type=int, default=8766)
-    parser.add_argument("--parts", default="recall,scan,http", help="what measure does: recall, scan, floor, outside, http")
+    parser.add_argument("--parts", default="recall,scan,http", help="what measure does: recall, scan, floor, outside, evaluate, http")
     args = parser.parse_args()
     {"build": build, "index": reindex, "measure": measure}[args.step](args)
 

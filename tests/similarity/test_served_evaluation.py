@@ -88,3 +88,47 @@ def test_the_fit_command_can_leave_the_held_out_categories_out(catalog, settings
     call_command("similarity_fit", "--model", GADGET, stdout=StringIO())
     fit.refresh_from_db()
     assert fit.classifier_report["2"]["rows"] == len(catalog) and fit.classifier_report["2"]["categories"] == 4
+
+
+def test_a_large_catalog_asks_a_seeded_sample_of_its_held_out_items(catalog):
+    held = [g for g in catalog if is_held_out(g.code)]
+    whole = evaluate_served(GADGET)
+    sampled = evaluate_served(GADGET, max_queries=5, seed=3)
+    assert sampled["held_out"] == len(held) and sampled["queries"] == 5 and whole["queries"] == len(held)
+    fixed = sampled["rows"]["fixed-weight fusion"]["2"]
+    assert fixed["queries"] == 5 and fixed["p@1"] == 1.0
+    assert sampled["suggestions"]["2"]["queries"] == 5
+    # The share of held-out neighbours is still against every held-out item, and the sample is
+    # the seed's: the same again, another with another seed.
+    assert sampled["held_out_share"]["fixed-weight fusion"]["expected"] == whole["held_out_share"]["fixed-weight fusion"]["expected"]
+    assert evaluate_served(GADGET, max_queries=5, seed=3)["rows"] == sampled["rows"]
+
+
+def test_hidden_rows_never_vote_as_if_they_were_left_out_of_the_candidates(catalog):
+    from similarity.categories.suggestions import suggest
+    from tests.testapp.models import Gadget
+
+    phone = catalog[0]  # 华为 手机, shelf 数码 > 手机
+    others = Gadget.objects.exclude(pk=phone.pk)
+    phones = set(others.filter(shelf=phone.shelf).values_list("pk", flat=True))
+    # Every other phone hidden: the voters are the next nearest, as with those rows left out.
+    hidden = suggest(phone, queryset=others, level=2, classifier=None, hidden=phones)
+    left_out = suggest(phone, queryset=others.exclude(pk__in=phones), level=2, classifier=None)
+    assert hidden == left_out and hidden[0].label != "数码 > 手机"
+    assert suggest(phone, queryset=others, level=2, classifier=None)[0].label == "数码 > 手机"
+
+
+def test_the_evaluate_command_samples_a_large_catalog(catalog, tmp_path, settings):
+    import json
+
+    from django.core.management import call_command
+
+    call_command("similarity_evaluate", "--model", GADGET, "--output", str(tmp_path), "--max-queries", "4", "--max-products", "20")
+    report = json.loads((tmp_path / "evaluation.json").read_text(encoding="utf-8"))
+    assert report["products"] == 20 and report["served"]["queries"] == 4
+    assert report["served"]["items"] == len(catalog)  # the gallery is still every product
+    assert "4 of them asked" in (tmp_path / "evaluation.md").read_text(encoding="utf-8")
+    settings.SIMILARITY = {**settings.SIMILARITY, "TRAINING_MAX_PRODUCTS": 30}
+    call_command("similarity_evaluate", "--model", GADGET, "--output", str(tmp_path), "--max-queries", "0")
+    report = json.loads((tmp_path / "evaluation.json").read_text(encoding="utf-8"))
+    assert report["products"] == 30 and report["served"]["queries"] == report["served"]["held_out"]

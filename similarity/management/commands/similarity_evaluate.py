@@ -13,6 +13,11 @@ channel), category suggestions top-1 / top-3 and calibration (ECE) per level.
 Then diagnostics, exact kNN over vectors computed here: pretrained and recurrent text, the
 learned model's parts, a TF-IDF baseline over text-pipeline tokens. Prints and writes JSON
 + markdown.
+
+A large catalog: the served part asks a seeded sample of ``--max-queries`` held-out items
+(5,000) against the whole catalog; the diagnostics read a sample of ``--max-products`` products
+(``TRAINING_MAX_PRODUCTS``, as training does with the same seed, so a learned model's
+diagnostic row repeats its training metrics).
 """
 from __future__ import annotations
 
@@ -24,8 +29,9 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from similarity.conf import similarity_settings
 from similarity.indexing.rows import rows_by_key
-from similarity.learning.evaluation import evaluate_served
+from similarity.learning.evaluation import MAX_QUERIES, evaluate_served
 from similarity.learning.photos import image_features
 from similarity.learning.weights import fitted_weights
 from similarity.learning.versions import collect_catalog
@@ -60,12 +66,25 @@ class Command(BaseCommand):
         parser.add_argument("--levels", default="", help="comma-separated category levels (default: every level present)")
         parser.add_argument("--output", type=Path, help="folder for evaluation.json and evaluation.md (default: similarity-evaluation/<time> here)")
         parser.add_argument("--title", default="", help="heading of the markdown report")
+        parser.add_argument(
+            "--max-queries", type=int, default=MAX_QUERIES,
+            help=f"held-out items asked through the served code at most, a seeded sample (default {MAX_QUERIES}; 0: all)",
+        )
+        parser.add_argument(
+            "--max-products", type=int, default=None,
+            help="products the diagnostics read at most, a seeded sample as training draws it "
+            "(default: SIMILARITY['TRAINING_MAX_PRODUCTS']; 0: all)",
+        )
+        parser.add_argument("--seed", type=int, help="seed of both samples (default: training's, SIMILARITY['TRAINING'] seed or 0)")
 
     def handle(self, *args, **opts) -> None:
         from similarity.ml.fusion.checkpoint import FusionModel
 
         label = model_label(opts["model"])
-        catalog = collect_catalog(label)
+        s = similarity_settings
+        limit = s.TRAINING_MAX_PRODUCTS if opts["max_products"] is None else opts["max_products"]
+        seed = int((s.TRAINING or {}).get("seed", 0)) if opts["seed"] is None else opts["seed"]
+        catalog = collect_catalog(label, limit=limit or None, seed=seed)
         if not catalog.pks:
             raise CommandError(f"{label} has no rows to evaluate.")
         version = (
@@ -100,7 +119,10 @@ class Command(BaseCommand):
             if posterior is not None:
                 rows[NETWORK_ONLY] = (model.encode(*inputs, evidence=False)[0], has_any)
                 rows[PROBE_ONLY] = (posterior / np.linalg.norm(posterior, axis=1, keepdims=True), has_any)
-        served = evaluate_served(label, levels=levels, progress=lambda row: self.stderr.write(f"served: {row} done"))
+        served = evaluate_served(
+            label, levels=levels, progress=lambda row: self.stderr.write(f"served: {row} done"),
+            max_queries=opts["max_queries"] or None, seed=seed,
+        )
         held_out = catalog.held_out
         results = {}
         for name in (n for n in ROWS if n in rows):
@@ -141,7 +163,8 @@ def _attention_summary(paths: list[str], attention: np.ndarray) -> dict[str, dic
 def _served_markdown(served: dict, levels: list[int], title: str) -> str:
     lines = [f"### {title}: through the served code", ""]
     lines.append(
-        f"{served['items']} items, {served['held_out']} held out as queries (their categories hidden); vector "
+        f"{served['items']} items, {served['held_out']} held out (their categories hidden), "
+        f"{served['queries']} of them asked; vector "
         f"space {served['space']}, learned model: {served['learned'] or 'none'}."
     )
     lines += ["", "| vectors | " + " | ".join(f"L{l} P@1 | L{l} P@10" for l in levels) + " | held-out share of neighbours (chance) |"]
