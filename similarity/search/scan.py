@@ -18,7 +18,8 @@ statements (PgBouncer 1.21 or later with ``max_prepared_statements`` above 0):
 rows, read from the planner's statistics in the same statement that applies the settings:
 100 up to 250,000 rows, then 50 more for every doubling (200 at a million, 300 at four
 million, at most 400). Measured recall@10 against an exact search: 0.97 to 0.99 at 100,000
-rows with 100; at a million 0.91 with 100 and 0.95 with 200 (docs/BENCHMARKS.md).
+rows with 100; at a million, with ``HNSW_BUILD``'s default ``ef_construction`` 128, 0.96 with
+100 and 0.975 with 200 (0.91 with 200 on a graph built with pgvector's 64; docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
