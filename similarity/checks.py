@@ -171,7 +171,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="similarity.E010",
             )
         )
-    if not any(s.PREPARE_STATEMENTS is value for value in (True, False)) and s.PREPARE_STATEMENTS != "auto":
+    if not (isinstance(s.PREPARE_STATEMENTS, bool) or s.PREPARE_STATEMENTS == "auto"):
         errors.append(
             Error(
                 f"SIMILARITY['PREPARE_STATEMENTS'] must be 'auto', True or False, got {s.PREPARE_STATEMENTS!r}.",
