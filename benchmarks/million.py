@@ -21,9 +21,11 @@ HNSW index of a million rows needs about 7.5 GB of memory, the halfvec one about
 scans (the pages searches visit move into shared buffers, as on a server that answers all
 day), then reports what ``--parts`` names:
 
-- recall@10 of the served query layer (``similar_to``) against an exact scan of the stored
-  vectors, unfiltered and under the 1% filter, for sampled products;
-- the served statement's own execution time (EXPLAIN ANALYZE of what ``similar_to`` runs);
+- recall@10 of the served similar items (``GET .../similar/?k=10`` in process, the compiled
+  and prepared statements the API runs) against an exact scan of the stored vectors,
+  unfiltered and under the 1% filter, for sampled products;
+- the served statement's own execution time (EXPLAIN ANALYZE of what ``similar_to`` runs),
+  and with prepared statements the execution of the prepared statement's generic plan;
 - ``floor`` (not by default): the CPU per request, in process, of the API root, a product's
   detail and its similar items, web side and PostgreSQL;
 - ``outside`` (not by default): the filtered query asked by products outside the filter's
