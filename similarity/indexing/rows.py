@@ -10,12 +10,22 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
 CHUNK = 2000
 
 
 def every_row(adapter: Any, *, chunk: int = CHUNK) -> Iterator[Any]:
     """The adapter's rows in key order, read (and prefetched) ``chunk`` at a time."""
     return adapter.get_queryset().order_by("pk").iterator(chunk_size=chunk)
+
+
+def sample_keys(keys: Sequence[Any], limit: int | None, seed: int) -> list[Any]:
+    """``keys``, or a sample of ``limit`` of them drawn with ``seed``, in key order, where there
+    are more (None: every key)."""
+    if limit is None or len(keys) <= limit:
+        return list(keys)
+    return sorted(np.random.default_rng(seed).choice(keys, size=limit, replace=False).tolist())
 
 
 def rows_by_key(adapter: Any, pks: Sequence[Any], *, chunk: int = CHUNK) -> dict[Any, Any]:

@@ -18,7 +18,7 @@ import numpy as np
 from django.apps import apps
 
 from similarity.conf import similarity_settings
-from similarity.indexing.rows import rows_by_key
+from similarity.indexing.rows import rows_by_key, sample_keys
 from similarity.indexing.stored import column_vectors
 from similarity.ml.classifier import CategoryClassifier, features, fit_level, vote_top1
 from similarity.ml.evaluation import is_held_out
@@ -94,8 +94,7 @@ def read_stored(model_label: str, space: VectorSpace, *, limit: int | None = FIT
     a million rows of image and text vectors would not fit in a worker's memory.
     """
     pks = list(Embedding.objects.filter(space=space).order_by("object_id").values_list("object_id", flat=True))
-    if limit is not None and len(pks) > limit:
-        pks = sorted(np.random.default_rng(seed).choice(pks, size=limit, replace=False).tolist())
+    pks = sample_keys(pks, limit, seed)
     image, text = _column(space, "image", pks), _column(space, "text", pks)  # every key has a row
     adapter = get_adapter(apps.get_model(model_label))
     rows = rows_by_key(adapter, pks)  # read as the worker reads them, in chunks

@@ -22,7 +22,7 @@ import numpy as np
 from django.apps import apps
 
 from similarity.categories.suggestions import CLASSIFIER, Suggestion, classified, suggest
-from similarity.indexing.rows import every_row, rows_by_key
+from similarity.indexing.rows import every_row, rows_by_key, sample_keys
 from similarity.learning.classifier import fit_classifier
 from similarity.ml.classifier import calibration_error, reliability_bins
 from similarity.ml.evaluation import average_precision_at_k, is_held_out, precision_at_k
@@ -70,9 +70,7 @@ def evaluate_served(
         paths[row.pk] = adapter.get_label(row)
         if is_held_out(adapter.get_split_key(row)):
             held_pks.add(row.pk)
-    queries = sorted(held_pks)
-    if max_queries and len(queries) > max_queries:
-        queries = sorted(np.random.default_rng(seed).choice(queries, size=max_queries, replace=False).tolist())
+    queries = sample_keys(sorted(held_pks), max_queries or None, seed)
     found_rows = rows_by_key(adapter, queries)
     held = [found_rows[pk] for pk in queries if pk in found_rows]
     depth = max((LABELS.level(p) for p in paths.values() if p), default=0)

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from similarity import backends
 from similarity.conf import similarity_settings
-from similarity.indexing.rows import every_row, rows_by_key
+from similarity.indexing.rows import every_row, rows_by_key, sample_keys
 from similarity.indexing.stored import column_vectors
 from similarity.learning.photos import finetune_images, image_features
 from similarity.learning.progress import LoggedProgress
@@ -151,7 +151,7 @@ def collect_catalog(
     adapter = get_adapter(model)
     keys = list(adapter.get_queryset().order_by("pk").values_list("pk", flat=True)) if limit else []
     if limit and len(keys) > limit:
-        total, keys = len(keys), sorted(np.random.default_rng(seed).choice(keys, size=limit, replace=False).tolist())
+        total, keys = len(keys), sample_keys(keys, limit, seed)
         found = rows_by_key(adapter, keys)
         rows = [found[key] for key in keys if key in found]
         logger.info("%s: a sample of %d of its %d products is read (TRAINING_MAX_PRODUCTS)", model_label, len(rows), total)

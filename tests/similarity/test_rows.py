@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from similarity.indexing.rows import every_row, rows_by_key
+from similarity.indexing.rows import every_row, rows_by_key, sample_keys
 from similarity.registry import get_adapter
 from tests.factories import make_gadget
 from tests.testapp.models import Gadget
@@ -42,3 +42,11 @@ def test_rows_by_key_reads_a_chunk_of_keys_at_a_time(gadgets):
         found = rows_by_key(adapter, wanted, chunk=3)
     assert sorted(found) == sorted(g.pk for g in gadgets) and all(found[pk].pk == pk for pk in found)
     assert len([q for q in captured.captured_queries if '"testapp_gadget"' in q["sql"].split("WHERE")[0]]) == 3
+
+
+def test_a_sample_of_keys_is_the_seeds_in_key_order_and_only_where_there_are_more():
+    keys = list(range(100, 0, -3))
+    assert sample_keys(keys, None, 0) == keys and sample_keys(keys, len(keys), 0) == keys
+    sampled = sample_keys(keys, 5, 7)
+    assert len(sampled) == 5 and sampled == sorted(sampled) and set(sampled) <= set(keys)
+    assert sample_keys(keys, 5, 7) == sampled and sample_keys(keys, 5, 8) != sampled
