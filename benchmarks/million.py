@@ -12,9 +12,18 @@ options, as ``SIMILARITY["HNSW_BUILD"]`` sets them), and records the times in ``
 The vectors are built from the real fixed-fusion vectors of flipkart1050 as in
 ``benchmarks/api_latency.py`` (each new product between a real product and one of its 20
 nearest real neighbours, plus a little noise), in chunks, into ``DIR/vectors.npy`` (kept for
-the exact answers and for the clustering benchmark). 1% of the products are in a category of
-their own: the filtered queries ask for it. ``--precision half`` (the default) is
-``SIMILARITY["INDEX_PRECISION"] = "half"``, what a shop of this size runs: a 1,792-d float32
+the exact answers and for the clustering benchmark). Two filters each let 1% of the products
+through, as a shop's filters do in two ways:
+
+- a category (``&category=``): every 100th product, which here are variants of 21 of the real
+  products, so its products are each other's neighbours, as a category's are; its own products
+  ask for it (the similar items of a product page, in its category);
+- a brand (``&brand=品牌07``): one of 100 brands drawn at random for each product, so its
+  products lie all over the vector space, as a price band's or a brand's sold in every
+  category do; any product asks for it (a shopper's filter that has nothing to do with the
+  item: the case where a filtered HNSW scan must visit about 100 entries per result).
+
+``--precision half`` (the default) is ``SIMILARITY["INDEX_PRECISION"] = "half"``, what a shop of this size runs: a 1,792-d float32
 HNSW index of a million rows needs about 7.5 GB of memory, the halfvec one about 3.8 GB.
 
 ``measure`` restarts the database, reads the index's files and runs ``--warm-scans`` neighbour
@@ -23,7 +32,7 @@ day), then reports what ``--parts`` names:
 
 - recall@10 of the served similar items (``GET .../similar/?k=10`` in process, the compiled
   and prepared statements the API runs) against an exact scan of the stored vectors,
-  unfiltered and under the 1% filter, for sampled products;
+  unfiltered and under each 1% filter, for sampled products;
 - the served statement's own execution time (EXPLAIN ANALYZE of what ``similar_to`` runs),
   and with prepared statements the execution of the prepared statement's generic plan;
 - ``floor`` (not by default): the CPU per request, in process, of the API root, a product's
@@ -34,7 +43,8 @@ day), then reports what ``--parts`` names:
   (its seconds and this process's peak memory);
 - ``GET /api/products/{id}/similar/?k=10`` through gunicorn at concurrency 1 and 8: p50, p99,
   requests per second and the CPU per request of each process (web workers, PostgreSQL, the
-  load client: ``benchmarks/load_client.py``, or ``--client http.client``), unfiltered and filtered;
+  load client: ``benchmarks/load_client.py``, or ``--client http.client``), unfiltered and
+  under each filter;
 - the memory of the web workers (RSS and PSS) after the timed requests.
 """
 from __future__ import annotations
@@ -50,7 +60,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import quote
 
 import numpy as np
 
@@ -62,7 +73,9 @@ from benchmarks import load_client  # noqa: E402
 from benchmarks.embedded import stop_embedded_database  # noqa: E402
 from benchmarks.request_cpu import TICK, _times, postgres_cpu, workers_cpu  # noqa: E402
 
-RARE_EVERY = 100  # 1% of the products: the filtered queries' category
+RARE_EVERY = 100  # 1% of the products: the category filter's
+BRANDS = 100  # each product's brand is one of these, at random: the brand filter lets 1% through
+BRAND = "品牌07"  # the brand the filtered queries ask for
 CHUNK = 50_000
 
 
@@ -124,10 +137,12 @@ def build(args: argparse.Namespace) -> None:
     with connection.cursor() as cursor:  # load first, index after: far faster than inserting into the graph
         cursor.execute(f'DROP INDEX IF EXISTS "{index_name(space, "fused")}"')
     started = time.perf_counter()
-    # Row i is sku "m<i>", title "商品 <i>"; 1% of the products are in ``rare``.
+    # Row i is sku "m<i>", title "商品 <i>"; 1% of the products are in ``rare``, 1% of BRAND.
+    brands = np.random.default_rng(11).integers(0, BRANDS, size=args.products)
     first_pk = copy_products(
         args.products,
-        lambda i: {"sku": f"m{i}", "title": f"商品 {i}", "category_id": rare.pk if i % RARE_EVERY == 0 else common.pk},
+        lambda i: {"sku": f"m{i}", "title": f"商品 {i}", "brand": brand_name(brands[i]),
+                   "category_id": rare.pk if i % RARE_EVERY == 0 else common.pk},
     )
     timings["products COPY (s)"] = round(time.perf_counter() - started, 1)
     print(f"products copied in {timings['products COPY (s)']} s", flush=True)
@@ -145,6 +160,10 @@ def build(args: argparse.Namespace) -> None:
     print(json.dumps(info, indent=2))
     connection.close()
     stop_embedded_database(var)
+
+
+def brand_name(number: int) -> str:
+    return f"品牌{number:02d}"
 
 
 def build_index(space, args: argparse.Namespace) -> dict[str, Any]:
@@ -272,19 +291,16 @@ def measure(args: argparse.Namespace) -> None:
         print(f"  {read / 1e9:.2f} GB of index read in {time.perf_counter() - started:.0f} s", flush=True)
     warm_buffers(first, n, args.warm_scans)
     rng = random.Random(3)
-    rare_rows = np.arange(0, n, RARE_EVERY)
+    filters = query_filters(n, first, info["rare"])
     parts = set(args.parts.split(","))
     results: dict[str, object] = {
         "build": info["timings"], "ef_search": args.ef_search, "prepare": args.prepare, "load before": _load(),
     }
     if "recall" in parts:
-        results["recall@10"] = recall(vectors, first, info["rare"], rng.sample(range(n), args.recall_samples),
-                                      rng.sample(list(rare_rows), args.recall_samples), rare_rows)
+        results["recall@10"] = recall(vectors, first, filters, rng, args.recall_samples)
         print(f"recall@10: {results['recall@10']}", flush=True)
     if "scan" in parts:
-        results["scan execution (ms)"] = scan_times(
-            first, info["rare"], [rng.randrange(n) for _ in range(40)], [int(r) for r in rng.sample(list(rare_rows), 40)]
-        )
+        results["scan execution (ms)"] = scan_times(first, filters, rng)
         print(f"served statement, EXPLAIN ANALYZE: {results['scan execution (ms)']}", flush=True)
     if "floor" in parts:
         results["in-process CPU per request"] = floor(first, n)
@@ -294,12 +310,47 @@ def measure(args: argparse.Namespace) -> None:
         results["similarity_evaluate, served part"] = evaluate()
     connection.close()
     if "http" in parts:
-        results["http"], results["web workers"] = http(args, first, n, info["rare"], rare_rows)
+        results["http"], results["web workers"] = http(args, first, filters)
     results["load"] = _load()
     prepared = "" if args.prepare == "auto" else "-unprepared"
     (var / f"measure-{'-'.join(sorted(parts))}-ef{args.ef_search}{prepared}.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     stop_embedded_database(var)
+
+
+class QueryFilter(NamedTuple):
+    """A filter of the measured requests: its label, its query string, the ORM lookup it
+    stands for, the rows it lets through (None: all), the rows that ask with it, and a text
+    its compiled statement holds (None: no filter)."""
+
+    label: str
+    parameters: str
+    lookup: dict[str, Any]
+    rows: np.ndarray | None
+    asking: np.ndarray
+    marker: str | None
+
+    def queryset(self) -> Any:
+        from catalog.models import Product
+
+        return Product.objects.filter(**self.lookup)
+
+
+def query_filters(n: int, first: int, rare: int) -> list[QueryFilter]:
+    """No filter, the category (asked by its own products), the brand (asked by any product)."""
+    from catalog.models import Product
+
+    everyone, in_rare = np.arange(n), np.arange(0, n, RARE_EVERY)
+    branded = np.fromiter(
+        (pk - first for pk in Product.objects.filter(brand=BRAND).order_by("pk").values_list("pk", flat=True)), dtype=np.int64
+    )
+    if not len(branded):
+        sys.exit(f"no product of brand {BRAND}: build the database again (older builds have no brands)")
+    return [
+        QueryFilter("unfiltered", "", {}, None, everyone, None),
+        QueryFilter("1% category", f"&category={rare}", {"category_id": rare}, in_rare, in_rare, f'"category_id" = {rare}'),
+        QueryFilter("1% brand", f"&brand={quote(BRAND)}", {"brand__iexact": BRAND}, branded, everyone, BRAND),
+    ]
 
 
 def warm_buffers(first: int, n: int, scans: int) -> None:
@@ -443,13 +494,14 @@ def outside(first: int, n: int, rare: int, max_scan_tuples: str) -> dict[str, di
     return out
 
 
-def recall(vectors, first: int, rare: int, sample: list[int], rare_sample: list[int], rare_rows) -> dict[str, float]:
+def recall(vectors, first: int, filters: list[QueryFilter], rng: random.Random, samples: int) -> dict[str, float]:
     """Mean recall@10 of the served similar items (``GET .../similar/?k=10``, in process: the
-    statements the API runs) against exact cosine over the stored vectors."""
+    statements the API runs) against exact cosine over the stored vectors, for ``samples``
+    products asking with each filter."""
     out = {}
-    for label, rows, extra, pool in (
-        ("unfiltered", sample, "", None), ("1% filter", rare_sample, f"&category={rare}", np.asarray(rare_rows)),
-    ):
+    for query_filter in filters:
+        label, extra, pool = query_filter.label, query_filter.parameters, query_filter.rows
+        rows = [int(row) for row in rng.sample(list(query_filter.asking), samples)]
         queries = np.asarray(vectors[rows])
         best = exact_top(vectors, queries, pool)
         scores = []
@@ -479,9 +531,9 @@ def exact_top(vectors, queries: np.ndarray, pool, depth: int = 11) -> list[np.nd
     return list(best_rows)
 
 
-def scan_times(first: int, rare: int, rows: list[int], rare_rows: list[int]) -> dict[str, float]:
-    """p50 of the served statement's execution (and planning) time, EXPLAIN ANALYZE; the
-    filtered statements ask for items of the item's own category, as the timed requests do."""
+def scan_times(first: int, filters: list[QueryFilter], rng: random.Random, samples: int = 40) -> dict[str, float]:
+    """p50 of the served statement's execution (and planning) time, EXPLAIN ANALYZE, for
+    ``samples`` products asking with each filter, as the timed requests do."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -491,12 +543,11 @@ def scan_times(first: int, rare: int, rows: list[int], rare_rows: list[int]) -> 
     from similarity.models import VectorSpace
 
     space = VectorSpace.active_for("catalog.Product")
-    out = {}
-    for label, queryset, asking in (
-        ("unfiltered", Product.objects.all(), rows), ("1% filter", Product.objects.filter(category_id=rare), rare_rows),
-    ):
+    out, markers = {}, {query_filter.marker for query_filter in filters if query_filter.marker}
+    for query_filter in filters:
+        label, queryset = query_filter.label, query_filter.queryset()
         execution, planning, generic = [], [], []
-        for row in asking:
+        for row in (int(row) for row in rng.sample(list(query_filter.asking), samples)):
             item = Product(pk=first + row)
             with CaptureQueriesContext(connection) as captured:
                 similar_to(item, k=10, queryset=queryset, space=space, annotations=explanation_annotations(space, item))
@@ -508,27 +559,30 @@ def scan_times(first: int, rare: int, rows: list[int], rare_rows: list[int]) -> 
             execution.append(plan[0]["Execution Time"])
             planning.append(plan[0]["Planning Time"])
             if os.environ["SIMILARITY_PREPARE_STATEMENTS"] != "0":
-                generic.append(prepared_execution(first + row, rare, "" if label == "unfiltered" else f"&category={rare}"))
+                generic.append(prepared_execution(first + row, query_filter, markers))
         out[label] = {"execution p50": round(statistics.median(execution), 2), "planning p50": round(statistics.median(planning), 2)}
         if generic:
             out[label]["prepared (generic plan) execution p50"] = round(statistics.median(generic), 2)
     return out
 
 
-def prepared_execution(pk: int, rare: int, extra: str) -> float:
+def prepared_execution(pk: int, query_filter: QueryFilter, markers: set[str]) -> float:
     """Execution time (EXPLAIN ANALYZE) of the served similar items' prepared statement for
-    item ``pk`` with PostgreSQL's generic plan, the one it runs after a few executions."""
+    item ``pk`` with PostgreSQL's generic plan, the one it runs after a few executions.
+    ``markers``: what the filters' statements hold (an unfiltered one holds none)."""
     from django.db import connection
 
-    served(f"/api/products/{pk}/similar/?k=10{extra}")  # the statement is prepared on this connection
+    served(f"/api/products/{pk}/similar/?k=10{query_filter.parameters}")  # prepared on this connection
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT name, cardinality(parameter_types) FROM pg_prepared_statements "
-            "WHERE strpos(statement, '<=>') > 0 AND (strpos(statement, %s) > 0) = %s AND parameter_types[1] = %s::regtype",
-            # The filtered statement names the category; psycopg types a key by its size.
-            [f'"category_id" = {rare}', bool(extra), "smallint" if pk < 2**15 else "integer"],
+        cursor.execute(  # psycopg types a key by its size
+            "SELECT name, statement, cardinality(parameter_types) FROM pg_prepared_statements "
+            "WHERE strpos(statement, '<=>') > 0 AND parameter_types[1] = %s::regtype",
+            ["smallint" if pk < 2**15 else "integer"],
         )
-        name, count = cursor.fetchone()
+        name, _, count = next(
+            row for row in cursor.fetchall()
+            if (query_filter.marker in row[1] if query_filter.marker else not any(m in row[1] for m in markers))
+        )
         cursor.execute("SET plan_cache_mode = force_generic_plan")
         cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({', '.join([str(pk)] * count)})")
         plan = cursor.fetchone()[0]
@@ -538,16 +592,15 @@ def prepared_execution(pk: int, rare: int, extra: str) -> float:
     return plan[0]["Execution Time"]
 
 
-def http(args: argparse.Namespace, first: int, n: int, rare: int, rare_rows) -> tuple[dict, dict]:
+def http(args: argparse.Namespace, first: int, filters: list[QueryFilter]) -> tuple[dict, dict]:
     """Time the API through gunicorn; return the latencies and the workers' memory."""
     server = serve(args.var, args.port, args.workers, args.ef_search, args.threads)
     timed = load_client.send if args.client == "lean" else timed_requests
     out: dict[str, dict] = {}
     try:
         rng = random.Random(11)
-        for label, pool, extra in (
-            ("unfiltered", range(n), ""), ("1% filter", [int(r) for r in rare_rows], f"&category={rare}"),
-        ):
+        for query_filter in filters:
+            label, pool, extra = query_filter.label, [int(row) for row in query_filter.asking], query_filter.parameters
             for threads in (1, 8):
                 paths = [f"/api/products/{first + rng.choice(pool)}/similar/?k=10{extra}" for _ in range(args.requests)]
                 timed(args.port, paths[: max(80, args.requests // 5)], threads)  # warm-up
