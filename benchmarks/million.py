@@ -44,7 +44,8 @@ day), then reports what ``--parts`` names:
 - ``GET /api/products/{id}/similar/?k=10`` through gunicorn at concurrency 1 and 8: p50, p99,
   requests per second and the CPU per request of each process (web workers, PostgreSQL, the
   load client: ``benchmarks/load_client.py``, or ``--client http.client``), unfiltered and
-  under each filter;
+  under each filter; first, at concurrency 1, the API root and a product's detail (the
+  host's own DRF view): what any request of this stack costs;
 - the memory of the web workers (RSS and PSS) after the timed requests.
 """
 from __future__ import annotations
@@ -593,37 +594,50 @@ def prepared_execution(pk: int, query_filter: QueryFilter, markers: set[str]) ->
 
 
 def http(args: argparse.Namespace, first: int, filters: list[QueryFilter]) -> tuple[dict, dict]:
-    """Time the API through gunicorn; return the latencies and the workers' memory."""
+    """Time the API through gunicorn; return the latencies and the workers' memory.
+
+    Two rows at concurrency 1 come first as the floor the similar items stand on: the API root
+    (DRF, no database) and one product's detail (the host's own DRF view and serializer).
+    """
     server = serve(args.var, args.port, args.workers, args.ef_search, args.threads)
     timed = load_client.send if args.client == "lean" else timed_requests
     out: dict[str, dict] = {}
     try:
         rng = random.Random(11)
+        any_ok = functools.partial(load_client.send, check=lambda status, body: None if status == 200 else f"HTTP {status}")
+        n = len(filters[0].asking)
+        for label, path in (("API root", lambda: "/api/"), ("product detail", lambda: f"/api/products/{first + rng.randrange(n)}/")):
+            out[f"{label}, concurrency 1"] = row = timed_row(args, server.pid, [path() for _ in range(args.requests)], 1, any_ok)
+            print(f"{label:10s} concurrency 1: {row}", flush=True)
         for query_filter in filters:
             label, pool, extra = query_filter.label, [int(row) for row in query_filter.asking], query_filter.parameters
             for threads in (1, 8):
                 paths = [f"/api/products/{first + rng.choice(pool)}/similar/?k=10{extra}" for _ in range(args.requests)]
-                timed(args.port, paths[: max(80, args.requests // 5)], threads)  # warm-up
-                before, blocks = cpu_seconds(args.var, server.pid), buffer_counts()
-                started = time.perf_counter()
-                latencies = sorted(timed(args.port, paths, threads))
-                wall = time.perf_counter() - started
-                used = {name: (seconds - before[name]) * 1000 / len(latencies)
-                        for name, seconds in cpu_seconds(args.var, server.pid).items()}
-                row = {
-                    "p50 ms": round(latencies[len(latencies) // 2], 1),
-                    "p99 ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
-                    "requests/s": round(len(latencies) / wall, 1),
-                    "CPU ms per request": {name: round(ms, 2) for name, ms in used.items()},
-                    "blocks read per request": round((buffer_counts()["read"] - blocks["read"]) / len(latencies), 1),
-                }
-                out[f"{label}, concurrency {threads}"] = row
+                out[f"{label}, concurrency {threads}"] = row = timed_row(args, server.pid, paths, threads, timed)
                 print(f"{label:10s} concurrency {threads}: {row}", flush=True)
         memory = worker_memory(server.pid)
     finally:
         server.terminate()
         server.wait(30)
     return out, memory
+
+
+def timed_row(args: argparse.Namespace, master: int, paths: list[str], threads: int, send: Callable) -> dict[str, Any]:
+    """Send ``paths`` from ``threads`` clients after a warm-up of a fifth of them (80 at
+    least); return p50, p99, requests/s, CPU per request of each process, blocks read."""
+    send(args.port, paths[: max(80, len(paths) // 5)], threads)  # warm-up
+    before, blocks = cpu_seconds(args.var, master), buffer_counts()
+    started = time.perf_counter()
+    latencies = sorted(send(args.port, paths, threads))
+    wall = time.perf_counter() - started
+    used = {name: (seconds - before[name]) * 1000 / len(latencies) for name, seconds in cpu_seconds(args.var, master).items()}
+    return {
+        "p50 ms": round(latencies[len(latencies) // 2], 1),
+        "p99 ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
+        "requests/s": round(len(latencies) / wall, 1),
+        "CPU ms per request": {name: round(ms, 2) for name, ms in used.items()},
+        "blocks read per request": round((buffer_counts()["read"] - blocks["read"]) / len(latencies), 1),
+    }
 
 
 def cpu_seconds(var: Path, master: int) -> dict[str, float]:
