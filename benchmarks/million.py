@@ -311,7 +311,7 @@ def measure(args: argparse.Namespace) -> None:
         results["similarity_evaluate, served part"] = evaluate()
     connection.close()
     if "http" in parts:
-        results["http"], results["web workers"] = http(args, first, filters)
+        results["http"], results["web workers"] = http(args, first, n, filters)
     results["load"] = _load()
     prepared = "" if args.prepare == "auto" else "-unprepared"
     (var / f"measure-{'-'.join(sorted(parts))}-ef{args.ef_search}{prepared}.json").write_text(json.dumps(results, indent=2))
@@ -335,6 +335,10 @@ class QueryFilter(NamedTuple):
         from catalog.models import Product
 
         return Product.objects.filter(**self.lookup)
+
+    def sample(self, rng: random.Random, count: int) -> list[int]:
+        """``count`` of the rows that ask with this filter, drawn with ``rng``."""
+        return [int(row) for row in rng.sample(list(self.asking), count)]
 
 
 def query_filters(n: int, first: int, rare: int) -> list[QueryFilter]:
@@ -502,7 +506,7 @@ def recall(vectors, first: int, filters: list[QueryFilter], rng: random.Random, 
     out = {}
     for query_filter in filters:
         label, extra, pool = query_filter.label, query_filter.parameters, query_filter.rows
-        rows = [int(row) for row in rng.sample(list(query_filter.asking), samples)]
+        rows = query_filter.sample(rng, samples)
         queries = np.asarray(vectors[rows])
         best = exact_top(vectors, queries, pool)
         scores = []
@@ -548,7 +552,7 @@ def scan_times(first: int, filters: list[QueryFilter], rng: random.Random, sampl
     for query_filter in filters:
         label, queryset = query_filter.label, query_filter.queryset()
         execution, planning, generic = [], [], []
-        for row in (int(row) for row in rng.sample(list(query_filter.asking), samples)):
+        for row in query_filter.sample(rng, samples):
             item = Product(pk=first + row)
             with CaptureQueriesContext(connection) as captured:
                 similar_to(item, k=10, queryset=queryset, space=space, annotations=explanation_annotations(space, item))
@@ -593,7 +597,7 @@ def prepared_execution(pk: int, query_filter: QueryFilter, markers: set[str]) ->
     return plan[0]["Execution Time"]
 
 
-def http(args: argparse.Namespace, first: int, filters: list[QueryFilter]) -> tuple[dict, dict]:
+def http(args: argparse.Namespace, first: int, n: int, filters: list[QueryFilter]) -> tuple[dict, dict]:
     """Time the API through gunicorn; return the latencies and the workers' memory.
 
     Two rows at concurrency 1 come first as the floor the similar items stand on: the API root
@@ -605,7 +609,6 @@ def http(args: argparse.Namespace, first: int, filters: list[QueryFilter]) -> tu
     try:
         rng = random.Random(11)
         any_ok = functools.partial(load_client.send, check=lambda status, body: None if status == 200 else f"HTTP {status}")
-        n = len(filters[0].asking)
         for label, path in (("API root", lambda: "/api/"), ("product detail", lambda: f"/api/products/{first + rng.randrange(n)}/")):
             out[f"{label}, concurrency 1"] = row = timed_row(args, server.pid, [path() for _ in range(args.requests)], 1, any_ok)
             print(f"{label:10s} concurrency 1: {row}", flush=True)

@@ -88,6 +88,7 @@ def configured_spec(model_label: str) -> dict[str, Any]:
     s = similarity_settings
     learned = ModelVersion.active_for(model_label)
     fitted = fitted_weights(model_label)  # chosen on the catalog's categorised items, if fitted
+    hnsw = hnsw_build()
     return {
         "image_encoder": s.IMAGE_ENCODER,
         # A version trained with image fine-tuning brings its own image network.
@@ -105,7 +106,7 @@ def configured_spec(model_label: str) -> dict[str, Any]:
         # Only when not the default, so that the spaces of earlier versions keep their key.
         **({"index_precision": "half"} if s.INDEX_PRECISION == "half" else {}),
         # Only when not pgvector's defaults, which spaces from before HNSW_BUILD were built with.
-        **({"hnsw": hnsw_build()} if hnsw_build() != PGVECTOR_HNSW_BUILD else {}),
+        **({"hnsw": hnsw} if hnsw != PGVECTOR_HNSW_BUILD else {}),
     }
 
 

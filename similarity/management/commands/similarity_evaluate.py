@@ -79,11 +79,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts) -> None:
         from similarity.ml.fusion.checkpoint import FusionModel
+        from similarity.ml.fusion.training import TrainConfig
 
         label = model_label(opts["model"])
         s = similarity_settings
         limit = s.TRAINING_MAX_PRODUCTS if opts["max_products"] is None else opts["max_products"]
-        seed = int((s.TRAINING or {}).get("seed", 0)) if opts["seed"] is None else opts["seed"]
+        seed = int((s.TRAINING or {}).get("seed", TrainConfig.seed)) if opts["seed"] is None else opts["seed"]
         catalog = collect_catalog(label, limit=limit or None, seed=seed)
         if not catalog.pks:
             raise CommandError(f"{label} has no rows to evaluate.")
